@@ -1,0 +1,195 @@
+//! Throughput of the CPU compute kernels: GEMM, convolution (forward, both
+//! backwards, and the sum of the three), group norm, pooling and upsampling.
+//!
+//! A plain binary (`harness = false`): each case is warmed up, then timed
+//! several times, and the median is printed, which shrugs off the odd
+//! scheduling hiccup on a shared machine better than the mean.
+//!
+//! Run with `cargo bench -p tensor --bench kernels [-- FILTER]`; a FILTER
+//! argument keeps only the cases whose name contains it.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use tensor::cpu::conv::{self, Conv2dParams};
+use tensor::cpu::group_norm::{self, GroupNormParams};
+use tensor::cpu::matmul;
+use tensor::cpu::pool::{self, Pool2dParams};
+use tensor::cpu::upsample;
+
+/// Median seconds per call of `f`, after warm-up, over `reps` timed calls
+/// (fewer when a single call is slow, so the whole run stays short).
+fn time<R>(mut f: impl FnMut() -> R) -> f64 {
+    let start = Instant::now();
+    black_box(f());
+    let first = start.elapsed().as_secs_f64();
+    black_box(f());
+    let reps = ((1.5 / first.max(1e-6)) as usize).clamp(3, 50);
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            black_box(f());
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    times[times.len() / 2]
+}
+
+/// Deterministic pseudo-random values in [-1, 1) (no rand dependency needed).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+struct Bench {
+    filter: Option<String>,
+}
+
+impl Bench {
+    fn wants(&self, name: &str) -> bool {
+        self.filter.as_ref().is_none_or(|f| name.contains(f.as_str()))
+    }
+
+    fn report(&self, name: &str, secs: f64, amount: f64, unit: &str) {
+        println!("{name:<48} {:>9.3} ms {:>8.1} {unit}", secs * 1e3, amount / secs / 1e9);
+    }
+
+    fn matmul(&self, n: usize) {
+        let name = format!("matmul {n}x{n}x{n} f32");
+        if !self.wants(&name) {
+            return;
+        }
+        let (a, b) = (values(n * n, 1), values(n * n, 2));
+        let mut c = vec![0.0f32; n * n];
+        let threads = rayon::current_num_threads();
+        let m = |d: &'static [f32]| matmul::MatRef { data: d, offset: 0, row_stride: n as isize, col_stride: 1 };
+        let (a, b): (&'static [f32], &'static [f32]) = (a.leak(), b.leak());
+        let t = time(|| matmul::gemm(n, n, n, m(a), m(b), &mut c, false, threads));
+        self.report(&name, t, 2.0 * (n * n * n) as f64, "GFLOP/s");
+    }
+
+    fn conv(&self, label: &str, p: Conv2dParams, all_passes: bool) {
+        let x = values(p.batch * p.in_channels * p.in_h * p.in_w, 3);
+        let w = values(p.out_channels * p.in_channels * p.kernel_h * p.kernel_w, 4);
+        let b = values(p.out_channels, 5);
+        let g = values(p.batch * p.out_channels * p.out_h() * p.out_w(), 6);
+        let flops = p.flops();
+        let fwd = format!("conv {label} forward");
+        if self.wants(&fwd) {
+            self.report(&fwd, time(|| conv::conv2d(&p, &x, &w, Some(&b))), flops, "GFLOP/s");
+        }
+        if all_passes {
+            let name = format!("conv {label} backward_input");
+            if self.wants(&name) {
+                self.report(&name, time(|| conv::conv2d_backward_input(&p, &g, &w)), flops, "GFLOP/s");
+            }
+            let name = format!("conv {label} backward_weight");
+            if self.wants(&name) {
+                self.report(&name, time(|| conv::conv2d_backward_weight(&p, &x, &g)), flops, "GFLOP/s");
+            }
+        }
+        let name = format!("conv {label} fwd+bwd");
+        if self.wants(&name) {
+            let t = time(|| {
+                let y = conv::conv2d(&p, &x, &w, Some(&b));
+                let dx = conv::conv2d_backward_input(&p, &g, &w);
+                let dw = conv::conv2d_backward_weight(&p, &x, &g);
+                (y, dx, dw)
+            });
+            self.report(&name, t, 3.0 * flops, "GFLOP/s");
+        }
+    }
+
+    fn group_norm(&self, n: usize, c: usize, hw: usize, groups: usize) {
+        let p = GroupNormParams { batch: n, channels: c, spatial: hw * hw, groups, eps: 1e-5 };
+        let len = n * c * hw * hw;
+        let x = values(len, 7);
+        let g = values(len, 8);
+        let gamma = values(c, 9);
+        let beta = values(c, 10);
+        let bytes = (len * 4) as f64;
+        let name = format!("group_norm [{n},{c},{hw},{hw}] g{groups} forward");
+        if self.wants(&name) {
+            // Bytes that must move: read x, write y.
+            self.report(&name, time(|| group_norm::group_norm(&p, &x, &gamma, &beta)), 2.0 * bytes, "GB/s");
+        }
+        let name = format!("group_norm [{n},{c},{hw},{hw}] g{groups} backward");
+        if self.wants(&name) {
+            let (_, mean, rstd) = group_norm::group_norm(&p, &x, &gamma, &beta);
+            // Read x and dy, write dx.
+            let t = time(|| group_norm::group_norm_backward(&p, &x, &gamma, &mean, &rstd, &g));
+            self.report(&name, t, 3.0 * bytes, "GB/s");
+        }
+    }
+
+    fn pool_and_upsample(&self, n: usize, c: usize, hw: usize) {
+        let p = Pool2dParams { batch: n, channels: c, in_h: hw, in_w: hw, kernel: 2, stride: 2 };
+        let len = n * c * hw * hw;
+        let x = values(len, 11);
+        let g = values(len / 4, 12);
+        let bytes = (len * 4) as f64;
+        let name = format!("max_pool2d 2x2 [{n},{c},{hw},{hw}] forward");
+        if self.wants(&name) {
+            self.report(&name, time(|| pool::max_pool2d(&p, &x)), 1.25 * bytes, "GB/s");
+        }
+        let name = format!("max_pool2d 2x2 [{n},{c},{hw},{hw}] backward");
+        if self.wants(&name) {
+            self.report(&name, time(|| pool::max_pool2d_backward(&p, &x, &g)), 2.25 * bytes, "GB/s");
+        }
+        let name = format!("avg_pool2d 2x2 [{n},{c},{hw},{hw}] forward");
+        if self.wants(&name) {
+            self.report(&name, time(|| pool::avg_pool2d(&p, &x)), 1.25 * bytes, "GB/s");
+        }
+        let h = hw / 2;
+        let name = format!("upsample x2 [{n},{c},{h},{h}] forward");
+        if self.wants(&name) {
+            self.report(&name, time(|| upsample::upsample_nearest2d(n, c, h, h, 2, 2, &g)), 1.25 * bytes, "GB/s");
+        }
+        let name = format!("upsample x2 [{n},{c},{h},{h}] backward");
+        if self.wants(&name) {
+            self.report(&name, time(|| upsample::upsample_nearest2d_backward(n, c, h, h, 2, 2, &x)), 1.25 * bytes, "GB/s");
+        }
+    }
+}
+
+fn conv3x3(batch: usize, cin: usize, cout: usize, hw: usize) -> Conv2dParams {
+    Conv2dParams {
+        batch,
+        in_channels: cin,
+        out_channels: cout,
+        in_h: hw,
+        in_w: hw,
+        kernel_h: 3,
+        kernel_w: 3,
+        stride: 1,
+        padding: 1,
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; anything else is a name filter.
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let bench = Bench { filter };
+    println!("{} rayon threads", rayon::current_num_threads());
+
+    bench.matmul(2048);
+    bench.conv("3x3 b32 128->128 32x32", conv3x3(32, 128, 128, 32), true);
+    // The U-Net's other typical shapes.
+    bench.conv("3x3 b32 64->64 64x64", conv3x3(32, 64, 64, 64), true);
+    bench.conv("3x3 b32 256->256 8x8", conv3x3(32, 256, 256, 8), true);
+    bench.conv("3x3 b32 256->256 4x4", conv3x3(32, 256, 256, 4), true);
+    bench.conv("3x3 b32 3->64 64x64", conv3x3(32, 3, 64, 64), false);
+    let pointwise = Conv2dParams { kernel_h: 1, kernel_w: 1, padding: 0, ..conv3x3(32, 128, 256, 16) };
+    bench.conv("1x1 b32 128->256 16x16", pointwise, true);
+    bench.group_norm(32, 128, 32, 32);
+    bench.group_norm(32, 256, 8, 32);
+    bench.pool_and_upsample(32, 64, 64);
+}

@@ -1,0 +1,161 @@
+//! The seam between the tensor front end and the devices.
+//!
+//! `Tensor` methods check shapes and build layouts; then they call one method
+//! of `BackendStorage`, which both the CPU storage and the CUDA storage
+//! implement. Adding a device means implementing this trait, nothing else.
+//!
+//! Conventions every implementation follows:
+//! - Inputs come with a `Layout` (any strides, any offset) unless the method
+//!   says it takes contiguous data; contiguous inputs still carry an offset,
+//!   which is where their first element sits.
+//! - Outputs are fresh, contiguous storages.
+//! - Binary and ternary ops receive layouts already broadcast to one shape.
+
+use crate::cpu::conv::Conv2dParams;
+use crate::cpu::group_norm::GroupNormParams;
+use crate::cpu::pool::Pool2dParams;
+use crate::{DType, Layout, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum UnaryOp {
+    Neg,
+    Exp,
+    Log,
+    Sqrt,
+    Sqr,
+    Recip,
+    Tanh,
+    Sigmoid,
+    Silu,
+    Relu,
+    Abs,
+    Sin,
+    Cos,
+    /// x^e
+    Powf(f64),
+    /// min(max(x, lo), hi)
+    Clamp(f64, f64),
+    /// x * mul + add: the scalar forms of add, sub, mul and div.
+    Affine { mul: f64, add: f64 },
+    /// max(x, s) and min(x, s)
+    MaxScalar(f64),
+    MinScalar(f64),
+    /// d silu / dx, used by the backward pass
+    SiluGrad,
+    /// 1 where x > 0, else 0: the ReLU backward mask
+    Step,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Maximum,
+    Minimum,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReduceOp {
+    Sum,
+    Max,
+    Min,
+    /// Index of the first maximum, as u32.
+    ArgMax,
+}
+
+/// A batched matrix product: `batch` products of [m, k] @ [k, n]. Each
+/// operand's layout is [batch, rows, cols] (batch stride 0 when broadcast).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatmulDims {
+    pub batch: usize,
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+}
+
+/// Hyper-parameters of one Adam/AdamW step, bias corrections included.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamStep {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// L2 penalty added to the gradient (Adam's `weight_decay`).
+    pub weight_decay: f64,
+    /// Decoupled decay applied to the parameter (AdamW's `weight_decay`).
+    pub decoupled_decay: f64,
+    /// 1 - beta1^t and 1 - beta2^t for the step t being taken.
+    pub bias_correction1: f64,
+    pub bias_correction2: f64,
+}
+
+/// One backend's storage: a flat buffer of one dtype on one device.
+pub trait BackendStorage: Sized {
+    fn dtype(&self) -> DType;
+    /// Number of elements held.
+    fn len(&self) -> usize;
+
+    fn to_dtype(&self, layout: &Layout, dtype: DType) -> Result<Self>;
+    /// The elements of `layout`, gathered into a contiguous storage.
+    fn copy_strided(&self, layout: &Layout) -> Result<Self>;
+    /// Writes the elements of `src` (seen through `src_layout`) into the
+    /// positions of `self` given by `dst_layout`; both layouts have one shape.
+    fn copy_into(&mut self, dst_layout: &Layout, src: &Self, src_layout: &Layout) -> Result<()>;
+
+    fn unary(&self, layout: &Layout, op: UnaryOp) -> Result<Self>;
+    fn binary(&self, layout: &Layout, rhs: &Self, rhs_layout: &Layout, op: BinaryOp) -> Result<Self>;
+    /// 1 where the comparison holds, else 0, in the inputs' dtype.
+    fn cmp(&self, layout: &Layout, rhs: &Self, rhs_layout: &Layout, op: CmpOp) -> Result<Self>;
+    /// `self` is the mask (nonzero = take `on_true`).
+    fn where_cond(
+        &self,
+        layout: &Layout,
+        on_true: &Self,
+        true_layout: &Layout,
+        on_false: &Self,
+        false_layout: &Layout,
+    ) -> Result<Self>;
+    /// Reduces over `axes` (sorted, unique); the output keeps the other dims
+    /// in order, contiguous, as if `keepdim` were true.
+    fn reduce(&self, layout: &Layout, axes: &[usize], op: ReduceOp) -> Result<Self>;
+
+    fn matmul(&self, layout: &Layout, rhs: &Self, rhs_layout: &Layout, dims: MatmulDims) -> Result<Self>;
+
+    // The image kernels take contiguous NCHW inputs (offset in the layout).
+    fn conv2d(&self, layout: &Layout, weight: &Self, weight_layout: &Layout, bias: Option<(&Self, &Layout)>, p: &Conv2dParams) -> Result<Self>;
+    fn conv2d_backward_input(&self, grad_layout: &Layout, weight: &Self, weight_layout: &Layout, p: &Conv2dParams) -> Result<Self>;
+    fn conv2d_backward_weight(&self, layout: &Layout, grad_out: &Self, grad_layout: &Layout, p: &Conv2dParams) -> Result<Self>;
+    fn avg_pool2d(&self, layout: &Layout, p: &Pool2dParams) -> Result<Self>;
+    fn avg_pool2d_backward(&self, grad_layout: &Layout, p: &Pool2dParams) -> Result<Self>;
+    fn max_pool2d(&self, layout: &Layout, p: &Pool2dParams) -> Result<Self>;
+    fn max_pool2d_backward(&self, layout: &Layout, grad_out: &Self, grad_layout: &Layout, p: &Pool2dParams) -> Result<Self>;
+    /// dims = (batch, channels, in_h, in_w), integer scales.
+    fn upsample_nearest2d(&self, layout: &Layout, dims: (usize, usize, usize, usize), scale: (usize, usize)) -> Result<Self>;
+    fn upsample_nearest2d_backward(&self, grad_layout: &Layout, dims: (usize, usize, usize, usize), scale: (usize, usize)) -> Result<Self>;
+    /// Returns (y, mean [N*G], rstd [N*G]).
+    fn group_norm(&self, layout: &Layout, gamma: &Self, gamma_layout: &Layout, beta: &Self, beta_layout: &Layout, p: &GroupNormParams) -> Result<(Self, Self, Self)>;
+    /// Returns (grad_x, grad_gamma, grad_beta); all inputs contiguous from offset 0.
+    fn group_norm_backward(&self, gamma: &Self, mean: &Self, rstd: &Self, grad_y: &Self, p: &GroupNormParams) -> Result<(Self, Self, Self)>;
+
+    /// Picks slices along `dim` of `self` (contiguous, shape `dims`) at the u32 `indices` (contiguous).
+    fn index_select(&self, layout: &Layout, indices: &Self, indices_layout: &Layout, dim: usize) -> Result<Self>;
+    /// `self[.., indices[i], ..] += src[.., i, ..]` along `dim`, in place; `self` contiguous with shape `dims`.
+    fn index_add(&mut self, dims: &[usize], indices: &Self, indices_layout: &Layout, src: &Self, src_layout: &Layout, dim: usize) -> Result<()>;
+
+    /// In-place fused optimizer updates over whole contiguous buffers.
+    fn adam_update(&mut self, grad: &Self, m: &mut Self, v: &mut Self, step: &AdamStep) -> Result<()>;
+    /// `self = decay * self + (1 - decay) * src`
+    fn ema_update(&mut self, src: &Self, decay: f64) -> Result<()>;
+}

@@ -1,0 +1,358 @@
+//! Group normalisation over NCHW data, forward and analytic backward.
+//!
+//! The channels of a group are contiguous in NCHW, so each (image, group) is
+//! one contiguous slice: that is the unit of parallel work, and it is small
+//! enough (a few KiB to a few hundred KiB) that the second pass over it
+//! finds it still in cache. Both passes are therefore "read once from memory".
+//!
+//! Statistics come from one pass of f64 sums shifted by the slice's first
+//! element: the shift removes the cancellation that plain `E[x^2] - E[x]^2`
+//! suffers when the mean is large relative to the spread, and f64 keeps the
+//! sums exact enough for f32 data of any realistic size. Eight independent
+//! accumulators let the loop vectorise (a single running sum is a serial
+//! dependency chain the compiler may not reorder).
+//!
+//! Normalise-and-affine is folded into one multiply-add per element,
+//! `y = x * a_c + b_c`, with the per-channel `a_c, b_c` computed in f64.
+//! The backward is the closed form of the gradient, which per group needs
+//! only two per-channel sums, `sum(dy)` and `sum(dy * (x - mean))`; then
+//! `dx` is again one fused expression per element.
+
+use rayon::prelude::*;
+
+use super::float::Float;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GroupNormParams {
+    pub batch: usize,
+    pub channels: usize,
+    /// H*W
+    pub spatial: usize,
+    pub groups: usize,
+    pub eps: f64,
+}
+
+impl GroupNormParams {
+    fn channels_per_group(&self) -> usize {
+        assert!(
+            self.groups >= 1 && self.channels % self.groups == 0,
+            "group norm: channels must divide into groups"
+        );
+        self.channels / self.groups
+    }
+
+    /// Elements in one (image, group) slice.
+    fn group_len(&self) -> usize {
+        self.channels_per_group() * self.spatial
+    }
+
+    /// Parallel tasks should hold at least this many groups, so that the
+    /// tiny groups of 4x4 maps do not each pay rayon's per-task cost.
+    fn groups_per_task(&self) -> usize {
+        (8 * 1024 / self.group_len().max(1)).max(1)
+    }
+}
+
+const LANES: usize = 8;
+
+/// `(sum(x - shift), sum((x - shift)^2))` in f64.
+#[inline]
+fn shifted_sums<T: Float>(x: &[T], shift: f64) -> (f64, f64) {
+    let mut s = [0.0f64; LANES];
+    let mut q = [0.0f64; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..LANES {
+            let d = c[l].to_f64() - shift;
+            s[l] += d;
+            q[l] += d * d;
+        }
+    }
+    for &v in tail {
+        let d = v.to_f64() - shift;
+        s[0] += d;
+        q[0] += d * d;
+    }
+    (s.iter().sum(), q.iter().sum())
+}
+
+/// `(sum(dy), sum(dy * (x - mean)))` in f64.
+#[inline]
+fn grad_sums<T: Float>(x: &[T], dy: &[T], mean: f64) -> (f64, f64) {
+    let mut s = [0.0f64; LANES];
+    let mut q = [0.0f64; LANES];
+    let xc = x.chunks_exact(LANES);
+    let (xt, gt) = (xc.remainder(), &dy[x.len() - x.len() % LANES..]);
+    for (cx, cg) in xc.zip(dy.chunks_exact(LANES)) {
+        for l in 0..LANES {
+            let g = cg[l].to_f64();
+            s[l] += g;
+            q[l] += g * (cx[l].to_f64() - mean);
+        }
+    }
+    for (&xv, &g) in xt.iter().zip(gt) {
+        let g = g.to_f64();
+        s[0] += g;
+        q[0] += g * (xv.to_f64() - mean);
+    }
+    (s.iter().sum(), q.iter().sum())
+}
+
+/// y = (x - mean_g) * rstd_g * gamma[c] + beta[c]; returns (y, mean [N*G], rstd [N*G]).
+/// Statistics in ONE pass (sum and sum of squares accumulated in f64, or Welford), fused normalise+affine.
+pub fn group_norm<T: Float>(p: &GroupNormParams, x: &[T], gamma: &[T], beta: &[T]) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let cpg = p.channels_per_group();
+    let len = p.group_len();
+    let ng = p.batch * p.groups;
+    assert_eq!(x.len(), ng * len);
+    assert_eq!(gamma.len(), p.channels);
+    assert_eq!(beta.len(), p.channels);
+    let mut y = vec![T::ZERO; x.len()];
+    let mut mean = vec![T::ZERO; ng];
+    let mut rstd = vec![T::ZERO; ng];
+    if len == 0 {
+        // Empty groups: no statistics to speak of; report mean 0, rstd of eps.
+        rstd.fill(T::from_f64(1.0 / p.eps.sqrt()));
+        return (y, mean, rstd);
+    }
+    let per_task = p.groups_per_task();
+    x.par_chunks(len)
+        .zip(y.par_chunks_mut(len))
+        .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
+        .enumerate()
+        .with_min_len(per_task)
+        .for_each(|(i, ((xs, ys), (m_out, r_out)))| {
+            let g = i % p.groups;
+            let shift = xs[0].to_f64();
+            let (s, q) = shifted_sums(xs, shift);
+            let n = len as f64;
+            let d = s / n;
+            let var = (q / n - d * d).max(0.0);
+            let m = shift + d;
+            let r = 1.0 / (var + p.eps).sqrt();
+            *m_out = T::from_f64(m);
+            *r_out = T::from_f64(r);
+            for (ci, (xp, yp)) in xs.chunks_exact(p.spatial).zip(ys.chunks_exact_mut(p.spatial)).enumerate() {
+                let c = g * cpg + ci;
+                let a = r * gamma[c].to_f64();
+                let (a_t, b_t) = (T::from_f64(a), T::from_f64(beta[c].to_f64() - m * a));
+                yp.iter_mut().zip(xp).for_each(|(o, &v)| *o = v * a_t + b_t);
+            }
+        });
+    (y, mean, rstd)
+}
+
+/// returns (grad_x, grad_gamma [C], grad_beta [C]); the fused analytic backward, not composed from small ops.
+pub fn group_norm_backward<T: Float>(
+    p: &GroupNormParams,
+    x: &[T],
+    gamma: &[T],
+    mean: &[T],
+    rstd: &[T],
+    grad_y: &[T],
+) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let cpg = p.channels_per_group();
+    let len = p.group_len();
+    let ng = p.batch * p.groups;
+    assert_eq!(x.len(), ng * len);
+    assert_eq!(grad_y.len(), x.len());
+    assert_eq!(gamma.len(), p.channels);
+    assert_eq!(mean.len(), ng);
+    assert_eq!(rstd.len(), ng);
+    let mut dx = vec![T::ZERO; x.len()];
+    // Per (image, channel): sum(dy) and sum(dy * xhat); reduced over images
+    // at the end, which keeps the parallel loop free of shared writes.
+    let mut db_nc = vec![0.0f64; p.batch * p.channels];
+    let mut dg_nc = vec![0.0f64; p.batch * p.channels];
+    if len > 0 {
+        let per_task = p.groups_per_task();
+        x.par_chunks(len)
+            .zip(grad_y.par_chunks(len))
+            .zip(dx.par_chunks_mut(len))
+            .zip(db_nc.par_chunks_mut(cpg).zip(dg_nc.par_chunks_mut(cpg)))
+            .enumerate()
+            .with_min_len(per_task)
+            .for_each(|(i, (((xs, gs), dxs), (db, dg)))| {
+                let g = i % p.groups;
+                let (m, r) = (mean[i].to_f64(), rstd[i].to_f64());
+                // sum over the group of gamma*dy and of gamma*dy*xhat.
+                let (mut sum_gdy, mut sum_gdy_xhat) = (0.0, 0.0);
+                for (ci, (xp, gp)) in xs.chunks_exact(p.spatial).zip(gs.chunks_exact(p.spatial)).enumerate() {
+                    let gam = gamma[g * cpg + ci].to_f64();
+                    let (s_dy, s_dy_xc) = grad_sums(xp, gp, m);
+                    db[ci] = s_dy;
+                    dg[ci] = s_dy_xc * r;
+                    sum_gdy += gam * s_dy;
+                    sum_gdy_xhat += gam * s_dy_xc * r;
+                }
+                // dx = r * (gamma*dy - mean(gamma*dy) - xhat * mean(gamma*dy*xhat))
+                //    = (r*gamma_c) * dy + bx * x + c0, with xhat = (x - m) * r.
+                let n = len as f64;
+                let (a_mean, b_mean) = (sum_gdy / n, sum_gdy_xhat / n);
+                let bx = -r * r * b_mean;
+                let c0 = r * r * b_mean * m - r * a_mean;
+                let (bx_t, c0_t) = (T::from_f64(bx), T::from_f64(c0));
+                for (ci, (gp, (xp, dp))) in gs
+                    .chunks_exact(p.spatial)
+                    .zip(xs.chunks_exact(p.spatial).zip(dxs.chunks_exact_mut(p.spatial)))
+                    .enumerate()
+                {
+                    let a_t = T::from_f64(r * gamma[g * cpg + ci].to_f64());
+                    for ((d, &dy), &xv) in dp.iter_mut().zip(gp).zip(xp) {
+                        *d = a_t * dy + bx_t * xv + c0_t;
+                    }
+                }
+            });
+    }
+    let mut grad_gamma = vec![0.0f64; p.channels];
+    let mut grad_beta = vec![0.0f64; p.channels];
+    for (db, dg) in db_nc.chunks_exact(p.channels.max(1)).zip(dg_nc.chunks_exact(p.channels.max(1))) {
+        grad_beta.iter_mut().zip(db).for_each(|(a, &b)| *a += b);
+        grad_gamma.iter_mut().zip(dg).for_each(|(a, &b)| *a += b);
+    }
+    let cast = |v: Vec<f64>| v.into_iter().map(T::from_f64).collect::<Vec<T>>();
+    (dx, cast(grad_gamma), cast(grad_beta))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    type Case = (GroupNormParams, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>);
+
+    /// Values are f32-representable so the f32 kernel sees the same inputs
+    /// as the f64 reference. An optional offset gives groups a mean far from
+    /// zero relative to their spread, the case that breaks naive statistics.
+    fn case() -> impl Strategy<Value = Case> {
+        (1usize..4, 1usize..4, 1usize..4, 1usize..20, prop::sample::select(vec![0.0f64, 8.0]))
+            .prop_flat_map(|(batch, groups, cpg, spatial, offset)| {
+                let p = GroupNormParams { batch, channels: groups * cpg, spatial, groups, eps: 1e-5 };
+                let n = batch * groups * cpg * spatial;
+                let f = |v: f64| v as f32 as f64;
+                (
+                    Just(p),
+                    prop::collection::vec((-2.0f64..2.0).prop_map(move |v| f(v + offset)), n),
+                    prop::collection::vec((-2.0f64..2.0).prop_map(f), p.channels),
+                    prop::collection::vec((-2.0f64..2.0).prop_map(f), p.channels),
+                    prop::collection::vec((-2.0f64..2.0).prop_map(f), n),
+                )
+            })
+    }
+
+    fn index(p: &GroupNormParams, n: usize, c: usize, s: usize) -> usize {
+        (n * p.channels + c) * p.spatial + s
+    }
+
+    /// Two-pass statistics, straight from the definition.
+    fn naive_stats(p: &GroupNormParams, x: &[f64]) -> Vec<(f64, f64)> {
+        let cpg = p.channels / p.groups;
+        let mut out = vec![];
+        for n in 0..p.batch {
+            for g in 0..p.groups {
+                let vals: Vec<f64> = (g * cpg..(g + 1) * cpg)
+                    .flat_map(|c| (0..p.spatial).map(move |s| (c, s)))
+                    .map(|(c, s)| x[index(p, n, c, s)])
+                    .collect();
+                let m = vals.iter().sum::<f64>() / vals.len() as f64;
+                let var = vals.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / vals.len() as f64;
+                out.push((m, 1.0 / (var + p.eps).sqrt()));
+            }
+        }
+        out
+    }
+
+    /// The forward in f64 and, per output, the magnitude |x*a| + |m*a| + |beta|
+    /// that scales the f32 rounding error.
+    fn naive_forward(p: &GroupNormParams, x: &[f64], gamma: &[f64], beta: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        let cpg = p.channels / p.groups;
+        let stats = naive_stats(p, x);
+        let mut y = vec![0.0; x.len()];
+        let mut mag = y.clone();
+        for n in 0..p.batch {
+            for c in 0..p.channels {
+                let (m, r) = stats[n * p.groups + c / cpg];
+                for s in 0..p.spatial {
+                    let i = index(p, n, c, s);
+                    y[i] = (x[i] - m) * r * gamma[c] + beta[c];
+                    mag[i] = (x[i].abs() + m.abs()) * r * gamma[c].abs() + beta[c].abs();
+                }
+            }
+        }
+        (y, mag)
+    }
+
+    fn to32(v: &[f64]) -> Vec<f32> {
+        v.iter().map(|&x| x as f32).collect()
+    }
+
+    fn to64(v: &[f32]) -> Vec<f64> {
+        v.iter().map(|&x| x as f64).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// f64: 1e-10 relative to the magnitude of the terms; f32: 1e-5.
+        #[test]
+        fn forward_matches_naive((p, x, gamma, beta, _g) in case()) {
+            let (want, mag) = naive_forward(&p, &x, &gamma, &beta);
+            let stats = naive_stats(&p, &x);
+            let (y, mean, rstd) = group_norm(&p, &x, &gamma, &beta);
+            for ((a, b), m) in y.iter().zip(&want).zip(&mag) { prop_assert!((a - b).abs() <= 1e-10 * (m + 1.0), "{} vs {}", a, b); }
+            for (i, &(m, r)) in stats.iter().enumerate() {
+                prop_assert!((mean[i] - m).abs() <= 1e-12 * (1.0 + m.abs()));
+                prop_assert!((rstd[i] - r).abs() <= 1e-9 * r);
+            }
+            let (y32, mean32, rstd32) = group_norm(&p, &to32(&x), &to32(&gamma), &to32(&beta));
+            for ((a, b), m) in y32.iter().zip(&want).zip(&mag) {
+                prop_assert!((*a as f64 - b).abs() <= 1e-5 * (m + 1.0), "{} vs {}", a, b);
+            }
+            for (i, &(m, r)) in stats.iter().enumerate() {
+                prop_assert!((mean32[i] as f64 - m).abs() <= 1e-6 * (1.0 + m.abs()));
+                prop_assert!((rstd32[i] as f64 - r).abs() <= 1e-5 * r);
+            }
+        }
+
+        /// Central differences of L = <group_norm(x, gamma, beta), g> in f64
+        /// (step 1e-5, so truncation error ~1e-10 * third derivative and
+        /// rounding ~1e-11 / 1e-5): agreement to 1e-5 relative.
+        #[test]
+        fn backward_matches_finite_differences((p, x, gamma, beta, g) in case()) {
+            let loss = |x: &[f64], gamma: &[f64], beta: &[f64]| -> f64 {
+                group_norm(&p, x, gamma, beta).0.iter().zip(&g).map(|(a, b)| a * b).sum()
+            };
+            let (_, mean, rstd) = group_norm(&p, &x, &gamma, &beta);
+            let (dx, dgamma, dbeta) = group_norm_backward(&p, &x, &gamma, &mean, &rstd, &g);
+            let h = 1e-5;
+            let fd = |f: &dyn Fn(f64) -> f64| (f(h) - f(-h)) / (2.0 * h);
+            let tol = |v: f64, scale: f64| 1e-5 * (v.abs() + scale + 1.0);
+            for i in 0..x.len() {
+                let num = fd(&|e| { let mut x2 = x.clone(); x2[i] += e; loss(&x2, &gamma, &beta) });
+                // Gradients scale with rstd; so must the tolerance.
+                let r = rstd[i / p.group_len()];
+                prop_assert!((num - dx[i]).abs() <= tol(num, r), "dx[{}]: {} vs {}", i, dx[i], num);
+            }
+            for c in 0..p.channels {
+                let num = fd(&|e| { let mut g2 = gamma.clone(); g2[c] += e; loss(&x, &g2, &beta) });
+                prop_assert!((num - dgamma[c]).abs() <= tol(num, 0.0), "dgamma[{}]: {} vs {}", c, dgamma[c], num);
+                let num = fd(&|e| { let mut b2 = beta.clone(); b2[c] += e; loss(&x, &gamma, &b2) });
+                prop_assert!((num - dbeta[c]).abs() <= tol(num, 0.0), "dbeta[{}]: {} vs {}", c, dbeta[c], num);
+            }
+
+            // The f32 kernel agrees with the f64 one to 1e-4 relative to the
+            // scale of the terms (dx is a difference of O(rstd * |g|) terms).
+            let (_, m32, r32) = group_norm(&p, &to32(&x), &to32(&gamma), &to32(&beta));
+            let (dx32, dg32, db32) = group_norm_backward(&p, &to32(&x), &to32(&gamma), &m32, &r32, &to32(&g));
+            let gmax = g.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+            for (i, (a, b)) in to64(&dx32).iter().zip(&dx).enumerate() {
+                let r = rstd[i / p.group_len()];
+                prop_assert!((a - b).abs() <= 1e-4 * (r * gmax * 3.0 + 1.0), "dx32[{}]: {} vs {}", i, a, b);
+            }
+            let n = (p.batch * p.spatial) as f64;
+            for (a, b) in to64(&dg32).iter().zip(&dgamma) { prop_assert!((a - b).abs() <= 1e-5 * n * gmax * 10.0 + 1e-5); }
+            for (a, b) in to64(&db32).iter().zip(&dbeta) { prop_assert!((a - b).abs() <= 1e-5 * n * gmax + 1e-5); }
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Elementwise math on tensors: unary maps, scalar forms, broadcasting
+//! binary ops, comparisons and `where`.
+
+use crate::backend::{BackendStorage, BinaryOp, CmpOp, UnaryOp};
+use crate::storage::dispatch;
+use crate::{Error, Result, Tensor};
+
+macro_rules! unary_methods {
+    ($($name:ident => $op:ident),* $(,)?) => {
+        $(
+            pub fn $name(&self) -> Result<Tensor> {
+                self.unary(UnaryOp::$op)
+            }
+        )*
+    };
+}
+
+macro_rules! binary_methods {
+    ($($name:ident => $op:ident),* $(,)?) => {
+        $(
+            /// Elementwise, with NumPy broadcasting.
+            pub fn $name(&self, rhs: &Tensor) -> Result<Tensor> {
+                self.binary(rhs, BinaryOp::$op, stringify!($name))
+            }
+        )*
+    };
+}
+
+macro_rules! cmp_methods {
+    ($($name:ident => $op:ident),* $(,)?) => {
+        $(
+            /// 1 where the comparison holds, else 0 (same dtype), broadcasting.
+            pub fn $name(&self, rhs: &Tensor) -> Result<Tensor> {
+                let (a, b) = self.broadcast_pair(rhs, stringify!($name))?;
+                let out = dispatch!("comparison", &*a.storage(), &*b.storage(), |x, y| x.cmp(a.layout(), y, b.layout(), CmpOp::$op));
+                Ok(Tensor::from_storage(out, a.shape()))
+            }
+        )*
+    };
+}
+
+impl Tensor {
+    pub fn unary(&self, op: UnaryOp) -> Result<Tensor> {
+        let out = dispatch!("unary", &*self.storage(), |s| s.unary(self.layout(), op));
+        Ok(Tensor::from_storage(out, self.shape()))
+    }
+
+    unary_methods! {
+        neg => Neg, exp => Exp, log => Log, sqrt => Sqrt, sqr => Sqr, recip => Recip,
+        tanh => Tanh, sigmoid => Sigmoid, silu => Silu, relu => Relu, abs => Abs,
+        sin => Sin, cos => Cos,
+    }
+
+    pub fn powf(&self, exponent: f64) -> Result<Tensor> {
+        self.unary(UnaryOp::Powf(exponent))
+    }
+
+    pub fn clamp(&self, lo: f64, hi: f64) -> Result<Tensor> {
+        if lo > hi {
+            return Err(Error::BadArgument { op: "clamp", msg: format!("lower bound {lo} is above upper bound {hi}") });
+        }
+        self.unary(UnaryOp::Clamp(lo, hi))
+    }
+
+    /// `self * mul + add` in one pass.
+    pub fn affine(&self, mul: f64, add: f64) -> Result<Tensor> {
+        self.unary(UnaryOp::Affine { mul, add })
+    }
+    pub fn add_scalar(&self, s: f64) -> Result<Tensor> {
+        self.affine(1.0, s)
+    }
+    pub fn sub_scalar(&self, s: f64) -> Result<Tensor> {
+        self.affine(1.0, -s)
+    }
+    pub fn mul_scalar(&self, s: f64) -> Result<Tensor> {
+        self.affine(s, 0.0)
+    }
+    pub fn div_scalar(&self, s: f64) -> Result<Tensor> {
+        self.affine(1.0 / s, 0.0)
+    }
+    pub fn maximum_scalar(&self, s: f64) -> Result<Tensor> {
+        self.unary(UnaryOp::MaxScalar(s))
+    }
+    pub fn minimum_scalar(&self, s: f64) -> Result<Tensor> {
+        self.unary(UnaryOp::MinScalar(s))
+    }
+
+    /// Both operands viewed at their common broadcast shape.
+    pub(crate) fn broadcast_pair(&self, rhs: &Tensor, op: &'static str) -> Result<(Tensor, Tensor)> {
+        if self.dtype() != rhs.dtype() {
+            return Err(Error::DTypeMismatch { op, lhs: self.dtype(), rhs: rhs.dtype() });
+        }
+        if self.shape() == rhs.shape() {
+            return Ok((self.clone(), rhs.clone()));
+        }
+        let shape = self.shape().broadcast_with(rhs.shape(), op)?;
+        Ok((self.broadcast_as(shape.clone())?, rhs.broadcast_as(shape)?))
+    }
+
+    fn binary(&self, rhs: &Tensor, op: BinaryOp, name: &'static str) -> Result<Tensor> {
+        let (a, b) = self.broadcast_pair(rhs, name)?;
+        let out = dispatch!("binary", &*a.storage(), &*b.storage(), |x, y| x.binary(a.layout(), y, b.layout(), op));
+        Ok(Tensor::from_storage(out, a.shape()))
+    }
+
+    binary_methods! { add => Add, sub => Sub, mul => Mul, div => Div, maximum => Maximum, minimum => Minimum }
+
+    cmp_methods! { eq => Eq, ne => Ne, lt => Lt, le => Le, gt => Gt, ge => Ge }
+
+    /// `on_true` where `self` (the mask) is nonzero, else `on_false`; all
+    /// three broadcast together.
+    pub fn where_cond(&self, on_true: &Tensor, on_false: &Tensor) -> Result<Tensor> {
+        let shape = self.shape().broadcast_with(on_true.shape(), "where_cond")?.broadcast_with(on_false.shape(), "where_cond")?;
+        let (m, t, f) = (self.broadcast_as(shape.clone())?, on_true.broadcast_as(shape.clone())?, on_false.broadcast_as(shape.clone())?);
+        let out = dispatch!("where_cond", &*m.storage(), &*t.storage(), &*f.storage(), |ms, ts, fs| ms.where_cond(
+            m.layout(),
+            ts,
+            t.layout(),
+            fs,
+            f.layout()
+        ));
+        Ok(Tensor::from_storage(out, shape))
+    }
+}

@@ -1,0 +1,241 @@
+//! The image ops of a convolutional network: conv2d, pooling, nearest
+//! upsampling and group norm, each with the backward kernels that autograd
+//! calls. All take and return NCHW tensors.
+
+use crate::backend::BackendStorage;
+use crate::cpu::conv::Conv2dParams;
+use crate::cpu::group_norm::GroupNormParams;
+use crate::cpu::pool::Pool2dParams;
+use crate::storage::dispatch;
+use crate::{Error, Result, Shape, Tensor};
+
+fn nchw(op: &'static str, t: &Tensor) -> Result<(usize, usize, usize, usize)> {
+    match *t.dims() {
+        [n, c, h, w] => Ok((n, c, h, w)),
+        _ => Err(Error::BadShape { op, shape: t.shape().clone(), msg: "expected 4 dims [N, C, H, W]".into() }),
+    }
+}
+
+fn same_dtype(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.dtype() != b.dtype() {
+        return Err(Error::DTypeMismatch { op, lhs: a.dtype(), rhs: b.dtype() });
+    }
+    Ok(())
+}
+
+fn expect_shape(op: &'static str, t: &Tensor, want: &[usize]) -> Result<()> {
+    if t.dims() != want {
+        return Err(Error::ShapeMismatch { op, lhs: t.shape().clone(), rhs: Shape::from(want) });
+    }
+    Ok(())
+}
+
+/// The parameters of a convolution of `input_dims` by `weight_dims`, with
+/// every shape rule checked.
+pub fn conv2d_params(input: &[usize], weight: &[usize], stride: usize, padding: usize) -> Result<Conv2dParams> {
+    let (&[n, c, h, w], &[co, ci, kh, kw]) = (input, weight) else {
+        return Err(Error::ShapeMismatch { op: "conv2d", lhs: Shape::from(input), rhs: Shape::from(weight) });
+    };
+    if ci != c || stride == 0 || kh > h + 2 * padding || kw > w + 2 * padding {
+        return Err(Error::ShapeMismatch { op: "conv2d", lhs: Shape::from(input), rhs: Shape::from(weight) });
+    }
+    Ok(Conv2dParams { batch: n, in_channels: c, out_channels: co, in_h: h, in_w: w, kernel_h: kh, kernel_w: kw, stride, padding })
+}
+
+fn pool_params(op: &'static str, dims: &[usize], kernel: usize, stride: usize) -> Result<Pool2dParams> {
+    let &[n, c, h, w] = dims else {
+        return Err(Error::BadShape { op, shape: Shape::from(dims), msg: "expected 4 dims [N, C, H, W]".into() });
+    };
+    if kernel == 0 || stride == 0 || kernel > h || kernel > w {
+        return Err(Error::BadShape { op, shape: Shape::from(dims), msg: format!("kernel {kernel} with stride {stride} does not fit") });
+    }
+    Ok(Pool2dParams { batch: n, channels: c, in_h: h, in_w: w, kernel, stride })
+}
+
+impl Tensor {
+    /// 2-D convolution (cross-correlation, as PyTorch): input [N,C,H,W],
+    /// weight [O,C,kh,kw], optional bias [O].
+    pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, stride: usize, padding: usize) -> Result<Tensor> {
+        same_dtype("conv2d", self, weight)?;
+        let p = conv2d_params(self.dims(), weight.dims(), stride, padding)?;
+        let (x, w) = (self.contiguous()?, weight.contiguous()?);
+        let b = match bias {
+            Some(b) => {
+                same_dtype("conv2d", self, b)?;
+                expect_shape("conv2d bias", b, &[p.out_channels])?;
+                Some(b.contiguous()?)
+            }
+            None => None,
+        };
+        let out = {
+            let (xs, ws) = (x.storage(), w.storage());
+            let bs = b.as_ref().map(|b| b.storage());
+            match (&*xs, &*ws, bs.as_deref()) {
+                (crate::Storage::Cpu(xs), crate::Storage::Cpu(ws), None) => crate::Storage::Cpu(xs.conv2d(x.layout(), ws, w.layout(), None, &p)?),
+                (crate::Storage::Cpu(xs), crate::Storage::Cpu(ws), Some(crate::Storage::Cpu(bs))) => {
+                    crate::Storage::Cpu(xs.conv2d(x.layout(), ws, w.layout(), Some((bs, b.as_ref().unwrap().layout())), &p)?)
+                }
+                (crate::Storage::Cuda(xs), crate::Storage::Cuda(ws), None) => crate::Storage::Cuda(xs.conv2d(x.layout(), ws, w.layout(), None, &p)?),
+                (crate::Storage::Cuda(xs), crate::Storage::Cuda(ws), Some(crate::Storage::Cuda(bs))) => {
+                    crate::Storage::Cuda(xs.conv2d(x.layout(), ws, w.layout(), Some((bs, b.as_ref().unwrap().layout())), &p)?)
+                }
+                (a, b, _) => return Err(crate::storage::device_mismatch("conv2d", a, b)),
+            }
+        };
+        Ok(Tensor::from_storage(out, [p.batch, p.out_channels, p.out_h(), p.out_w()]))
+    }
+
+    /// Gradient of `conv2d` with respect to its input; `self` is the output
+    /// gradient.
+    pub fn conv2d_backward_input(&self, weight: &Tensor, input_dims: &[usize], stride: usize, padding: usize) -> Result<Tensor> {
+        same_dtype("conv2d_backward_input", self, weight)?;
+        let p = conv2d_params(input_dims, weight.dims(), stride, padding)?;
+        expect_shape("conv2d_backward_input", self, &[p.batch, p.out_channels, p.out_h(), p.out_w()])?;
+        let (g, w) = (self.contiguous()?, weight.contiguous()?);
+        let out = dispatch!("conv2d_backward_input", &*g.storage(), &*w.storage(), |gs, ws| gs.conv2d_backward_input(g.layout(), ws, w.layout(), &p));
+        Ok(Tensor::from_storage(out, input_dims.to_vec()))
+    }
+
+    /// Gradient of `conv2d` with respect to its weight; `self` is the input.
+    pub fn conv2d_backward_weight(&self, grad_out: &Tensor, weight_dims: &[usize], stride: usize, padding: usize) -> Result<Tensor> {
+        same_dtype("conv2d_backward_weight", self, grad_out)?;
+        let p = conv2d_params(self.dims(), weight_dims, stride, padding)?;
+        expect_shape("conv2d_backward_weight", grad_out, &[p.batch, p.out_channels, p.out_h(), p.out_w()])?;
+        let (x, g) = (self.contiguous()?, grad_out.contiguous()?);
+        let out = dispatch!("conv2d_backward_weight", &*x.storage(), &*g.storage(), |xs, gs| xs.conv2d_backward_weight(x.layout(), gs, g.layout(), &p));
+        Ok(Tensor::from_storage(out, weight_dims.to_vec()))
+    }
+
+    pub fn avg_pool2d(&self, kernel: usize, stride: usize) -> Result<Tensor> {
+        let p = pool_params("avg_pool2d", self.dims(), kernel, stride)?;
+        let x = self.contiguous()?;
+        let out = dispatch!("avg_pool2d", &*x.storage(), |s| s.avg_pool2d(x.layout(), &p));
+        Ok(Tensor::from_storage(out, [p.batch, p.channels, p.out_h(), p.out_w()]))
+    }
+
+    /// `self` is the output gradient; `input_dims` the pooled input's shape.
+    pub fn avg_pool2d_backward(&self, input_dims: &[usize], kernel: usize, stride: usize) -> Result<Tensor> {
+        let p = pool_params("avg_pool2d_backward", input_dims, kernel, stride)?;
+        expect_shape("avg_pool2d_backward", self, &[p.batch, p.channels, p.out_h(), p.out_w()])?;
+        let g = self.contiguous()?;
+        let out = dispatch!("avg_pool2d_backward", &*g.storage(), |s| s.avg_pool2d_backward(g.layout(), &p));
+        Ok(Tensor::from_storage(out, input_dims.to_vec()))
+    }
+
+    pub fn max_pool2d(&self, kernel: usize, stride: usize) -> Result<Tensor> {
+        let p = pool_params("max_pool2d", self.dims(), kernel, stride)?;
+        let x = self.contiguous()?;
+        let out = dispatch!("max_pool2d", &*x.storage(), |s| s.max_pool2d(x.layout(), &p));
+        Ok(Tensor::from_storage(out, [p.batch, p.channels, p.out_h(), p.out_w()]))
+    }
+
+    /// `self` is the pooled input; the gradient goes to each window's first max.
+    pub fn max_pool2d_backward(&self, grad_out: &Tensor, kernel: usize, stride: usize) -> Result<Tensor> {
+        same_dtype("max_pool2d_backward", self, grad_out)?;
+        let p = pool_params("max_pool2d_backward", self.dims(), kernel, stride)?;
+        expect_shape("max_pool2d_backward", grad_out, &[p.batch, p.channels, p.out_h(), p.out_w()])?;
+        let (x, g) = (self.contiguous()?, grad_out.contiguous()?);
+        let out = dispatch!("max_pool2d_backward", &*x.storage(), &*g.storage(), |xs, gs| xs.max_pool2d_backward(x.layout(), gs, g.layout(), &p));
+        Ok(Tensor::from_storage(out, self.shape()))
+    }
+
+    /// Repeats each pixel `scale_h` x `scale_w` times.
+    pub fn upsample_nearest2d(&self, scale_h: usize, scale_w: usize) -> Result<Tensor> {
+        let (n, c, h, w) = nchw("upsample_nearest2d", self)?;
+        if scale_h == 0 || scale_w == 0 {
+            return Err(Error::BadArgument { op: "upsample_nearest2d", msg: "scale factors must be positive".into() });
+        }
+        let x = self.contiguous()?;
+        let out = dispatch!("upsample_nearest2d", &*x.storage(), |s| s.upsample_nearest2d(x.layout(), (n, c, h, w), (scale_h, scale_w)));
+        Ok(Tensor::from_storage(out, [n, c, h * scale_h, w * scale_w]))
+    }
+
+    /// `self` is the output gradient; sums each block back onto its pixel.
+    pub fn upsample_nearest2d_backward(&self, scale_h: usize, scale_w: usize) -> Result<Tensor> {
+        let (n, c, oh, ow) = nchw("upsample_nearest2d_backward", self)?;
+        if scale_h == 0 || scale_w == 0 || oh % scale_h != 0 || ow % scale_w != 0 {
+            return Err(Error::BadShape {
+                op: "upsample_nearest2d_backward",
+                shape: self.shape().clone(),
+                msg: format!("not divisible by scales {scale_h}x{scale_w}"),
+            });
+        }
+        let (h, w) = (oh / scale_h, ow / scale_w);
+        let g = self.contiguous()?;
+        let out = dispatch!("upsample_nearest2d_backward", &*g.storage(), |s| s.upsample_nearest2d_backward(g.layout(), (n, c, h, w), (scale_h, scale_w)));
+        Ok(Tensor::from_storage(out, [n, c, h, w]))
+    }
+
+    /// Group normalisation of [N, C, ...] with per-channel gain and bias.
+    /// Returns (y, mean [N, G], rstd [N, G]); the statistics feed the backward.
+    pub fn group_norm(&self, groups: usize, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
+        let p = self.group_norm_params("group_norm", groups, eps)?;
+        same_dtype("group_norm", self, gamma)?;
+        same_dtype("group_norm", self, beta)?;
+        expect_shape("group_norm gamma", gamma, &[p.channels])?;
+        expect_shape("group_norm beta", beta, &[p.channels])?;
+        let (x, g, b) = (self.contiguous()?, gamma.contiguous()?, beta.contiguous()?);
+        let (y, mean, rstd) = {
+            let (xs, gs, bs) = (x.storage(), g.storage(), b.storage());
+            match (&*xs, &*gs, &*bs) {
+                (crate::Storage::Cpu(xs), crate::Storage::Cpu(gs), crate::Storage::Cpu(bs)) => {
+                    let (y, m, r) = xs.group_norm(x.layout(), gs, g.layout(), bs, b.layout(), &p)?;
+                    (crate::Storage::Cpu(y), crate::Storage::Cpu(m), crate::Storage::Cpu(r))
+                }
+                (crate::Storage::Cuda(xs), crate::Storage::Cuda(gs), crate::Storage::Cuda(bs)) => {
+                    let (y, m, r) = xs.group_norm(x.layout(), gs, g.layout(), bs, b.layout(), &p)?;
+                    (crate::Storage::Cuda(y), crate::Storage::Cuda(m), crate::Storage::Cuda(r))
+                }
+                (a, b, _) => return Err(crate::storage::device_mismatch("group_norm", a, b)),
+            }
+        };
+        let stats = [p.batch, p.groups];
+        Ok((Tensor::from_storage(y, self.shape()), Tensor::from_storage(mean, stats), Tensor::from_storage(rstd, stats)))
+    }
+
+    /// The fused group norm backward; `self` is the normalised input x.
+    /// Returns (grad_x, grad_gamma, grad_beta).
+    pub fn group_norm_backward(&self, gamma: &Tensor, mean: &Tensor, rstd: &Tensor, grad_y: &Tensor, groups: usize, eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
+        let p = self.group_norm_params("group_norm_backward", groups, eps)?;
+        expect_shape("group_norm_backward", grad_y, self.dims())?;
+        expect_shape("group_norm_backward mean", mean, &[p.batch, p.groups])?;
+        expect_shape("group_norm_backward rstd", rstd, &[p.batch, p.groups])?;
+        // The kernel reads whole buffers from offset 0: give it fresh copies
+        // when a view starts elsewhere.
+        let whole = |t: &Tensor| -> Result<Tensor> {
+            if t.is_contiguous() && t.layout().offset() == 0 && t.storage().len() == t.elem_count() {
+                Ok(t.clone())
+            } else {
+                t.copy()
+            }
+        };
+        let (x, g, m, r, gy) = (whole(self)?, whole(gamma)?, whole(mean)?, whole(rstd)?, whole(grad_y)?);
+        let (dx, dg, db) = {
+            let (xs, gs, ms, rs, gys) = (x.storage(), g.storage(), m.storage(), r.storage(), gy.storage());
+            use crate::Storage::{Cpu, Cuda};
+            match (&*xs, &*gs, &*ms, &*rs, &*gys) {
+                (Cpu(xs), Cpu(gs), Cpu(ms), Cpu(rs), Cpu(gys)) => {
+                    let (a, b, c) = xs.group_norm_backward(gs, ms, rs, gys, &p)?;
+                    (Cpu(a), Cpu(b), Cpu(c))
+                }
+                (Cuda(xs), Cuda(gs), Cuda(ms), Cuda(rs), Cuda(gys)) => {
+                    let (a, b, c) = xs.group_norm_backward(gs, ms, rs, gys, &p)?;
+                    (Cuda(a), Cuda(b), Cuda(c))
+                }
+                (a, b, ..) => return Err(crate::storage::device_mismatch("group_norm_backward", a, b)),
+            }
+        };
+        Ok((Tensor::from_storage(dx, self.shape()), Tensor::from_storage(dg, [p.channels]), Tensor::from_storage(db, [p.channels])))
+    }
+
+    fn group_norm_params(&self, op: &'static str, groups: usize, eps: f64) -> Result<GroupNormParams> {
+        if self.rank() < 2 {
+            return Err(Error::BadShape { op, shape: self.shape().clone(), msg: "expected [N, C, ...]".into() });
+        }
+        let (n, c) = (self.dims()[0], self.dims()[1]);
+        if groups == 0 || c % groups != 0 {
+            return Err(Error::BadShape { op, shape: self.shape().clone(), msg: format!("{c} channels do not split into {groups} groups") });
+        }
+        Ok(GroupNormParams { batch: n, channels: c, spatial: self.dims()[2..].iter().product(), groups, eps })
+    }
+}

@@ -1,0 +1,56 @@
+//! Fused, in-place optimizer updates. They run as one kernel over each
+//! parameter instead of a dozen elementwise ops, and write into the
+//! parameter's storage so that every holder of the tensor sees the update.
+
+use crate::backend::{AdamStep, BackendStorage};
+use crate::storage::{device_mismatch, Storage};
+use crate::{Error, Result, Tensor};
+
+fn check_whole(op: &'static str, t: &Tensor) -> Result<()> {
+    if !t.is_contiguous() || t.layout().offset() != 0 || t.storage().len() != t.elem_count() {
+        return Err(Error::BadArgument { op, msg: "in-place updates need tensors that own their whole storage".into() });
+    }
+    Ok(())
+}
+
+impl Tensor {
+    /// One Adam/AdamW step on `self` (a parameter) given its gradient and
+    /// moment buffers `m` and `v`, all updated in place.
+    pub fn adam_update_(&self, grad: &Tensor, m: &Tensor, v: &Tensor, step: &AdamStep) -> Result<()> {
+        for t in [grad, m, v] {
+            if t.shape() != self.shape() {
+                return Err(Error::ShapeMismatch { op: "adam_update_", lhs: self.shape().clone(), rhs: t.shape().clone() });
+            }
+        }
+        for t in [self, m, v] {
+            check_whole("adam_update_", t)?;
+        }
+        let grad = if grad.is_contiguous() && grad.layout().offset() == 0 && grad.storage().len() == grad.elem_count() { grad.clone() } else { grad.copy()? };
+        let gs = grad.storage();
+        let (mut ps, mut ms, mut vs) = (self.storage_mut(), m.storage_mut(), v.storage_mut());
+        match (&mut *ps, &*gs, &mut *ms, &mut *vs) {
+            (Storage::Cpu(p), Storage::Cpu(g), Storage::Cpu(m), Storage::Cpu(v)) => p.adam_update(g, m, v, step),
+            (Storage::Cuda(p), Storage::Cuda(g), Storage::Cuda(m), Storage::Cuda(v)) => p.adam_update(g, m, v, step),
+            (p, g, ..) => Err(device_mismatch("adam_update_", p, g)),
+        }
+    }
+
+    /// `self = decay * self + (1 - decay) * src`, in place.
+    pub fn ema_update_(&self, src: &Tensor, decay: f64) -> Result<()> {
+        if src.shape() != self.shape() {
+            return Err(Error::ShapeMismatch { op: "ema_update_", lhs: self.shape().clone(), rhs: src.shape().clone() });
+        }
+        check_whole("ema_update_", self)?;
+        let src = if src.is_contiguous() && src.layout().offset() == 0 && src.storage().len() == src.elem_count() { src.clone() } else { src.copy()? };
+        if self.same_storage(&src) {
+            return Ok(());
+        }
+        let ss = src.storage();
+        let mut ds = self.storage_mut();
+        match (&mut *ds, &*ss) {
+            (Storage::Cpu(d), Storage::Cpu(s)) => d.ema_update(s, decay),
+            (Storage::Cuda(d), Storage::Cuda(s)) => d.ema_update(s, decay),
+            (d, s) => Err(device_mismatch("ema_update_", d, s)),
+        }
+    }
+}
