@@ -4,6 +4,9 @@
 //! photos, fetching Oxford Flowers 102 when there is none, and writing sample grids and loss
 //! curves as PNG files.
 
+pub mod config;
 pub mod data;
+pub mod diffusion;
 pub mod download;
 pub mod images;
+pub mod unet;

@@ -17,9 +17,10 @@ use tensor::cpu::matmul;
 use tensor::cpu::pool::{self, Pool2dParams};
 use tensor::cpu::upsample;
 
-/// Median seconds per call of `f`, after warm-up, over `reps` timed calls
-/// (fewer when a single call is slow, so the whole run stays short).
-fn time<R>(mut f: impl FnMut() -> R) -> f64 {
+/// (median, best) seconds per call of `f`, after warm-up, over 3..50 timed
+/// calls (fewer when a single call is slow, so the whole run stays short).
+/// The best shows the kernel's speed when the machine is shared and noisy.
+fn time<R>(mut f: impl FnMut() -> R) -> (f64, f64) {
     let start = Instant::now();
     black_box(f());
     let first = start.elapsed().as_secs_f64();
@@ -33,7 +34,7 @@ fn time<R>(mut f: impl FnMut() -> R) -> f64 {
         })
         .collect();
     times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    times[times.len() / 2]
+    (times[times.len() / 2], times[0])
 }
 
 /// Deterministic pseudo-random values in [-1, 1) (no rand dependency needed).
@@ -55,11 +56,18 @@ struct Bench {
 
 impl Bench {
     fn wants(&self, name: &str) -> bool {
-        self.filter.as_ref().is_none_or(|f| name.contains(f.as_str()))
+        self.filter
+            .as_ref()
+            .is_none_or(|f| name.contains(f.as_str()))
     }
 
-    fn report(&self, name: &str, secs: f64, amount: f64, unit: &str) {
-        println!("{name:<48} {:>9.3} ms {:>8.1} {unit}", secs * 1e3, amount / secs / 1e9);
+    fn report(&self, name: &str, (median, best): (f64, f64), amount: f64, unit: &str) {
+        println!(
+            "{name:<48} {:>9.3} ms {:>8.1} {unit:<7} (best {:>6.1})",
+            median * 1e3,
+            amount / median / 1e9,
+            amount / best / 1e9
+        );
     }
 
     fn matmul(&self, n: usize) {
@@ -70,7 +78,12 @@ impl Bench {
         let (a, b) = (values(n * n, 1), values(n * n, 2));
         let mut c = vec![0.0f32; n * n];
         let threads = rayon::current_num_threads();
-        let m = |d: &'static [f32]| matmul::MatRef { data: d, offset: 0, row_stride: n as isize, col_stride: 1 };
+        let m = |d: &'static [f32]| matmul::MatRef {
+            data: d,
+            offset: 0,
+            row_stride: n as isize,
+            col_stride: 1,
+        };
         let (a, b): (&'static [f32], &'static [f32]) = (a.leak(), b.leak());
         let t = time(|| matmul::gemm(n, n, n, m(a), m(b), &mut c, false, threads));
         self.report(&name, t, 2.0 * (n * n * n) as f64, "GFLOP/s");
@@ -84,16 +97,31 @@ impl Bench {
         let flops = p.flops();
         let fwd = format!("conv {label} forward");
         if self.wants(&fwd) {
-            self.report(&fwd, time(|| conv::conv2d(&p, &x, &w, Some(&b))), flops, "GFLOP/s");
+            self.report(
+                &fwd,
+                time(|| conv::conv2d(&p, &x, &w, Some(&b))),
+                flops,
+                "GFLOP/s",
+            );
         }
         if all_passes {
             let name = format!("conv {label} backward_input");
             if self.wants(&name) {
-                self.report(&name, time(|| conv::conv2d_backward_input(&p, &g, &w)), flops, "GFLOP/s");
+                self.report(
+                    &name,
+                    time(|| conv::conv2d_backward_input(&p, &g, &w)),
+                    flops,
+                    "GFLOP/s",
+                );
             }
             let name = format!("conv {label} backward_weight");
             if self.wants(&name) {
-                self.report(&name, time(|| conv::conv2d_backward_weight(&p, &x, &g)), flops, "GFLOP/s");
+                self.report(
+                    &name,
+                    time(|| conv::conv2d_backward_weight(&p, &x, &g)),
+                    flops,
+                    "GFLOP/s",
+                );
             }
         }
         let name = format!("conv {label} fwd+bwd");
@@ -109,7 +137,13 @@ impl Bench {
     }
 
     fn group_norm(&self, n: usize, c: usize, hw: usize, groups: usize) {
-        let p = GroupNormParams { batch: n, channels: c, spatial: hw * hw, groups, eps: 1e-5 };
+        let p = GroupNormParams {
+            batch: n,
+            channels: c,
+            spatial: hw * hw,
+            groups,
+            eps: 1e-5,
+        };
         let len = n * c * hw * hw;
         let x = values(len, 7);
         let g = values(len, 8);
@@ -119,7 +153,12 @@ impl Bench {
         let name = format!("group_norm [{n},{c},{hw},{hw}] g{groups} forward");
         if self.wants(&name) {
             // Bytes that must move: read x, write y.
-            self.report(&name, time(|| group_norm::group_norm(&p, &x, &gamma, &beta)), 2.0 * bytes, "GB/s");
+            self.report(
+                &name,
+                time(|| group_norm::group_norm(&p, &x, &gamma, &beta)),
+                2.0 * bytes,
+                "GB/s",
+            );
         }
         let name = format!("group_norm [{n},{c},{hw},{hw}] g{groups} backward");
         if self.wants(&name) {
@@ -131,31 +170,63 @@ impl Bench {
     }
 
     fn pool_and_upsample(&self, n: usize, c: usize, hw: usize) {
-        let p = Pool2dParams { batch: n, channels: c, in_h: hw, in_w: hw, kernel: 2, stride: 2 };
+        let p = Pool2dParams {
+            batch: n,
+            channels: c,
+            in_h: hw,
+            in_w: hw,
+            kernel: 2,
+            stride: 2,
+        };
         let len = n * c * hw * hw;
         let x = values(len, 11);
         let g = values(len / 4, 12);
         let bytes = (len * 4) as f64;
         let name = format!("max_pool2d 2x2 [{n},{c},{hw},{hw}] forward");
         if self.wants(&name) {
-            self.report(&name, time(|| pool::max_pool2d(&p, &x)), 1.25 * bytes, "GB/s");
+            self.report(
+                &name,
+                time(|| pool::max_pool2d(&p, &x)),
+                1.25 * bytes,
+                "GB/s",
+            );
         }
         let name = format!("max_pool2d 2x2 [{n},{c},{hw},{hw}] backward");
         if self.wants(&name) {
-            self.report(&name, time(|| pool::max_pool2d_backward(&p, &x, &g)), 2.25 * bytes, "GB/s");
+            self.report(
+                &name,
+                time(|| pool::max_pool2d_backward(&p, &x, &g)),
+                2.25 * bytes,
+                "GB/s",
+            );
         }
         let name = format!("avg_pool2d 2x2 [{n},{c},{hw},{hw}] forward");
         if self.wants(&name) {
-            self.report(&name, time(|| pool::avg_pool2d(&p, &x)), 1.25 * bytes, "GB/s");
+            self.report(
+                &name,
+                time(|| pool::avg_pool2d(&p, &x)),
+                1.25 * bytes,
+                "GB/s",
+            );
         }
         let h = hw / 2;
         let name = format!("upsample x2 [{n},{c},{h},{h}] forward");
         if self.wants(&name) {
-            self.report(&name, time(|| upsample::upsample_nearest2d(n, c, h, h, 2, 2, &g)), 1.25 * bytes, "GB/s");
+            self.report(
+                &name,
+                time(|| upsample::upsample_nearest2d(n, c, h, h, 2, 2, &g)),
+                1.25 * bytes,
+                "GB/s",
+            );
         }
         let name = format!("upsample x2 [{n},{c},{h},{h}] backward");
         if self.wants(&name) {
-            self.report(&name, time(|| upsample::upsample_nearest2d_backward(n, c, h, h, 2, 2, &x)), 1.25 * bytes, "GB/s");
+            self.report(
+                &name,
+                time(|| upsample::upsample_nearest2d_backward(n, c, h, h, 2, 2, &x)),
+                1.25 * bytes,
+                "GB/s",
+            );
         }
     }
 }
@@ -178,7 +249,10 @@ fn main() {
     // `cargo bench` passes `--bench`; anything else is a name filter.
     let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     let bench = Bench { filter };
-    println!("{} rayon threads", rayon::current_num_threads());
+    println!(
+        "{} rayon threads; median over repetitions (best in brackets)",
+        rayon::current_num_threads()
+    );
 
     bench.matmul(2048);
     bench.conv("3x3 b32 128->128 32x32", conv3x3(32, 128, 128, 32), true);
@@ -187,7 +261,12 @@ fn main() {
     bench.conv("3x3 b32 256->256 8x8", conv3x3(32, 256, 256, 8), true);
     bench.conv("3x3 b32 256->256 4x4", conv3x3(32, 256, 256, 4), true);
     bench.conv("3x3 b32 3->64 64x64", conv3x3(32, 3, 64, 64), false);
-    let pointwise = Conv2dParams { kernel_h: 1, kernel_w: 1, padding: 0, ..conv3x3(32, 128, 256, 16) };
+    let pointwise = Conv2dParams {
+        kernel_h: 1,
+        kernel_w: 1,
+        padding: 0,
+        ..conv3x3(32, 128, 256, 16)
+    };
     bench.conv("1x1 b32 128->256 16x16", pointwise, true);
     bench.group_norm(32, 128, 32, 32);
     bench.group_norm(32, 256, 8, 32);

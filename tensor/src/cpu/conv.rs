@@ -122,7 +122,11 @@ impl Plan {
         }
         chunk = p.batch.div_ceil(chunks.clamp(1, p.batch.max(1))).max(1);
         let parallel = threads > 1 && p.batch.div_ceil(chunk) >= threads;
-        Plan { chunk, parallel, gemm_threads: if parallel { 1 } else { threads } }
+        Plan {
+            chunk,
+            parallel,
+            gemm_threads: if parallel { 1 } else { threads },
+        }
     }
 }
 
@@ -134,7 +138,10 @@ struct Scratch<T> {
 
 impl<T: Float> Scratch<T> {
     fn new() -> Self {
-        Scratch { cols: Vec::new(), mat: Vec::new() }
+        Scratch {
+            cols: Vec::new(),
+            mat: Vec::new(),
+        }
     }
 }
 
@@ -147,8 +154,14 @@ fn sized<T: Float>(v: &mut Vec<T>, len: usize) -> &mut [T] {
 
 /// Runs `work` over matching chunks of `src` and `dst` (whole images), in
 /// parallel or in sequence as the plan says, with one scratch per worker.
-fn for_each_chunk<T: Float, F>(plan: &Plan, src: &[T], src_img: usize, dst: &mut [T], dst_img: usize, work: F)
-where
+fn for_each_chunk<T: Float, F>(
+    plan: &Plan,
+    src: &[T],
+    src_img: usize,
+    dst: &mut [T],
+    dst_img: usize,
+    work: F,
+) where
     F: Fn(&[T], &mut [T], &mut Scratch<T>) + Send + Sync,
 {
     let (sc, dc) = (plan.chunk * src_img, plan.chunk * dst_img);
@@ -167,9 +180,23 @@ where
 /// Range of output columns `ow` whose input column `ow*stride + tap - pad`
 /// lies inside `0..len`; the rest read padding.
 #[inline]
-fn valid_range(len: usize, out_len: usize, tap: usize, stride: usize, pad: usize) -> (usize, usize) {
-    let lo = if pad > tap { (pad - tap).div_ceil(stride) } else { 0 };
-    let hi = if len + pad > tap { (len + pad - tap).div_ceil(stride) } else { 0 };
+fn valid_range(
+    len: usize,
+    out_len: usize,
+    tap: usize,
+    stride: usize,
+    pad: usize,
+) -> (usize, usize) {
+    let lo = if pad > tap {
+        (pad - tap).div_ceil(stride)
+    } else {
+        0
+    };
+    let hi = if len + pad > tap {
+        (len + pad - tap).div_ceil(stride)
+    } else {
+        0
+    };
     let hi = hi.min(out_len);
     let lo = lo.min(hi);
     (lo, hi)
@@ -201,7 +228,9 @@ fn im2col<T: Float>(p: &Conv2dParams, img: &[T], cols: &mut [T], ld: usize, offs
                         if s == 1 {
                             out[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
                         } else {
-                            for (o, &v) in out[lo..hi].iter_mut().zip(src[start..].iter().step_by(s)) {
+                            for (o, &v) in
+                                out[lo..hi].iter_mut().zip(src[start..].iter().step_by(s))
+                            {
                                 *o = v;
                             }
                         }
@@ -273,12 +302,22 @@ fn gather_channels<T: Float>(src: &[T], channels: usize, hw: usize, dst: &mut [T
 }
 
 fn row_major<T>(data: &[T], cols: usize) -> MatRef<'_, T> {
-    MatRef { data, offset: 0, row_stride: cols as isize, col_stride: 1 }
+    MatRef {
+        data,
+        offset: 0,
+        row_stride: cols as isize,
+        col_stride: 1,
+    }
 }
 
 /// The transpose of a row-major `[rows, cols]` matrix, by strides alone.
 fn transposed<T>(data: &[T], cols: usize) -> MatRef<'_, T> {
-    MatRef { data, offset: 0, row_stride: 1, col_stride: cols as isize }
+    MatRef {
+        data,
+        offset: 0,
+        row_stride: 1,
+        col_stride: cols as isize,
+    }
 }
 
 /// input [N,Cin,H,W], weight [Cout,Cin,kh,kw], bias [Cout] -> [N,Cout,OH,OW]
@@ -305,37 +344,66 @@ fn conv2d_planned<T: Float>(
         return out;
     }
     let w = row_major(weight, k);
-    for_each_chunk(plan, input, p.in_image(), &mut out, p.out_image(), |x, y, s| {
-        let images = x.len() / p.in_image();
-        let n = images * ohw;
-        let cols = if p.is_pointwise() && images == 1 { x } else { im2col_chunk(p, x, &mut s.cols) };
-        if images == 1 {
-            // One image: the product lands directly in its NCHW output.
-            gemm(cout, n, k, w, row_major(cols, n), y, false, plan.gemm_threads);
-            if let Some(b) = bias {
-                for (plane, &bv) in y.chunks_exact_mut(ohw).zip(b) {
-                    plane.iter_mut().for_each(|v| *v += bv);
+    for_each_chunk(
+        plan,
+        input,
+        p.in_image(),
+        &mut out,
+        p.out_image(),
+        |x, y, s| {
+            let images = x.len() / p.in_image();
+            let n = images * ohw;
+            let cols = if p.is_pointwise() && images == 1 {
+                x
+            } else {
+                im2col_chunk(p, x, &mut s.cols)
+            };
+            if images == 1 {
+                // One image: the product lands directly in its NCHW output.
+                gemm(
+                    cout,
+                    n,
+                    k,
+                    w,
+                    row_major(cols, n),
+                    y,
+                    false,
+                    plan.gemm_threads,
+                );
+                if let Some(b) = bias {
+                    for (plane, &bv) in y.chunks_exact_mut(ohw).zip(b) {
+                        plane.iter_mut().for_each(|v| *v += bv);
+                    }
                 }
-            }
-        } else {
-            // Several images: the product is [Cout, B*OHW]; scatter it back
-            // to [B, Cout, OHW], adding the bias on the way.
-            let mat = sized(&mut s.mat, cout * n);
-            gemm(cout, n, k, w, row_major(cols, n), mat, false, plan.gemm_threads);
-            for (b, img) in y.chunks_exact_mut(p.out_image()).enumerate() {
-                for (c, plane) in img.chunks_exact_mut(ohw).enumerate() {
-                    let src = &mat[c * n + b * ohw..][..ohw];
-                    match bias {
-                        Some(bias) => {
-                            let bv = bias[c];
-                            plane.iter_mut().zip(src).for_each(|(d, &v)| *d = v + bv);
+            } else {
+                // Several images: the product is [Cout, B*OHW]; scatter it back
+                // to [B, Cout, OHW], adding the bias on the way.
+                let mat = sized(&mut s.mat, cout * n);
+                gemm(
+                    cout,
+                    n,
+                    k,
+                    w,
+                    row_major(cols, n),
+                    mat,
+                    false,
+                    plan.gemm_threads,
+                );
+                for (b, img) in y.chunks_exact_mut(p.out_image()).enumerate() {
+                    for (c, plane) in img.chunks_exact_mut(ohw).enumerate() {
+                        let src = &mat[c * n + b * ohw..][..ohw];
+                        match bias {
+                            Some(bias) => {
+                                let bv = bias[c];
+                                plane.iter_mut().zip(src).for_each(|(d, &v)| *d = v + bv);
+                            }
+                            None => plane.copy_from_slice(src),
                         }
-                        None => plane.copy_from_slice(src),
                     }
                 }
             }
-        }
-    });
+        },
+    );
     out
 }
 
@@ -359,27 +427,56 @@ fn conv2d_backward_input_planned<T: Float>(
         return grad_in;
     }
     let wt = transposed(weight, k);
-    for_each_chunk(plan, grad_out, p.out_image(), &mut grad_in, p.in_image(), |g, dx, s| {
-        let images = g.len() / p.out_image();
-        let n = images * ohw;
-        if p.is_pointwise() && images == 1 {
-            // The column matrix of a pointwise conv is the image itself.
-            gemm(k, n, cout, wt, row_major(g, n), dx, false, plan.gemm_threads);
-            return;
-        }
-        let g = if images == 1 {
-            g
-        } else {
-            let mat = sized(&mut s.mat, cout * n);
-            gather_channels(g, cout, ohw, mat);
-            mat
-        };
-        let cols = sized(&mut s.cols, k * n);
-        gemm(k, n, cout, wt, row_major(g, n), cols, false, plan.gemm_threads);
-        for (b, img) in dx.chunks_exact_mut(p.in_image()).enumerate() {
-            col2im(p, cols, n, b * ohw, img);
-        }
-    });
+    for_each_chunk(
+        plan,
+        grad_out,
+        p.out_image(),
+        &mut grad_in,
+        p.in_image(),
+        |g, dx, s| {
+            let images = g.len() / p.out_image();
+            let n = images * ohw;
+            if p.is_pointwise() && images == 1 {
+                // The column matrix of a pointwise conv is the image itself.
+                gemm(
+                    k,
+                    n,
+                    cout,
+                    wt,
+                    row_major(g, n),
+                    dx,
+                    false,
+                    plan.gemm_threads,
+                );
+                return;
+            }
+            let g = if images == 1 {
+                g
+            } else {
+                let mat = sized(&mut s.mat, cout * n);
+                gather_channels(g, cout, ohw, mat);
+                mat
+            };
+            let cols = sized(&mut s.cols, k * n);
+            gemm(
+                k,
+                n,
+                cout,
+                wt,
+                row_major(g, n),
+                cols,
+                false,
+                plan.gemm_threads,
+            );
+            // `dx` is fresh zeroed memory that col2im reads before writing: a
+            // read maps the shared zero page and the write then takes a second,
+            // copy-on-write fault with a TLB shootdown. Writing first avoids both.
+            dx.fill(T::ZERO);
+            for (b, img) in dx.chunks_exact_mut(p.in_image()).enumerate() {
+                col2im(p, cols, n, b * ohw, img);
+            }
+        },
+    );
     grad_in
 }
 
@@ -402,11 +499,17 @@ fn conv2d_backward_weight_planned<T: Float>(
     if len == 0 || p.batch == 0 || ohw == 0 {
         return vec![T::ZERO; len];
     }
-    // Adds one chunk's `grad_out @ cols^T` (contraction over B*OHW) to `acc`.
-    let accumulate = |x: &[T], g: &[T], s: &mut Scratch<T>, acc: &mut [T]| {
+    // Adds one chunk's `grad_out @ cols^T` (contraction over B*OHW) to `acc`,
+    // or writes it when `acc` is new: fresh memory that is read before it is
+    // written takes two page faults (zero page, then copy-on-write) instead of one.
+    let accumulate = |x: &[T], g: &[T], s: &mut Scratch<T>, acc: &mut Option<Vec<T>>| {
         let images = x.len() / p.in_image();
         let n = images * ohw;
-        let cols = if p.is_pointwise() && images == 1 { x } else { im2col_chunk(p, x, &mut s.cols) };
+        let cols = if p.is_pointwise() && images == 1 {
+            x
+        } else {
+            im2col_chunk(p, x, &mut s.cols)
+        };
         let g = if images == 1 {
             g
         } else {
@@ -414,36 +517,47 @@ fn conv2d_backward_weight_planned<T: Float>(
             gather_channels(g, cout, ohw, mat);
             mat
         };
-        gemm(cout, k, n, row_major(g, n), transposed(cols, n), acc, true, plan.gemm_threads);
+        let add = acc.is_some();
+        let dst = acc.get_or_insert_with(|| vec![T::ZERO; len]);
+        gemm(
+            cout,
+            k,
+            n,
+            row_major(g, n),
+            transposed(cols, n),
+            dst,
+            add,
+            plan.gemm_threads,
+        );
     };
     let (xc, gc) = (plan.chunk * p.in_image(), plan.chunk * p.out_image());
-    if plan.parallel {
+    let total = if plan.parallel {
         // Each worker sums into its own partial; partials are added at the end
         // (there are about as many as threads, each only Cout*K long).
         input
             .par_chunks(xc)
             .zip(grad_out.par_chunks(gc))
             .fold(
-                || (vec![T::ZERO; len], Scratch::new()),
+                || (None, Scratch::new()),
                 |(mut acc, mut s), (x, g)| {
                     accumulate(x, g, &mut s, &mut acc);
                     (acc, s)
                 },
             )
-            .map(|(acc, _)| acc)
+            .filter_map(|(acc, _)| acc)
             .reduce_with(|mut a, b| {
                 a.iter_mut().zip(&b).for_each(|(x, &y)| *x += y);
                 a
             })
-            .unwrap_or_else(|| vec![T::ZERO; len])
     } else {
-        let mut acc = vec![T::ZERO; len];
+        let mut acc = None;
         let mut s = Scratch::new();
         for (x, g) in input.chunks(xc).zip(grad_out.chunks(gc)) {
             accumulate(x, g, &mut s, &mut acc);
         }
         acc
-    }
+    };
+    total.unwrap_or_else(|| vec![T::ZERO; len])
 }
 
 #[cfg(test)]
@@ -453,7 +567,12 @@ mod tests {
 
     /// Direct nested-loop convolution in f64. Also returns, per output, the
     /// sum of |terms|, the scale that bounds f32 rounding error.
-    fn naive_forward(p: &Conv2dParams, x: &[f64], w: &[f64], b: Option<&[f64]>) -> (Vec<f64>, Vec<f64>) {
+    fn naive_forward(
+        p: &Conv2dParams,
+        x: &[f64],
+        w: &[f64],
+        b: Option<&[f64]>,
+    ) -> (Vec<f64>, Vec<f64>) {
         let (oh, ow) = (p.out_h(), p.out_w());
         let mut out = vec![0.0; p.batch * p.out_channels * oh * ow];
         let mut mag = out.clone();
@@ -467,11 +586,19 @@ mod tests {
                                 for kj in 0..p.kernel_w {
                                     let iy = (y * p.stride + ki) as isize - p.padding as isize;
                                     let ix = (xo * p.stride + kj) as isize - p.padding as isize;
-                                    if iy < 0 || ix < 0 || iy >= p.in_h as isize || ix >= p.in_w as isize {
+                                    if iy < 0
+                                        || ix < 0
+                                        || iy >= p.in_h as isize
+                                        || ix >= p.in_w as isize
+                                    {
                                         continue;
                                     }
-                                    let xv = x[((n * p.in_channels + ci) * p.in_h + iy as usize) * p.in_w + ix as usize];
-                                    let wv = w[((co * p.in_channels + ci) * p.kernel_h + ki) * p.kernel_w + kj];
+                                    let xv = x[((n * p.in_channels + ci) * p.in_h + iy as usize)
+                                        * p.in_w
+                                        + ix as usize];
+                                    let wv = w[((co * p.in_channels + ci) * p.kernel_h + ki)
+                                        * p.kernel_w
+                                        + kj];
                                     acc += xv * wv;
                                     m += (xv * wv).abs();
                                 }
@@ -488,7 +615,12 @@ mod tests {
     }
 
     /// Reference gradients by scattering every term of the forward sum.
-    fn naive_backward(p: &Conv2dParams, x: &[f64], w: &[f64], g: &[f64]) -> [(Vec<f64>, Vec<f64>); 2] {
+    fn naive_backward(
+        p: &Conv2dParams,
+        x: &[f64],
+        w: &[f64],
+        g: &[f64],
+    ) -> [(Vec<f64>, Vec<f64>); 2] {
         let (oh, ow) = (p.out_h(), p.out_w());
         let mut dx = vec![0.0; x.len()];
         let mut dx_mag = dx.clone();
@@ -504,11 +636,19 @@ mod tests {
                                 for kj in 0..p.kernel_w {
                                     let iy = (y * p.stride + ki) as isize - p.padding as isize;
                                     let ix = (xo * p.stride + kj) as isize - p.padding as isize;
-                                    if iy < 0 || ix < 0 || iy >= p.in_h as isize || ix >= p.in_w as isize {
+                                    if iy < 0
+                                        || ix < 0
+                                        || iy >= p.in_h as isize
+                                        || ix >= p.in_w as isize
+                                    {
                                         continue;
                                     }
-                                    let xi = ((n * p.in_channels + ci) * p.in_h + iy as usize) * p.in_w + ix as usize;
-                                    let wi = ((co * p.in_channels + ci) * p.kernel_h + ki) * p.kernel_w + kj;
+                                    let xi = ((n * p.in_channels + ci) * p.in_h + iy as usize)
+                                        * p.in_w
+                                        + ix as usize;
+                                    let wi = ((co * p.in_channels + ci) * p.kernel_h + ki)
+                                        * p.kernel_w
+                                        + kj;
                                     dx[xi] += gv * w[wi];
                                     dx_mag[xi] += (gv * w[wi]).abs();
                                     dw[wi] += gv * x[xi];
@@ -524,33 +664,53 @@ mod tests {
     }
 
     fn params() -> impl Strategy<Value = Conv2dParams> {
-        (1usize..4, 1usize..5, 1usize..5, 1usize..9, 1usize..9, prop::sample::select(vec![1usize, 2, 3]), prop::sample::select(vec![1usize, 2, 3]), 1usize..3, 0usize..3)
-            .prop_filter_map("kernel larger than padded input", |(batch, cin, cout, h, w, kh, kw, stride, padding)| {
-                let p = Conv2dParams {
-                    batch,
-                    in_channels: cin,
-                    out_channels: cout,
-                    in_h: h,
-                    in_w: w,
-                    kernel_h: kh,
-                    kernel_w: kw,
-                    stride,
-                    padding,
-                };
-                (h + 2 * padding >= p.kernel_h && w + 2 * padding >= p.kernel_w).then_some(p)
-            })
+        (
+            1usize..4,
+            1usize..5,
+            1usize..5,
+            1usize..9,
+            1usize..9,
+            prop::sample::select(vec![1usize, 2, 3]),
+            prop::sample::select(vec![1usize, 2, 3]),
+            1usize..3,
+            0usize..3,
+        )
+            .prop_filter_map(
+                "kernel larger than padded input",
+                |(batch, cin, cout, h, w, kh, kw, stride, padding)| {
+                    let p = Conv2dParams {
+                        batch,
+                        in_channels: cin,
+                        out_channels: cout,
+                        in_h: h,
+                        in_w: w,
+                        kernel_h: kh,
+                        kernel_w: kw,
+                        stride,
+                        padding,
+                    };
+                    (h + 2 * padding >= p.kernel_h && w + 2 * padding >= p.kernel_w).then_some(p)
+                },
+            )
     }
 
     /// A shape, a chunking plan (so every code path runs on small shapes),
     /// and values for x, w, bias and grad_out.
-    fn case() -> impl Strategy<Value = (Conv2dParams, Plan, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)> {
+    fn case() -> impl Strategy<Value = (Conv2dParams, Plan, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)>
+    {
         params().prop_flat_map(|p| {
             let xs = p.batch * p.in_image();
             let ws = p.out_channels * p.patch_len();
             let gs = p.batch * p.out_image();
             (
                 Just(p),
-                (1..=p.batch, any::<bool>(), 1usize..3).prop_map(|(chunk, parallel, gemm_threads)| Plan { chunk, parallel, gemm_threads }),
+                (1..=p.batch, any::<bool>(), 1usize..3).prop_map(
+                    |(chunk, parallel, gemm_threads)| Plan {
+                        chunk,
+                        parallel,
+                        gemm_threads,
+                    },
+                ),
                 prop::collection::vec(-2.0f64..2.0, xs),
                 prop::collection::vec(-2.0f64..2.0, ws),
                 prop::collection::vec(-2.0f64..2.0, p.out_channels),
@@ -568,7 +728,14 @@ mod tests {
     fn close_f32(got: &[f32], want: &[f64], mag: &[f64]) -> Result<(), TestCaseError> {
         prop_assert_eq!(got.len(), want.len());
         for (i, ((&g, &w), &m)) in got.iter().zip(want).zip(mag).enumerate() {
-            prop_assert!((g as f64 - w).abs() <= 1e-5 * m + 1e-6, "at {}: {} vs {} (mag {})", i, g, w, m);
+            prop_assert!(
+                (g as f64 - w).abs() <= 1e-5 * m + 1e-6,
+                "at {}: {} vs {} (mag {})",
+                i,
+                g,
+                w,
+                m
+            );
         }
         Ok(())
     }
@@ -577,7 +744,13 @@ mod tests {
     fn close_f64(got: &[f64], want: &[f64], mag: &[f64]) -> Result<(), TestCaseError> {
         prop_assert_eq!(got.len(), want.len());
         for (i, ((&g, &w), &m)) in got.iter().zip(want).zip(mag).enumerate() {
-            prop_assert!((g - w).abs() <= 1e-10 * (m + 1.0), "at {}: {} vs {}", i, g, w);
+            prop_assert!(
+                (g - w).abs() <= 1e-10 * (m + 1.0),
+                "at {}: {} vs {}",
+                i,
+                g,
+                w
+            );
         }
         Ok(())
     }
@@ -634,7 +807,17 @@ mod tests {
 
     #[test]
     fn output_size_and_flops() {
-        let p = Conv2dParams { batch: 2, in_channels: 3, out_channels: 4, in_h: 7, in_w: 6, kernel_h: 3, kernel_w: 3, stride: 2, padding: 1 };
+        let p = Conv2dParams {
+            batch: 2,
+            in_channels: 3,
+            out_channels: 4,
+            in_h: 7,
+            in_w: 6,
+            kernel_h: 3,
+            kernel_w: 3,
+            stride: 2,
+            padding: 1,
+        };
         assert_eq!((p.out_h(), p.out_w()), (4, 3));
         assert_eq!(p.flops(), 2.0 * (2 * 4 * 27 * 12) as f64);
     }
@@ -643,7 +826,17 @@ mod tests {
     fn planner_covers_batch() {
         for batch in [1, 2, 3, 7, 32] {
             for (hw, c) in [(1, 8), (4, 256), (8, 256), (32, 128), (64, 64)] {
-                let p = Conv2dParams { batch, in_channels: c, out_channels: c, in_h: hw, in_w: hw, kernel_h: 3, kernel_w: 3, stride: 1, padding: 1 };
+                let p = Conv2dParams {
+                    batch,
+                    in_channels: c,
+                    out_channels: c,
+                    in_h: hw,
+                    in_w: hw,
+                    kernel_h: 3,
+                    kernel_w: 3,
+                    stride: 1,
+                    padding: 1,
+                };
                 let plan = Plan::new(&p);
                 assert!(plan.chunk >= 1 && plan.chunk <= batch, "{plan:?} {p:?}");
             }

@@ -101,7 +101,12 @@ fn grad_sums<T: Float>(x: &[T], dy: &[T], mean: f64) -> (f64, f64) {
 
 /// y = (x - mean_g) * rstd_g * gamma[c] + beta[c]; returns (y, mean [N*G], rstd [N*G]).
 /// Statistics in ONE pass (sum and sum of squares accumulated in f64, or Welford), fused normalise+affine.
-pub fn group_norm<T: Float>(p: &GroupNormParams, x: &[T], gamma: &[T], beta: &[T]) -> (Vec<T>, Vec<T>, Vec<T>) {
+pub fn group_norm<T: Float>(
+    p: &GroupNormParams,
+    x: &[T],
+    gamma: &[T],
+    beta: &[T],
+) -> (Vec<T>, Vec<T>, Vec<T>) {
     let cpg = p.channels_per_group();
     let len = p.group_len();
     let ng = p.batch * p.groups;
@@ -133,7 +138,11 @@ pub fn group_norm<T: Float>(p: &GroupNormParams, x: &[T], gamma: &[T], beta: &[T
             let r = 1.0 / (var + p.eps).sqrt();
             *m_out = T::from_f64(m);
             *r_out = T::from_f64(r);
-            for (ci, (xp, yp)) in xs.chunks_exact(p.spatial).zip(ys.chunks_exact_mut(p.spatial)).enumerate() {
+            for (ci, (xp, yp)) in xs
+                .chunks_exact(p.spatial)
+                .zip(ys.chunks_exact_mut(p.spatial))
+                .enumerate()
+            {
                 let c = g * cpg + ci;
                 let a = r * gamma[c].to_f64();
                 let (a_t, b_t) = (T::from_f64(a), T::from_f64(beta[c].to_f64() - m * a));
@@ -178,7 +187,11 @@ pub fn group_norm_backward<T: Float>(
                 let (m, r) = (mean[i].to_f64(), rstd[i].to_f64());
                 // sum over the group of gamma*dy and of gamma*dy*xhat.
                 let (mut sum_gdy, mut sum_gdy_xhat) = (0.0, 0.0);
-                for (ci, (xp, gp)) in xs.chunks_exact(p.spatial).zip(gs.chunks_exact(p.spatial)).enumerate() {
+                for (ci, (xp, gp)) in xs
+                    .chunks_exact(p.spatial)
+                    .zip(gs.chunks_exact(p.spatial))
+                    .enumerate()
+                {
                     let gam = gamma[g * cpg + ci].to_f64();
                     let (s_dy, s_dy_xc) = grad_sums(xp, gp, m);
                     db[ci] = s_dy;
@@ -195,7 +208,10 @@ pub fn group_norm_backward<T: Float>(
                 let (bx_t, c0_t) = (T::from_f64(bx), T::from_f64(c0));
                 for (ci, (gp, (xp, dp))) in gs
                     .chunks_exact(p.spatial)
-                    .zip(xs.chunks_exact(p.spatial).zip(dxs.chunks_exact_mut(p.spatial)))
+                    .zip(
+                        xs.chunks_exact(p.spatial)
+                            .zip(dxs.chunks_exact_mut(p.spatial)),
+                    )
                     .enumerate()
                 {
                     let a_t = T::from_f64(r * gamma[g * cpg + ci].to_f64());
@@ -207,7 +223,10 @@ pub fn group_norm_backward<T: Float>(
     }
     let mut grad_gamma = vec![0.0f64; p.channels];
     let mut grad_beta = vec![0.0f64; p.channels];
-    for (db, dg) in db_nc.chunks_exact(p.channels.max(1)).zip(dg_nc.chunks_exact(p.channels.max(1))) {
+    for (db, dg) in db_nc
+        .chunks_exact(p.channels.max(1))
+        .zip(dg_nc.chunks_exact(p.channels.max(1)))
+    {
         grad_beta.iter_mut().zip(db).for_each(|(a, &b)| *a += b);
         grad_gamma.iter_mut().zip(dg).for_each(|(a, &b)| *a += b);
     }
@@ -226,9 +245,21 @@ mod tests {
     /// as the f64 reference. An optional offset gives groups a mean far from
     /// zero relative to their spread, the case that breaks naive statistics.
     fn case() -> impl Strategy<Value = Case> {
-        (1usize..4, 1usize..4, 1usize..4, 1usize..20, prop::sample::select(vec![0.0f64, 8.0]))
+        (
+            1usize..4,
+            1usize..4,
+            1usize..4,
+            1usize..20,
+            prop::sample::select(vec![0.0f64, 8.0]),
+        )
             .prop_flat_map(|(batch, groups, cpg, spatial, offset)| {
-                let p = GroupNormParams { batch, channels: groups * cpg, spatial, groups, eps: 1e-5 };
+                let p = GroupNormParams {
+                    batch,
+                    channels: groups * cpg,
+                    spatial,
+                    groups,
+                    eps: 1e-5,
+                };
                 let n = batch * groups * cpg * spatial;
                 let f = |v: f64| v as f32 as f64;
                 (
@@ -265,7 +296,12 @@ mod tests {
 
     /// The forward in f64 and, per output, the magnitude |x*a| + |m*a| + |beta|
     /// that scales the f32 rounding error.
-    fn naive_forward(p: &GroupNormParams, x: &[f64], gamma: &[f64], beta: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    fn naive_forward(
+        p: &GroupNormParams,
+        x: &[f64],
+        gamma: &[f64],
+        beta: &[f64],
+    ) -> (Vec<f64>, Vec<f64>) {
         let cpg = p.channels / p.groups;
         let stats = naive_stats(p, x);
         let mut y = vec![0.0; x.len()];

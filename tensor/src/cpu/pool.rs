@@ -36,7 +36,10 @@ impl Pool2dParams {
     }
 
     fn validate(&self) {
-        assert!(self.kernel >= 1 && self.stride >= 1, "pooling kernel and stride must be at least 1");
+        assert!(
+            self.kernel >= 1 && self.stride >= 1,
+            "pooling kernel and stride must be at least 1"
+        );
         assert!(
             self.kernel <= self.in_h && self.kernel <= self.in_w,
             "pooling window larger than the input"
@@ -66,6 +69,15 @@ where
                 f(sp, dp);
             }
         });
+}
+
+/// Zeroes an output the caller is about to accumulate into. It is already
+/// zero (freshly allocated), but untouched: a `+=` would first read it, mapping
+/// the kernel's shared zero page, and the write would then take a second
+/// copy-on-write fault with a TLB shootdown, which under virtualisation costs
+/// more than the whole pooling pass. Writing first takes one plain fault.
+fn fresh_for_accumulation<T: Float>(dst: &mut [T]) {
+    dst.fill(T::ZERO);
 }
 
 pub fn avg_pool2d<T: Float>(p: &Pool2dParams, input: &[T]) -> Vec<T> {
@@ -102,6 +114,8 @@ pub fn avg_pool2d_backward<T: Float>(p: &Pool2dParams, grad_out: &[T]) -> Vec<T>
     let mut grad_in = vec![T::ZERO; p.planes() * h * w];
     let inv = T::ONE / T::from_f64((k * k) as f64);
     per_plane(grad_out, oh * ow, &mut grad_in, h * w, |g, dx| {
+        // Write before accumulating: see `fresh_for_accumulation`.
+        fresh_for_accumulation(dx);
         let mut spread = vec![T::ZERO; w];
         for (oy, row) in g.chunks_exact(ow).enumerate() {
             // Spread each gradient over its k columns once, then add that
@@ -129,10 +143,11 @@ fn argmax_window<T: Float>(x: &[T], w: usize, k: usize, top: usize, left: usize)
     for r in 0..k {
         let row = (top + r) * w + left;
         for (c, &v) in x[row..row + k].iter().enumerate() {
-            if v > best_v || (best_v.is_nan() && !v.is_nan()) {
-                best_v = v;
-                best = row + c;
-            }
+            // Selects rather than a branch: on real data the comparison is a
+            // coin flip, and mispredictions dominated the loop.
+            let better = v > best_v || (best_v.is_nan() && !v.is_nan());
+            best_v = if better { v } else { best_v };
+            best = if better { row + c } else { best };
         }
     }
     best
@@ -182,7 +197,24 @@ pub fn max_pool2d_backward<T: Float>(p: &Pool2dParams, input: &[T], grad_out: &[
         .zip(grad_out.par_chunks(oh * ow * per_task))
         .zip(grad_in.par_chunks_mut(plane * per_task))
         .for_each(|((xs, gs), dxs)| {
-            for ((x, g), dx) in xs.chunks_exact(plane).zip(gs.chunks_exact(oh * ow)).zip(dxs.chunks_exact_mut(plane)) {
+            if k == 2 && s == 2 {
+                // The U-Net's case: windows tile the input, so every covered
+                // input gets exactly one assignment and nothing accumulates.
+                for ((x, g), dx) in xs
+                    .chunks_exact(plane)
+                    .zip(gs.chunks_exact(oh * ow))
+                    .zip(dxs.chunks_exact_mut(plane))
+                {
+                    max2x2_backward_plane(x, g, dx, w, oh, ow);
+                }
+                return;
+            }
+            fresh_for_accumulation(dxs);
+            for ((x, g), dx) in xs
+                .chunks_exact(plane)
+                .zip(gs.chunks_exact(oh * ow))
+                .zip(dxs.chunks_exact_mut(plane))
+            {
                 for (oy, row) in g.chunks_exact(ow).enumerate() {
                     for (ox, &gv) in row.iter().enumerate() {
                         dx[argmax_window(x, w, k, oy * s, ox * s)] += gv;
@@ -193,18 +225,67 @@ pub fn max_pool2d_backward<T: Float>(p: &Pool2dParams, input: &[T], grad_out: &[
     grad_in
 }
 
+/// 2x2, stride-2 max-pool backward for one plane, branch-free: the gradient
+/// goes to the first of the four positions that equals the window maximum
+/// (to the first position when all four are NaN).
+fn max2x2_backward_plane<T: Float>(x: &[T], g: &[T], dx: &mut [T], w: usize, oh: usize, ow: usize) {
+    let z = T::ZERO;
+    for oy in 0..oh {
+        let (r0, r1) = x[2 * oy * w..(2 * oy + 2) * w].split_at(w);
+        let (d0, d1) = dx[2 * oy * w..(2 * oy + 2) * w].split_at_mut(w);
+        let grow = &g[oy * ow..(oy + 1) * ow];
+        for (ox, &gv) in grow.iter().enumerate() {
+            let (i, j) = (2 * ox, 2 * ox + 1);
+            let (a, b, c, d) = (r0[i], r0[j], r1[i], r1[j]);
+            let m = a.max(b).max(c.max(d));
+            // Non-short-circuit `&`/`|` so the compiler emits selects, not
+            // branches that the data would make unpredictable.
+            let ta = (a == m) | m.is_nan();
+            let tb = !ta & (b == m);
+            let tc = !(ta | tb) & (c == m);
+            let td = !(ta | tb | tc);
+            d0[i] = if ta { gv } else { z };
+            d0[j] = if tb { gv } else { z };
+            d1[i] = if tc { gv } else { z };
+            d1[j] = if td { gv } else { z };
+        }
+        // An odd trailing column is in no window.
+        if w % 2 == 1 {
+            d0[w - 1] = z;
+            d1[w - 1] = z;
+        }
+    }
+    // Nor is an odd trailing row.
+    dx[2 * oh * w..].fill(z);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
     fn params() -> impl Strategy<Value = Pool2dParams> {
-        (1usize..4, 1usize..4, 1usize..10, 1usize..10, 1usize..4, 1usize..4).prop_filter_map(
-            "window larger than input",
-            |(batch, channels, in_h, in_w, kernel, stride)| {
-                (kernel <= in_h && kernel <= in_w).then_some(Pool2dParams { batch, channels, in_h, in_w, kernel, stride })
-            },
+        (
+            1usize..4,
+            1usize..4,
+            1usize..10,
+            1usize..10,
+            1usize..4,
+            1usize..4,
         )
+            .prop_filter_map(
+                "window larger than input",
+                |(batch, channels, in_h, in_w, kernel, stride)| {
+                    (kernel <= in_h && kernel <= in_w).then_some(Pool2dParams {
+                        batch,
+                        channels,
+                        in_h,
+                        in_w,
+                        kernel,
+                        stride,
+                    })
+                },
+            )
     }
 
     fn idx(p: &Pool2dParams, plane: usize, y: usize, x: usize) -> usize {
@@ -331,9 +412,53 @@ mod tests {
         }
     }
 
+    /// The 2x2 / stride-2 fast paths on odd and even sizes, with many ties.
+    #[test]
+    fn max_pool_2x2_fast_path_matches_naive() {
+        let mut seed = 12345u64;
+        for (h, w) in [(2, 2), (3, 5), (4, 4), (5, 2), (7, 7), (2, 9)] {
+            let p = Pool2dParams {
+                batch: 2,
+                channels: 3,
+                in_h: h,
+                in_w: w,
+                kernel: 2,
+                stride: 2,
+            };
+            let x: Vec<f64> = (0..p.planes() * h * w)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((seed >> 60) % 3) as f64
+                })
+                .collect();
+            let g: Vec<f64> = (0..p.planes() * p.out_h() * p.out_w())
+                .map(|i| i as f64 + 1.0)
+                .collect();
+            let arg = naive_argmax(&p, &x);
+            let mut want = vec![0.0; x.len()];
+            for (&i, &gv) in arg.iter().zip(&g) {
+                want[i] += gv;
+            }
+            assert_eq!(max_pool2d_backward(&p, &x, &g), want, "{h}x{w}");
+            assert_eq!(
+                max_pool2d(&p, &x),
+                arg.iter().map(|&i| x[i]).collect::<Vec<_>>()
+            );
+        }
+    }
+
     #[test]
     fn max_pool_gradient_goes_to_first_max() {
-        let p = Pool2dParams { batch: 1, channels: 1, in_h: 2, in_w: 2, kernel: 2, stride: 2 };
+        let p = Pool2dParams {
+            batch: 1,
+            channels: 1,
+            in_h: 2,
+            in_w: 2,
+            kernel: 2,
+            stride: 2,
+        };
         let dx = max_pool2d_backward(&p, &[1.0f32, 3.0, 3.0, 0.0], &[5.0]);
         assert_eq!(dx, vec![0.0, 5.0, 0.0, 0.0]);
     }

@@ -36,7 +36,10 @@ pub fn upsample_nearest2d<T: Float>(
         .par_chunks(in_h * in_w * per_task)
         .zip(out.par_chunks_mut(oh * ow * per_task))
         .for_each(|(xs, ys)| {
-            for (x, y) in xs.chunks_exact(in_h * in_w).zip(ys.chunks_exact_mut(oh * ow)) {
+            for (x, y) in xs
+                .chunks_exact(in_h * in_w)
+                .zip(ys.chunks_exact_mut(oh * ow))
+            {
                 for (src, block) in x.chunks_exact(in_w).zip(y.chunks_exact_mut(scale_h * ow)) {
                     let (first, rest) = block.split_at_mut(ow);
                     if scale_w == 2 {
@@ -86,7 +89,10 @@ pub fn upsample_nearest2d_backward<T: Float>(
         .zip(grad_in.par_chunks_mut(in_h * in_w * per_task))
         .for_each(|(gs, dxs)| {
             let mut acc = vec![T::ZERO; ow];
-            for (g, dx) in gs.chunks_exact(oh * ow).zip(dxs.chunks_exact_mut(in_h * in_w)) {
+            for (g, dx) in gs
+                .chunks_exact(oh * ow)
+                .zip(dxs.chunks_exact_mut(in_h * in_w))
+            {
                 for (block, dst) in g.chunks_exact(scale_h * ow).zip(dx.chunks_exact_mut(in_w)) {
                     // Add the block's rows together first (contiguous), then
                     // fold each run of scale_w columns.
@@ -111,14 +117,22 @@ mod tests {
     type Dims = (usize, usize, usize, usize, usize, usize);
 
     fn case() -> impl Strategy<Value = (Dims, Vec<f64>, Vec<f64>)> {
-        (1usize..4, 1usize..4, 1usize..7, 1usize..7, 1usize..4, 1usize..4).prop_flat_map(|d| {
-            let (n, c, h, w, sh, sw) = d;
-            (
-                Just(d),
-                prop::collection::vec(-2.0f64..2.0, n * c * h * w),
-                prop::collection::vec(-2.0f64..2.0, n * c * h * sh * w * sw),
-            )
-        })
+        (
+            1usize..4,
+            1usize..4,
+            1usize..7,
+            1usize..7,
+            1usize..4,
+            1usize..4,
+        )
+            .prop_flat_map(|d| {
+                let (n, c, h, w, sh, sw) = d;
+                (
+                    Just(d),
+                    prop::collection::vec(-2.0f64..2.0, n * c * h * w),
+                    prop::collection::vec(-2.0f64..2.0, n * c * h * sh * w * sw),
+                )
+            })
     }
 
     fn naive(d: Dims, x: &[f64]) -> Vec<f64> {

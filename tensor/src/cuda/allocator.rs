@@ -79,10 +79,6 @@ impl DeviceBuffer {
     pub fn ptr(&self) -> CUdeviceptr {
         self.ptr
     }
-    /// The rounded size of the block.
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
 }
 
 impl Drop for DeviceBuffer {

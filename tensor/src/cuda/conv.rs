@@ -11,6 +11,7 @@
 //!   chunk are laid side by side, [K, imgs*OH*OW], and the gradient is
 //!   permuted to [Cout, imgs*OH*OW], so the sum over images happens inside
 //!   one wide GEMM (small feature maps would make per-image GEMMs tiny).
+//!
 //! Pointwise convolutions (1x1, stride 1, no padding) skip the unfold in the
 //! forward and grad-input passes: the image itself is the column matrix.
 //! The unfolded matrix is built a chunk of images at a time, so its scratch
@@ -120,7 +121,7 @@ fn im2col(dev: &CudaDevice, dtype: DType, x: u64, col: u64, g: &ConvGeom, p: &Co
     let mut b = dev.stream().launch_builder(&f);
     b.arg(&x).arg(&col).arg(g).arg(&n32);
     // SAFETY: x holds nb images, col holds nb*K*OHW elements at the strides in g.
-    unsafe { b.launch(launch_cfg(n)) }.ctx("im2col kernel")
+    unsafe { b.launch(launch_cfg(n)) }.ctx("im2col kernel").map(|_| ())
 }
 
 /// Folds the columns of `g.nb` images back into images at `x`.
@@ -131,7 +132,7 @@ fn col2im(dev: &CudaDevice, dtype: DType, col: u64, x: u64, g: &ConvGeom, p: &Co
     let mut b = dev.stream().launch_builder(&f);
     b.arg(&col).arg(&x).arg(g).arg(&n32);
     // SAFETY: as for im2col, in the other direction.
-    unsafe { b.launch(launch_cfg(n)) }.ctx("col2im kernel")
+    unsafe { b.launch(launch_cfg(n)) }.ctx("col2im kernel").map(|_| ())
 }
 
 pub(crate) fn conv2d(

@@ -149,8 +149,11 @@ impl CudaDevice {
                 let count = CudaContext::device_count().unwrap_or(0);
                 Error::Cuda(format!("no CUDA device {ordinal}: this machine has {count} GPU(s)"))
             }
-            CUresult::CUDA_ERROR_INSUFFICIENT_DRIVER => Error::Cuda(
-                "the NVIDIA driver is older than CUDA 13 (CUDA_ERROR_INSUFFICIENT_DRIVER); update the driver".into(),
+            CUresult::CUDA_ERROR_STUB_LIBRARY => Error::Cuda(
+                "the libcuda.so found is the toolkit's stub, not a real NVIDIA driver (CUDA_ERROR_STUB_LIBRARY)".into(),
+            ),
+            CUresult::CUDA_ERROR_SYSTEM_DRIVER_MISMATCH => Error::Cuda(
+                "libcuda.so does not match the loaded NVIDIA kernel driver (CUDA_ERROR_SYSTEM_DRIVER_MISMATCH)".into(),
             ),
             _ => Error::Cuda(format!("opening CUDA device {ordinal}: {}", describe(&e))),
         })?;

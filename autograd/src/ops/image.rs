@@ -1,0 +1,64 @@
+//! Image ops (NCHW). Each rule is one dedicated backward kernel of the
+//! tensor crate:
+//! - conv2d: `conv2d_backward_input` (a transposed convolution of the
+//!   gradient by the weight), `conv2d_backward_weight` (input patches
+//!   against the gradient), and for the bias the gradient summed over N, H, W;
+//! - pools: `avg_pool2d_backward` spreads each gradient evenly over its
+//!   window, `max_pool2d_backward` routes it to the window's (first) maximum;
+//! - upsampling: `upsample_nearest2d_backward` sums each block back onto the
+//!   pixel it copied;
+//! - group norm: the fused `group_norm_backward`, fed with the per-group
+//!   mean and 1/std the forward kernel returned.
+
+use crate::var::Var;
+use tensor::Result;
+
+impl Var {
+    /// 2-D convolution: input [N,C,H,W], weight [O,C,kh,kw], bias [O].
+    pub fn conv2d(&self, weight: &Var, bias: Option<&Var>, stride: usize, padding: usize) -> Result<Var> {
+        let out = self.tensor().conv2d(weight.tensor(), bias.map(|b| b.tensor()), stride, padding)?;
+        let (x, w) = (self.tensor().clone(), weight.tensor().clone());
+        let rule = move |g: &tensor::Tensor, need: &[bool]| {
+            let gx = if need[0] { Some(g.conv2d_backward_input(&w, x.dims(), stride, padding)?) } else { None };
+            let gw = if need[1] { Some(x.conv2d_backward_weight(g, w.dims(), stride, padding)?) } else { None };
+            let mut grads = vec![gx, gw];
+            if need.len() == 3 {
+                grads.push(if need[2] { Some(g.sum(&[0, 2, 3], false)?) } else { None });
+            }
+            Ok(grads)
+        };
+        Ok(match bias {
+            Some(b) => Var::from_op("conv2d", out, &[self, weight, b], rule),
+            None => Var::from_op("conv2d", out, &[self, weight], rule),
+        })
+    }
+
+    pub fn avg_pool2d(&self, kernel: usize, stride: usize) -> Result<Var> {
+        let out = self.tensor().avg_pool2d(kernel, stride)?;
+        let dims = self.dims().to_vec();
+        Ok(Var::from_op("avg_pool2d", out, &[self], move |g, _| Ok(vec![Some(g.avg_pool2d_backward(&dims, kernel, stride)?)])))
+    }
+
+    pub fn max_pool2d(&self, kernel: usize, stride: usize) -> Result<Var> {
+        let out = self.tensor().max_pool2d(kernel, stride)?;
+        let x = self.tensor().clone();
+        Ok(Var::from_op("max_pool2d", out, &[self], move |g, _| Ok(vec![Some(x.max_pool2d_backward(g, kernel, stride)?)])))
+    }
+
+    /// Repeats each pixel `scale_h` x `scale_w` times.
+    pub fn upsample_nearest2d(&self, scale_h: usize, scale_w: usize) -> Result<Var> {
+        let out = self.tensor().upsample_nearest2d(scale_h, scale_w)?;
+        Ok(Var::from_op("upsample_nearest2d", out, &[self], move |g, _| Ok(vec![Some(g.upsample_nearest2d_backward(scale_h, scale_w)?)])))
+    }
+
+    /// Group normalisation of [N, C, ...] with per-channel `gamma` and
+    /// `beta` [C]. Saves x, gamma and the [N, G] statistics (not the output).
+    pub fn group_norm(&self, groups: usize, gamma: &Var, beta: &Var, eps: f64) -> Result<Var> {
+        let (y, mean, rstd) = self.tensor().group_norm(groups, gamma.tensor(), beta.tensor(), eps)?;
+        let (x, gm) = (self.tensor().clone(), gamma.tensor().clone());
+        Ok(Var::from_op("group_norm", y, &[self, gamma, beta], move |g, need| {
+            let (dx, dgamma, dbeta) = x.group_norm_backward(&gm, &mean, &rstd, g, groups, eps)?;
+            Ok(vec![need[0].then_some(dx), need[1].then_some(dgamma), need[2].then_some(dbeta)])
+        }))
+    }
+}

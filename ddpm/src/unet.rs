@@ -1,0 +1,190 @@
+//! The time-conditioned U-Net of `shared/docs/unet.md`.
+//!
+//! It predicts the noise in a noisy image given the diffusion step. Every
+//! resolution level runs residual blocks whose features are scaled and
+//! shifted by the step's embedding; the down path's outputs skip across to
+//! the up path. Parameter names follow PyTorch's `state_dict` for the same
+//! module tree, so checkpoints move between the two with no conversion.
+
+use crate::config::UNetConfig;
+use autograd::Var;
+use nn::{Conv2d, Conv2dConfig, Ctx, Dropout, GroupNorm, Linear, Module, Path, SinusoidalEmbedding};
+use tensor::Tensor;
+
+/// GroupNorm over `c` channels with at most `groups` groups (the spec's
+/// `g = min(groups, c)`).
+fn group_norm(path: &Path, groups: usize, c: usize) -> nn::Result<GroupNorm> {
+    GroupNorm::new(path, groups.min(c), c)
+}
+
+fn conv3x3(path: &Path, cin: usize, cout: usize) -> nn::Result<Conv2d> {
+    Conv2d::new(path, cin, cout, 3, Conv2dConfig::padded(1))
+}
+
+/// A residual block whose features are modulated by the time embedding.
+pub struct ResBlock {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    time_scale: Linear,
+    time_shift: Linear,
+    norm2: GroupNorm,
+    dropout: Dropout,
+    conv2: Conv2d,
+    skip: Option<Conv2d>,
+}
+
+impl ResBlock {
+    pub fn new(path: &Path, cin: usize, cout: usize, time_dim: usize, cfg: &UNetConfig) -> nn::Result<ResBlock> {
+        Ok(ResBlock {
+            norm1: group_norm(&path.pp("norm1"), cfg.groups, cin)?,
+            conv1: conv3x3(&path.pp("conv1"), cin, cout)?,
+            time_scale: Linear::new(&path.pp("time_scale"), time_dim, cout, true)?,
+            time_shift: Linear::new(&path.pp("time_shift"), time_dim, cout, true)?,
+            norm2: group_norm(&path.pp("norm2"), cfg.groups, cout)?,
+            dropout: Dropout::new(cfg.dropout)?,
+            conv2: conv3x3(&path.pp("conv2"), cout, cout)?,
+            skip: if cin != cout { Some(Conv2d::new(&path.pp("skip"), cin, cout, 1, Conv2dConfig::default())?) } else { None },
+        })
+    }
+
+    /// `time` is swish(t_emb), shared by every block: [N, F].
+    pub fn forward(&self, x: &Var, time: &Var, ctx: &mut Ctx) -> nn::Result<Var> {
+        let y = self.conv1.forward(&self.norm1.forward(x, ctx)?.silu()?, ctx)?;
+        let (n, c) = (y.dims()[0], y.dims()[1]);
+        let scale = self.time_scale.forward(time, ctx)?.add_scalar(1.0)?.reshape([n, c, 1, 1])?;
+        let shift = self.time_shift.forward(time, ctx)?.reshape([n, c, 1, 1])?;
+        let y = y.mul(&scale)?.add(&shift)?;
+        let y = self.norm2.forward(&y, ctx)?.silu()?;
+        let y = self.conv2.forward(&self.dropout.forward(&y, ctx)?, ctx)?;
+        let skip = match &self.skip {
+            Some(conv) => conv.forward(x, ctx)?,
+            None => x.clone(),
+        };
+        Ok(y.add(&skip)?)
+    }
+}
+
+/// Intermediate activations, for checking against a reference.
+#[derive(Default)]
+pub struct Activations {
+    pub time_features: Option<Var>,
+    pub time_emb: Option<Var>,
+    /// Output of each down level's last block (the skips).
+    pub down: Vec<Var>,
+    pub middle: Option<Var>,
+    /// Output of each up level's last block, in execution order.
+    pub up: Vec<Var>,
+}
+
+pub struct UNet {
+    pub config: UNetConfig,
+    time_features: SinusoidalEmbedding,
+    time_mlp0: Linear,
+    time_mlp2: Linear,
+    conv_in: Conv2d,
+    down: Vec<Vec<ResBlock>>,
+    middle: Vec<ResBlock>,
+    up: Vec<Vec<ResBlock>>,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
+}
+
+impl UNet {
+    /// Builds the network under `root`, registering its parameters there.
+    pub fn new(root: &Path, config: &UNetConfig) -> nn::Result<UNet> {
+        let (c, f, r, levels) = (config.base_channels, config.time_dim(), config.blocks_per_level, config.levels());
+        let dtype = root.store().dtype();
+        let time_features = SinusoidalEmbedding::new(c, dtype)?;
+        let time_mlp0 = Linear::new(&root.pp("time_mlp").pp(0), c, f, true)?;
+        let time_mlp2 = Linear::new(&root.pp("time_mlp").pp(2), f, f, true)?;
+        let conv_in = conv3x3(&root.pp("conv_in"), 3, c)?;
+
+        let mut down = Vec::new();
+        let mut prev = c;
+        for i in 0..levels {
+            let ci = config.channels(i);
+            let blocks = (0..r)
+                .map(|j| ResBlock::new(&root.pp("down").pp(i).pp(j), if j == 0 { prev } else { ci }, ci, f, config))
+                .collect::<nn::Result<Vec<_>>>()?;
+            down.push(blocks);
+            prev = ci;
+        }
+        let deepest = config.channels(levels - 1);
+        let middle = (0..2).map(|j| ResBlock::new(&root.pp("middle").pp(j), deepest, deepest, f, config)).collect::<nn::Result<Vec<_>>>()?;
+
+        let mut up = Vec::new();
+        let mut cx = deepest;
+        for (k, i) in (0..levels).rev().enumerate() {
+            let ci = config.channels(i);
+            let blocks = (0..r)
+                .map(|j| ResBlock::new(&root.pp("up").pp(k).pp(j), if j == 0 { cx + ci } else { ci }, ci, f, config))
+                .collect::<nn::Result<Vec<_>>>()?;
+            up.push(blocks);
+            cx = ci;
+        }
+        let norm_out = group_norm(&root.pp("norm_out"), config.groups, c)?;
+        let conv_out = conv3x3(&root.pp("conv_out"), c, 3)?;
+        Ok(UNet { config: config.clone(), time_features, time_mlp0, time_mlp2, conv_in, down, middle, up, norm_out, conv_out })
+    }
+
+    /// Predicted noise for noisy images `x` [N, 3, S, S] at steps `t` (one per image).
+    pub fn forward(&self, x: &Var, t: &[u32], ctx: &mut Ctx) -> nn::Result<Var> {
+        self.forward_with_activations(x, t, ctx, None)
+    }
+
+    pub fn forward_with_activations(&self, x: &Var, t: &[u32], ctx: &mut Ctx, mut acts: Option<&mut Activations>) -> nn::Result<Var> {
+        let (n, s) = (x.dims()[0], self.config.image_size);
+        if x.dims() != [n, 3, s, s] || t.len() != n {
+            return Err(nn::NnError::bad(
+                "UNet::forward",
+                format!("expected images [N, 3, {s}, {s}] and N steps, got {:?} and {} steps", x.dims(), t.len()),
+            ));
+        }
+        if let Some(&bad) = t.iter().find(|&&t| t as usize >= crate::diffusion::T) {
+            return Err(nn::NnError::bad("UNet::forward", format!("step {bad} is outside 0..{}", crate::diffusion::T)));
+        }
+        let features = self.time_features.embed(t, x.device())?;
+        let t_emb = self.time_mlp2.forward(&self.time_mlp0.forward(&features, ctx)?.silu()?, ctx)?;
+        let time = t_emb.silu()?;
+        if let Some(a) = acts.as_deref_mut() {
+            a.time_features = Some(features.clone());
+            a.time_emb = Some(t_emb.clone());
+        }
+
+        let mut h = self.conv_in.forward(x, ctx)?;
+        let mut skips = Vec::new();
+        for level in &self.down {
+            for block in level {
+                h = block.forward(&h, &time, ctx)?;
+            }
+            skips.push(h.clone());
+            h = h.avg_pool2d(2, 2)?;
+        }
+        if let Some(a) = acts.as_deref_mut() {
+            a.down = skips.clone();
+        }
+        for block in &self.middle {
+            h = block.forward(&h, &time, ctx)?;
+        }
+        if let Some(a) = acts.as_deref_mut() {
+            a.middle = Some(h.clone());
+        }
+        for level in &self.up {
+            let skip = skips.pop().expect("one skip per level");
+            h = Var::cat(&[&h.upsample_nearest2d(2, 2)?, &skip], 1)?;
+            for block in level {
+                h = block.forward(&h, &time, ctx)?;
+            }
+            if let Some(a) = acts.as_deref_mut() {
+                a.up.push(h.clone());
+            }
+        }
+        let h = self.norm_out.forward(&h, ctx)?.silu()?;
+        self.conv_out.forward(&h, ctx)
+    }
+
+    /// Predicted noise as a plain tensor, recording nothing (for sampling).
+    pub fn predict(&self, x: &Tensor, t: &[u32]) -> nn::Result<Tensor> {
+        autograd::no_grad(|| Ok(self.forward(&Var::constant(x.clone()), t, &mut Ctx::eval())?.tensor().clone()))
+    }
+}

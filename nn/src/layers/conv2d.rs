@@ -1,0 +1,54 @@
+//! 2-D convolution over NCHW images, as `torch.nn.Conv2d` (square kernels).
+
+use crate::{Ctx, Init, Module, Path, Result};
+use autograd::Var;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dConfig {
+    pub stride: usize,
+    pub padding: usize,
+    pub bias: bool,
+}
+
+impl Default for Conv2dConfig {
+    fn default() -> Self {
+        Conv2dConfig { stride: 1, padding: 0, bias: true }
+    }
+}
+
+impl Conv2dConfig {
+    /// Stride 1, padding `padding`, with bias: the U-Net's convolutions.
+    pub fn padded(padding: usize) -> Self {
+        Conv2dConfig { padding, ..Default::default() }
+    }
+}
+
+pub struct Conv2d {
+    /// [out, in, k, k]
+    pub weight: Var,
+    /// [out]
+    pub bias: Option<Var>,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl Conv2d {
+    /// Weight and bias uniform in ±1/sqrt(in·k·k), as PyTorch.
+    pub fn new(path: &Path, in_channels: usize, out_channels: usize, kernel: usize, cfg: Conv2dConfig) -> Result<Conv2d> {
+        let fan_in = in_channels * kernel * kernel;
+        let weight = path.param("weight", [out_channels, in_channels, kernel, kernel], Init::KaimingUniform { fan_in })?;
+        let bias = if cfg.bias {
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            Some(path.param("bias", [out_channels], Init::Uniform { bound })?)
+        } else {
+            None
+        };
+        Ok(Conv2d { weight, bias, stride: cfg.stride, padding: cfg.padding })
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Var, _ctx: &mut Ctx) -> Result<Var> {
+        Ok(x.conv2d(&self.weight, self.bias.as_ref(), self.stride, self.padding)?)
+    }
+}

@@ -1,0 +1,32 @@
+//! Group normalisation with a learned per-channel gain and bias, as
+//! `torch.nn.GroupNorm` (eps 1e-5, gain 1, bias 0).
+
+use crate::{Ctx, Init, Module, NnError, Path, Result};
+use autograd::Var;
+
+pub struct GroupNorm {
+    pub groups: usize,
+    pub eps: f64,
+    /// [channels], initialised to 1
+    pub weight: Var,
+    /// [channels], initialised to 0
+    pub bias: Var,
+}
+
+impl GroupNorm {
+    pub fn new(path: &Path, groups: usize, channels: usize) -> Result<GroupNorm> {
+        if groups == 0 || channels % groups != 0 {
+            return Err(NnError::bad("GroupNorm", format!("{channels} channels do not split into {groups} groups")));
+        }
+        let weight = path.param("weight", [channels], Init::Const(1.0))?;
+        let bias = path.param("bias", [channels], Init::Const(0.0))?;
+        Ok(GroupNorm { groups, eps: 1e-5, weight, bias })
+    }
+}
+
+impl Module for GroupNorm {
+    /// x: [N, C, ...]
+    fn forward(&self, x: &Var, _ctx: &mut Ctx) -> Result<Var> {
+        Ok(x.group_norm(self.groups, &self.weight, &self.bias, self.eps)?)
+    }
+}

@@ -1,0 +1,30 @@
+//! Gradient clipping by global norm, as `torch.nn.utils.clip_grad_norm_`.
+
+use crate::{ParamStore, Result};
+use autograd::Grads;
+use tensor::Tensor;
+
+/// Computes the L2 norm of all the store's parameter gradients taken
+/// together and, when it exceeds `max_norm`, scales every gradient by
+/// `max_norm / (norm + 1e-6)`. Returns the norm before clipping.
+///
+/// The gradient tensors are rescaled in place, so every holder of `grads`
+/// sees the clipped values.
+pub fn clip_grad_norm(store: &ParamStore, grads: &mut Grads, max_norm: f64) -> Result<f64> {
+    let gs: Vec<Tensor> = store.named().iter().filter_map(|(_, v)| grads.get(v).cloned()).collect();
+    let mut sum_sq = 0.0;
+    for g in &gs {
+        sum_sq += g.sqr()?.sum_all()?.to_scalar()?;
+    }
+    let norm = sum_sq.sqrt();
+    let coef = max_norm / (norm + 1e-6);
+    if coef < 1.0 {
+        // All scaled copies first, then the writes: gradients that share
+        // storage (one tensor handed to two parameters) are scaled once.
+        let scaled = gs.iter().map(|g| g.mul_scalar(coef)).collect::<tensor::Result<Vec<_>>>()?;
+        for (g, s) in gs.iter().zip(&scaled) {
+            g.assign(s)?;
+        }
+    }
+    Ok(norm)
+}

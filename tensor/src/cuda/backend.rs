@@ -1,0 +1,116 @@
+//! `BackendStorage` for `CudaStorage`: the trait's methods, each handed to
+//! the module that owns the kernel. Checks that concern every op (dtypes,
+//! devices, contiguity) live in those modules, next to the launches.
+
+use super::{conv, copy, elementwise, group_norm, index, matmul, optim, pool, reduce, upsample, CudaStorage};
+use crate::backend::{AdamStep, BackendStorage, BinaryOp, CmpOp, MatmulDims, ReduceOp, UnaryOp};
+use crate::cpu::conv::Conv2dParams;
+use crate::cpu::group_norm::GroupNormParams;
+use crate::cpu::pool::Pool2dParams;
+use crate::{DType, Layout, Result};
+
+impl BackendStorage for CudaStorage {
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn to_dtype(&self, layout: &Layout, dtype: DType) -> Result<Self> {
+        copy::cast(self, layout, dtype)
+    }
+
+    fn copy_strided(&self, layout: &Layout) -> Result<Self> {
+        copy::cast(self, layout, self.dtype)
+    }
+
+    fn copy_into(&mut self, dst_layout: &Layout, src: &Self, src_layout: &Layout) -> Result<()> {
+        copy::copy_into(self, dst_layout, src, src_layout)
+    }
+
+    fn unary(&self, layout: &Layout, op: UnaryOp) -> Result<Self> {
+        elementwise::unary(self, layout, op)
+    }
+
+    fn binary(&self, layout: &Layout, rhs: &Self, rhs_layout: &Layout, op: BinaryOp) -> Result<Self> {
+        elementwise::binary(self, layout, rhs, rhs_layout, op)
+    }
+
+    fn cmp(&self, layout: &Layout, rhs: &Self, rhs_layout: &Layout, op: CmpOp) -> Result<Self> {
+        elementwise::cmp(self, layout, rhs, rhs_layout, op)
+    }
+
+    fn where_cond(&self, layout: &Layout, on_true: &Self, tl: &Layout, on_false: &Self, fl: &Layout) -> Result<Self> {
+        elementwise::where_cond(self, layout, on_true, tl, on_false, fl)
+    }
+
+    fn reduce(&self, layout: &Layout, axes: &[usize], op: ReduceOp) -> Result<Self> {
+        reduce::reduce(self, layout, axes, op)
+    }
+
+    fn matmul(&self, layout: &Layout, rhs: &Self, rhs_layout: &Layout, dims: MatmulDims) -> Result<Self> {
+        matmul::matmul(self, layout, rhs, rhs_layout, dims)
+    }
+
+    fn conv2d(&self, layout: &Layout, w: &Self, wl: &Layout, bias: Option<(&Self, &Layout)>, p: &Conv2dParams) -> Result<Self> {
+        conv::conv2d(self, layout, w, wl, bias, p)
+    }
+
+    fn conv2d_backward_input(&self, gl: &Layout, w: &Self, wl: &Layout, p: &Conv2dParams) -> Result<Self> {
+        conv::conv2d_backward_input(self, gl, w, wl, p)
+    }
+
+    fn conv2d_backward_weight(&self, layout: &Layout, g: &Self, gl: &Layout, p: &Conv2dParams) -> Result<Self> {
+        conv::conv2d_backward_weight(self, layout, g, gl, p)
+    }
+
+    fn avg_pool2d(&self, layout: &Layout, p: &Pool2dParams) -> Result<Self> {
+        pool::avg_pool2d(self, layout, p)
+    }
+
+    fn avg_pool2d_backward(&self, gl: &Layout, p: &Pool2dParams) -> Result<Self> {
+        pool::avg_pool2d_backward(self, gl, p)
+    }
+
+    fn max_pool2d(&self, layout: &Layout, p: &Pool2dParams) -> Result<Self> {
+        pool::max_pool2d(self, layout, p)
+    }
+
+    fn max_pool2d_backward(&self, layout: &Layout, g: &Self, gl: &Layout, p: &Pool2dParams) -> Result<Self> {
+        pool::max_pool2d_backward(self, layout, g, gl, p)
+    }
+
+    fn upsample_nearest2d(&self, layout: &Layout, dims: (usize, usize, usize, usize), scale: (usize, usize)) -> Result<Self> {
+        upsample::upsample_nearest2d(self, layout, dims, scale)
+    }
+
+    fn upsample_nearest2d_backward(&self, gl: &Layout, dims: (usize, usize, usize, usize), scale: (usize, usize)) -> Result<Self> {
+        upsample::upsample_nearest2d_backward(self, gl, dims, scale)
+    }
+
+    fn group_norm(&self, layout: &Layout, gamma: &Self, gl: &Layout, beta: &Self, bl: &Layout, p: &GroupNormParams) -> Result<(Self, Self, Self)> {
+        group_norm::group_norm(self, layout, gamma, gl, beta, bl, p)
+    }
+
+    fn group_norm_backward(&self, gamma: &Self, mean: &Self, rstd: &Self, grad_y: &Self, p: &GroupNormParams) -> Result<(Self, Self, Self)> {
+        group_norm::group_norm_backward(self, gamma, mean, rstd, grad_y, p)
+    }
+
+    fn index_select(&self, layout: &Layout, indices: &Self, il: &Layout, dim: usize) -> Result<Self> {
+        index::index_select(self, layout, indices, il, dim)
+    }
+
+    fn index_add(&mut self, dims: &[usize], indices: &Self, il: &Layout, src: &Self, sl: &Layout, dim: usize) -> Result<()> {
+        index::index_add(self, dims, indices, il, src, sl, dim)
+    }
+
+    fn adam_update(&mut self, grad: &Self, m: &mut Self, v: &mut Self, step: &AdamStep) -> Result<()> {
+        optim::adam(self, grad, m, v, step)
+    }
+
+    fn ema_update(&mut self, src: &Self, decay: f64) -> Result<()> {
+        optim::ema(self, src, decay)
+    }
+}

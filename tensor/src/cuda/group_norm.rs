@@ -1,0 +1,131 @@
+//! Group normalisation, forward and fused backward (kernels in
+//! `group_norm.cu`): one 256-thread block per (image, group) slice, which is
+//! contiguous in NCHW; statistics are shifted double sums, as on the CPU.
+
+use super::elementwise::{float_only, same_dtype};
+use super::{check_u32, launch_cfg, CudaResultExt, CudaStorage};
+use crate::cpu::group_norm::GroupNormParams;
+use crate::{Error, Layout, Result};
+use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+
+const GN_BLOCK: u32 = 256;
+
+/// Matches `struct GnGeom` in group_norm.cu.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+struct GnGeom {
+    batch: u32,
+    channels: u32,
+    spatial: u32,
+    groups: u32,
+    eps: f64,
+}
+// SAFETY: `#[repr(C)]` numbers with the C struct's layout.
+unsafe impl DeviceRepr for GnGeom {}
+
+fn geom(op: &'static str, p: &GroupNormParams) -> Result<GnGeom> {
+    if p.groups == 0 || !p.channels.is_multiple_of(p.groups) {
+        return Err(Error::BadArgument { op, msg: format!("{} channels do not split into {} groups", p.channels, p.groups) });
+    }
+    check_u32(op, p.batch * p.channels * p.spatial)?;
+    Ok(GnGeom {
+        batch: check_u32(op, p.batch)?,
+        channels: check_u32(op, p.channels)?,
+        spatial: check_u32(op, p.spatial)?,
+        groups: check_u32(op, p.groups)?,
+        eps: p.eps,
+    })
+}
+
+fn blocks(n: usize) -> LaunchConfig {
+    LaunchConfig { grid_dim: (n as u32, 1, 1), block_dim: (GN_BLOCK, 1, 1), shared_mem_bytes: 0 }
+}
+
+fn contiguous(op: &'static str, l: &Layout) -> Result<()> {
+    if !l.is_contiguous() {
+        return Err(Error::BadShape { op, shape: l.shape().clone(), msg: "expects a contiguous input".into() });
+    }
+    Ok(())
+}
+
+pub(crate) fn group_norm(
+    x: &CudaStorage,
+    xl: &Layout,
+    gamma: &CudaStorage,
+    gl: &Layout,
+    beta: &CudaStorage,
+    bl: &Layout,
+    p: &GroupNormParams,
+) -> Result<(CudaStorage, CudaStorage, CudaStorage)> {
+    const OP: &str = "group_norm";
+    same_dtype(OP, x, gamma)?;
+    same_dtype(OP, x, beta)?;
+    float_only(OP, x.dtype)?;
+    for l in [xl, gl, bl] {
+        contiguous(OP, l)?;
+    }
+    let g = geom(OP, p)?;
+    let (dev, dt) = (x.device(), x.dtype);
+    let ng = p.batch * p.groups;
+    let y = dev.alloc(p.batch * p.channels * p.spatial, dt)?;
+    let mean = dev.alloc(ng, dt)?;
+    let rstd = dev.alloc(ng, dt)?;
+    if ng == 0 {
+        return Ok((y, mean, rstd));
+    }
+    let f = dev.func("group_norm", &format!("group_norm_{}", dt.name()))?;
+    let (xp, gp, bp) = (x.ptr_at(xl.offset()), gamma.ptr_at(gl.offset()), beta.ptr_at(bl.offset()));
+    let (yp, mp, rp) = (y.ptr(), mean.ptr(), rstd.ptr());
+    let mut b = dev.stream().launch_builder(&f);
+    b.arg(&xp).arg(&gp).arg(&bp).arg(&yp).arg(&mp).arg(&rp).arg(&g);
+    // SAFETY: each block touches only its own (image, group) slice and stats entry.
+    unsafe { b.launch(blocks(ng)) }.ctx("group_norm kernel")?;
+    Ok((y, mean, rstd))
+}
+
+pub(crate) fn group_norm_backward(
+    x: &CudaStorage,
+    gamma: &CudaStorage,
+    mean: &CudaStorage,
+    rstd: &CudaStorage,
+    grad_y: &CudaStorage,
+    p: &GroupNormParams,
+) -> Result<(CudaStorage, CudaStorage, CudaStorage)> {
+    const OP: &str = "group_norm backward";
+    for other in [gamma, mean, rstd, grad_y] {
+        same_dtype(OP, x, other)?;
+    }
+    float_only(OP, x.dtype)?;
+    let g = geom(OP, p)?;
+    let (dev, dt) = (x.device(), x.dtype);
+    let n = p.batch * p.channels * p.spatial;
+    let ng = p.batch * p.groups;
+    if x.len < n || grad_y.len < n || gamma.len < p.channels || mean.len < ng || rstd.len < ng {
+        return Err(Error::BadArgument { op: OP, msg: "a buffer is smaller than the parameters say".into() });
+    }
+    let dx = dev.alloc(n, dt)?;
+    let dgamma = dev.alloc(p.channels, dt)?;
+    let dbeta = dev.alloc(p.channels, dt)?;
+    if p.channels == 0 {
+        return Ok((dx, dgamma, dbeta));
+    }
+    // Per (image, channel) sums, folded over images by the second kernel.
+    let db_nc = dev.scratch(p.batch * p.channels * 8)?;
+    let dg_nc = dev.scratch(p.batch * p.channels * 8)?;
+    let (dbp, dgp) = (db_nc.ptr(), dg_nc.ptr());
+    if ng > 0 {
+        let f = dev.func("group_norm", &format!("group_norm_backward_{}", dt.name()))?;
+        let (xp, gp, mp, rp, gyp, dxp) = (x.ptr(), gamma.ptr(), mean.ptr(), rstd.ptr(), grad_y.ptr(), dx.ptr());
+        let mut b = dev.stream().launch_builder(&f);
+        b.arg(&xp).arg(&gp).arg(&mp).arg(&rp).arg(&gyp).arg(&dxp).arg(&dbp).arg(&dgp).arg(&g);
+        // SAFETY: each block touches only its own slice and its channels' sums.
+        unsafe { b.launch(blocks(ng)) }.ctx("group_norm backward kernel")?;
+    }
+    let f = dev.func("group_norm", &format!("group_norm_param_grads_{}", dt.name()))?;
+    let (ggp, gbp) = (dgamma.ptr(), dbeta.ptr());
+    let mut b = dev.stream().launch_builder(&f);
+    b.arg(&dbp).arg(&dgp).arg(&ggp).arg(&gbp).arg(&g.batch).arg(&g.channels);
+    // SAFETY: reads batch*channels sums, writes channels values to each output.
+    unsafe { b.launch(launch_cfg(p.channels)) }.ctx("group_norm parameter-gradient kernel")?;
+    Ok((dx, dgamma, dbeta))
+}
