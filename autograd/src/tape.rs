@@ -141,10 +141,7 @@ impl std::fmt::Debug for Grads {
 }
 
 fn consumed(op: &str) -> Error {
-    Error::BadArgument {
-        op: "backward",
-        msg: format!("the graph through `{op}` was already consumed by an earlier backward(); run the forward pass again"),
-    }
+    Error::BadArgument { op: "backward", msg: format!("the graph through `{op}` was already consumed by an earlier backward(); run the forward pass again") }
 }
 
 /// The op results reachable from `root` through values that require a
@@ -175,10 +172,7 @@ pub(crate) fn backward(root: &Var) -> Result<Grads> {
         return Err(Error::BadShape { op: "backward", shape: root.shape().clone(), msg: "needs a one-element value (a loss)".into() });
     }
     if !root.requires_grad() {
-        return Err(Error::BadArgument {
-            op: "backward",
-            msg: "this value depends on no parameter (made from constants only, or under no_grad)".into(),
-        });
+        return Err(Error::BadArgument { op: "backward", msg: "this value depends on no parameter (made from constants only, or under no_grad)".into() });
     }
     let mut list = wengert_list(root)?;
     let mut grads: HashMap<VarId, Tensor> = HashMap::new();

@@ -25,7 +25,11 @@ fn kink_free(dims: Vec<usize>) -> impl Strategy<Value = Tensor> {
     prop::collection::vec((0.05f64..2.0, any::<bool>()), n).prop_map(move |v| {
         let data = v.into_iter().map(|(m, neg)| {
             let m = if (m - 0.5).abs() < 0.05 { m + 0.1 } else { m };
-            if neg { -m } else { m }
+            if neg {
+                -m
+            } else {
+                m
+            }
         });
         t(data.collect(), &dims)
     })

@@ -24,7 +24,17 @@ fn training_steps_do_not_leak_and_backward_frees_the_tape() {
     let mut after_first = None;
     let mut losses = Vec::new();
     for step in 0..30 {
-        let loss = x.conv2d(&w1, Some(&b1), 1, 1).unwrap().group_norm(4, &gamma, &beta, 1e-5).unwrap().silu().unwrap().conv2d(&w2, None, 1, 1).unwrap().mse(&target).unwrap();
+        let loss = x
+            .conv2d(&w1, Some(&b1), 1, 1)
+            .unwrap()
+            .group_norm(4, &gamma, &beta, 1e-5)
+            .unwrap()
+            .silu()
+            .unwrap()
+            .conv2d(&w2, None, 1, 1)
+            .unwrap()
+            .mse(&target)
+            .unwrap();
         assert!(live_bytes() > before_forward, "the forward pass keeps its activations");
         let grads = loss.backward().unwrap();
         assert_eq!(grads.len(), params.len());

@@ -3,10 +3,22 @@
 //! and everything around the model that a user touches, such as loading a folder of flower
 //! photos, fetching Oxford Flowers 102 when there is none, and writing sample grids and loss
 //! curves as PNG files.
+//!
+//! - `config.rs`: the three presets; `unet.rs`: the network; `model.rs`: a network with its
+//!   parameters, loaded from petal or PyTorch checkpoints.
+//! - `diffusion.rs`: the noise schedule and the DDPM and DDIM samplers.
+//! - `data.rs`, `download.rs`: images in; `images.rs`: grids, strips and loss curves out.
+//! - `train.rs`: the training loop; `evaluate.rs`: the held-out loss; `bench.rs`: throughput.
+//! - `cli.rs`: the `ddpm` command.
 
+pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod data;
 pub mod diffusion;
 pub mod download;
+pub mod evaluate;
 pub mod images;
+pub mod model;
+pub mod train;
 pub mod unet;

@@ -21,12 +21,18 @@ pub enum Init {
     /// PyTorch's default for Linear and Conv2d weights: `kaiming_uniform_`
     /// with `a = sqrt(5)`, i.e. uniform in `±gain * sqrt(3 / fan_in)` with
     /// `gain = sqrt(2 / (1 + a²))`, which works out to `±1/sqrt(fan_in)`.
-    KaimingUniform { fan_in: usize },
+    KaimingUniform {
+        fan_in: usize,
+    },
     /// Uniform in `[-bound, bound)`.
-    Uniform { bound: f64 },
+    Uniform {
+        bound: f64,
+    },
     Const(f64),
     /// Normal with mean 0.
-    Normal { std: f64 },
+    Normal {
+        std: f64,
+    },
 }
 
 impl Init {

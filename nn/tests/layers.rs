@@ -228,7 +228,7 @@ fn activation_pooling_and_upsampling() {
 fn sequential_chains_layers() {
     let s = store(6);
     let root = s.root().pp("mlp");
-    let seq = Sequential::new().add(Linear::new(&root.pp(0), 3, 4, true).unwrap()).add(SiLU).add(Linear::new(&root.pp(2), 4, 2, true).unwrap());
+    let seq = Sequential::new().with(Linear::new(&root.pp(0), 3, 4, true).unwrap()).with(SiLU).with(Linear::new(&root.pp(2), 4, 2, true).unwrap());
     assert_eq!(seq.len(), 3);
     let x = input(&[5, 3], 1);
     let y = seq.forward(&x, &mut Ctx::eval()).unwrap();

@@ -15,7 +15,7 @@ impl Module for Tanh {
 fn mlp_learns_xor() {
     let s = ParamStore::new(Device::Cpu, DType::F32, Rng::new(7));
     let root = s.root();
-    let mlp = Sequential::new().add(Linear::new(&root.pp(0), 2, 8, true).unwrap()).add(Tanh).add(Linear::new(&root.pp(2), 8, 1, true).unwrap());
+    let mlp = Sequential::new().with(Linear::new(&root.pp(0), 2, 8, true).unwrap()).with(Tanh).with(Linear::new(&root.pp(2), 8, 1, true).unwrap());
     let x = Var::constant(Tensor::from_vec(vec![0f32, 0., 0., 1., 1., 0., 1., 1.], [4, 2], &Device::Cpu).unwrap());
     let y = Var::constant(Tensor::from_vec(vec![0f32, 1., 1., 0.], [4, 1], &Device::Cpu).unwrap());
     let mut opt = Adam::new(&s, AdamConfig::adam(0.05)).unwrap();
@@ -43,7 +43,7 @@ fn stripes(n: usize, rng: &mut Rng) -> (Var, Var, Vec<f32>) {
         for r in 0..8 {
             for c in 0..8 {
                 let k = if vertical { c } else { r };
-                px.push(if (k + phase) % 2 == 0 { 1.0 } else { -1.0 } + noise[i * 64 + r * 8 + c]);
+                px.push(if (k + phase).is_multiple_of(2) { 1.0 } else { -1.0 } + noise[i * 64 + r * 8 + c]);
             }
         }
         labels.push(if vertical { 1.0 } else { -1.0 });
@@ -61,14 +61,14 @@ struct Cnn {
 impl Cnn {
     fn new(p: &Path) -> Cnn {
         let features = Sequential::new()
-            .add(Conv2d::new(&p.pp("conv1"), 1, 4, 3, Conv2dConfig::padded(1)).unwrap())
-            .add(GroupNorm::new(&p.pp("norm"), 2, 4).unwrap())
-            .add(SiLU)
-            .add(MaxPool2d::new(2))
-            .add(Conv2d::new(&p.pp("conv2"), 4, 8, 3, Conv2dConfig::padded(1)).unwrap())
-            .add(SiLU)
-            .add(Dropout::new(0.1).unwrap())
-            .add(AvgPool2d::new(4));
+            .with(Conv2d::new(&p.pp("conv1"), 1, 4, 3, Conv2dConfig::padded(1)).unwrap())
+            .with(GroupNorm::new(&p.pp("norm"), 2, 4).unwrap())
+            .with(SiLU)
+            .with(MaxPool2d::new(2))
+            .with(Conv2d::new(&p.pp("conv2"), 4, 8, 3, Conv2dConfig::padded(1)).unwrap())
+            .with(SiLU)
+            .with(Dropout::new(0.1).unwrap())
+            .with(AvgPool2d::new(4));
         Cnn { features, head: Linear::new(&p.pp("head"), 8, 1, true).unwrap() }
     }
 }

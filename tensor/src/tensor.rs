@@ -136,8 +136,11 @@ impl Tensor {
         if !(0.0..=1.0).contains(&p) {
             return Err(Error::BadArgument { op: "bernoulli", msg: format!("probability {p} is outside [0, 1]") });
         }
-        let u = Tensor::rand(0.0, 1.0, shape, dtype, device, rng)?;
-        u.lt(&Tensor::scalar(p, dtype, device)?)
+        // Compare in f64: a uniform draw rounded to a narrower dtype can
+        // reach 1.0 (so bernoulli(1) would drop elements), and f16/bf16 have
+        // no comparison kernels.
+        let u = Tensor::rand(0.0, 1.0, shape, DType::F64, device, rng)?;
+        u.lt(&Tensor::scalar(p, DType::F64, device)?)?.to_dtype(dtype)
     }
 
     // ---- accessors ------------------------------------------------------

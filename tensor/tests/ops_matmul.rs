@@ -100,7 +100,7 @@ fn with_matrix(batch: &[usize], r: usize, c: usize) -> Vec<usize> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64 * 30))]
+    #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
     fn batched_broadcast_matmul_matches_reference(
@@ -139,7 +139,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(8 * 30))]
+    #![proptest_config(ProptestConfig::with_cases(8))]
 
     /// Products that split into row vectors (m = 1), outer products (k = 1)
     /// and column vectors (n = 1).

@@ -45,10 +45,7 @@ impl Var {
         let out = self.tensor().mul(rhs.tensor())?;
         let (a, b) = (self.tensor().clone(), rhs.tensor().clone());
         Ok(Var::from_op("mul", out, &[self, rhs], move |g, need| {
-            Ok(vec![
-                need[0].then(|| g.mul(&b)?.sum_to(a.shape())).transpose()?,
-                need[1].then(|| g.mul(&a)?.sum_to(b.shape())).transpose()?,
-            ])
+            Ok(vec![need[0].then(|| g.mul(&b)?.sum_to(a.shape())).transpose()?, need[1].then(|| g.mul(&a)?.sum_to(b.shape())).transpose()?])
         }))
     }
 

@@ -14,7 +14,7 @@ use crate::var::Var;
 use tensor::Result;
 
 impl Var {
-    /// 2-D convolution: input [N,C,H,W], weight [O,C,kh,kw], bias [O].
+    /// 2-D convolution: input `[N, C, H, W]`, weight `[O, C, kh, kw]`, bias `[O]`.
     pub fn conv2d(&self, weight: &Var, bias: Option<&Var>, stride: usize, padding: usize) -> Result<Var> {
         let out = self.tensor().conv2d(weight.tensor(), bias.map(|b| b.tensor()), stride, padding)?;
         let (x, w) = (self.tensor().clone(), weight.tensor().clone());
@@ -51,8 +51,8 @@ impl Var {
         Ok(Var::from_op("upsample_nearest2d", out, &[self], move |g, _| Ok(vec![Some(g.upsample_nearest2d_backward(scale_h, scale_w)?)])))
     }
 
-    /// Group normalisation of [N, C, ...] with per-channel `gamma` and
-    /// `beta` [C]. Saves x, gamma and the [N, G] statistics (not the output).
+    /// Group normalisation of `[N, C, ...]` with per-channel `gamma` and
+    /// `beta` `[C]`. Saves x, gamma and the `[N, G]` statistics (not the output).
     pub fn group_norm(&self, groups: usize, gamma: &Var, beta: &Var, eps: f64) -> Result<Var> {
         let (y, mean, rstd) = self.tensor().group_norm(groups, gamma.tensor(), beta.tensor(), eps)?;
         let (x, gm) = (self.tensor().clone(), gamma.tensor().clone());

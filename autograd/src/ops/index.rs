@@ -11,8 +11,6 @@ impl Var {
     pub fn index_select(&self, indices: &Tensor, dim: usize) -> Result<Var> {
         let out = self.tensor().index_select(indices, dim)?;
         let (indices, shape, dtype, device) = (indices.clone(), self.shape().clone(), self.dtype(), self.device().clone());
-        Ok(Var::from_op("index_select", out, &[self], move |g, _| {
-            Ok(vec![Some(Tensor::zeros(shape, dtype, &device)?.index_add(dim, &indices, g)?)])
-        }))
+        Ok(Var::from_op("index_select", out, &[self], move |g, _| Ok(vec![Some(Tensor::zeros(shape, dtype, &device)?.index_add(dim, &indices, g)?)])))
     }
 }

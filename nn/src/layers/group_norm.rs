@@ -15,7 +15,7 @@ pub struct GroupNorm {
 
 impl GroupNorm {
     pub fn new(path: &Path, groups: usize, channels: usize) -> Result<GroupNorm> {
-        if groups == 0 || channels % groups != 0 {
+        if groups == 0 || !channels.is_multiple_of(groups) {
             return Err(NnError::bad("GroupNorm", format!("{channels} channels do not split into {groups} groups")));
         }
         let weight = path.param("weight", [channels], Init::Const(1.0))?;

@@ -19,7 +19,7 @@ pub struct SinusoidalEmbedding {
 impl SinusoidalEmbedding {
     /// `dim` must be even and positive.
     pub fn new(dim: usize, dtype: DType) -> Result<SinusoidalEmbedding> {
-        if dim == 0 || dim % 2 != 0 {
+        if dim == 0 || !dim.is_multiple_of(2) {
             return Err(NnError::bad("SinusoidalEmbedding", format!("size must be even and positive, got {dim}")));
         }
         Ok(SinusoidalEmbedding { dim, dtype })

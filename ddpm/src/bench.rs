@@ -1,0 +1,90 @@
+//! Training and sampling throughput of a preset, measured after warm-up
+//! (medians over the timed steps), plus the peak tensor memory of a step.
+
+use crate::config::Preset;
+use crate::diffusion::{initial_noise, sample_steps, Schedule, T};
+use crate::model::Model;
+use crate::train::to_tensor_error;
+use anyhow::Result;
+use autograd::Var;
+use nn::{Adam, AdamConfig, Ctx, Optimizer};
+use serde::Serialize;
+use std::time::Instant;
+use tensor::{Device, Rng};
+
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub preset: String,
+    pub device: String,
+    pub batch: usize,
+    pub steps: usize,
+    pub train_step_s: f64,
+    pub train_images_per_s: f64,
+    pub sample_forward_s: f64,
+    pub sample_images_per_s: f64,
+    /// Highest live tensor bytes during a training step (all devices).
+    pub peak_train_bytes: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Times `steps` training steps (forward, backward, Adam) at `batch`, then
+/// `steps` batch-16 forward passes without a tape, each after one warm-up.
+pub fn run(preset: Preset, batch: usize, steps: usize, device: &Device) -> Result<BenchReport> {
+    let config = preset.config();
+    let model = Model::new(&config, device, 0)?;
+    let mut opt = Adam::new(&model.store, AdamConfig::adam(1e-4))?;
+    let schedule = Schedule::default();
+    let mut rng = Rng::new(1);
+    let s = config.image_size;
+    let x0 = initial_noise(batch, s, device, &mut rng)?.clamp(-1.0, 1.0)?;
+
+    let mut train_times = Vec::new();
+    let mut peak = 0;
+    for i in 0..steps + 1 {
+        tensor::reset_peak_bytes();
+        let started = Instant::now();
+        let t = sample_steps(batch, T, &mut rng);
+        let noise = initial_noise(batch, s, device, &mut rng)?;
+        let xt = schedule.add_noise(&x0, &noise, &t)?;
+        let mut ctx = Ctx::train(rng);
+        let eps = model.unet.forward(&Var::constant(xt), &t, &mut ctx)?;
+        rng = ctx.rng;
+        let loss = eps.mse(&Var::constant(noise))?;
+        let grads = loss.backward()?;
+        opt.step(&grads)?;
+        // Reading the loss waits for the device to finish the step.
+        loss.tensor().to_scalar()?;
+        drop(grads);
+        if i > 0 {
+            train_times.push(started.elapsed().as_secs_f64());
+        }
+        peak = peak.max(tensor::peak_bytes());
+    }
+
+    let x = initial_noise(16, s, device, &mut rng)?;
+    let mut sample_times = Vec::new();
+    for i in 0..steps + 1 {
+        let started = Instant::now();
+        let eps = model.unet.predict(&x, &[500; 16]).map_err(to_tensor_error)?;
+        eps.sum_all()?.to_scalar()?;
+        if i > 0 {
+            sample_times.push(started.elapsed().as_secs_f64());
+        }
+    }
+    let (train_step_s, sample_forward_s) = (median(train_times), median(sample_times));
+    Ok(BenchReport {
+        preset: preset.name().into(),
+        device: device.to_string(),
+        batch,
+        steps,
+        train_step_s,
+        train_images_per_s: batch as f64 / train_step_s,
+        sample_forward_s,
+        sample_images_per_s: 16.0 / sample_forward_s,
+        peak_train_bytes: peak,
+    })
+}

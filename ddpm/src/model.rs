@@ -1,0 +1,70 @@
+//! A U-Net together with its parameter store, and loading one from a
+//! checkpoint: petal's own (its metadata names the preset; sampling uses its
+//! EMA weights) or a bare PyTorch `state_dict` saved with safetensors.
+
+use crate::config::{Preset, UNetConfig};
+use crate::unet::UNet;
+use anyhow::{bail, Context, Result};
+use nn::ParamStore;
+use std::path::Path;
+use tensor::{DType, Device, Rng};
+
+pub struct Model {
+    pub store: ParamStore,
+    pub unet: UNet,
+}
+
+impl Model {
+    /// A freshly initialised model, drawn from `seed`.
+    pub fn new(config: &UNetConfig, device: &Device, seed: u64) -> Result<Model> {
+        let store = ParamStore::new(device.clone(), DType::F32, Rng::new(seed));
+        let unet = UNet::new(&store.root(), config)?;
+        Ok(Model { store, unet })
+    }
+
+    pub fn config(&self) -> &UNetConfig {
+        &self.unet.config
+    }
+}
+
+/// Which weights of a checkpoint a loaded model holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weights {
+    Ema,
+    Raw,
+}
+
+/// The config recorded in a petal checkpoint, if it has one.
+pub fn checkpoint_config(ck: &nn::Checkpoint) -> Result<Option<UNetConfig>> {
+    match ck.meta("config") {
+        Some(json) => Ok(Some(serde_json::from_str(json).context("checkpoint metadata `config` is not a valid U-Net config")?)),
+        None => Ok(None),
+    }
+}
+
+/// Loads a model for inference: the checkpoint's own config wins; a bare
+/// `state_dict` needs `preset`. EMA weights are used where present.
+pub fn load_for_inference(path: &Path, preset: Option<Preset>, device: &Device) -> Result<(Model, Weights)> {
+    let ck = nn::load_checkpoint(path)?;
+    let config = match (checkpoint_config(&ck)?, preset) {
+        (Some(c), Some(p)) if c.name != p.name() => {
+            bail!("{} holds a {} model but --preset {} was given", path.display(), c.name, p.name())
+        }
+        (Some(c), _) => c,
+        (None, Some(p)) => p.config(),
+        (None, None) => bail!("{} has no petal metadata (a bare state_dict?): pass --preset tiny|flowers64|flowers160", path.display()),
+    };
+    let model = Model::new(&config, device, 0)?;
+    let weights = match &ck.ema {
+        Some(ema) => {
+            let as_model = nn::Checkpoint { model: ema.clone(), path: ck.path.clone(), ..Default::default() };
+            as_model.load_into(&model.store, true)?;
+            Weights::Ema
+        }
+        None => {
+            ck.load_into(&model.store, true)?;
+            Weights::Raw
+        }
+    };
+    Ok((model, weights))
+}

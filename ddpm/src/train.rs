@@ -1,0 +1,333 @@
+//! The training loop of the seed recipe: Adam, cosine-annealed learning
+//! rate, EMA of the weights, epsilon-prediction MSE with one random step per
+//! image.
+//!
+//! A run lives in one directory: `loss.csv`, `loss.png`, sample grids under
+//! `samples/`, snapshots under `checkpoints/`, and `last.safetensors`. Every
+//! random draw comes from one counter-based generator whose state is saved
+//! in each checkpoint with the step, so `--resume` continues exactly: the
+//! resumed run logs the same losses, digit for digit, as one uninterrupted
+//! run.
+
+use crate::config::{Preset, UNetConfig};
+use crate::data::{CorruptPolicy, ImageFolder, Shuffler};
+use crate::diffusion::{initial_noise, sample_ddim, sample_steps, Schedule, T};
+use crate::images::{save_grid, save_loss_curve};
+use crate::model::{checkpoint_config, Model};
+use anyhow::{bail, Context, Result};
+use autograd::Var;
+use indicatif::{ProgressBar, ProgressStyle};
+use nn::{Adam, AdamConfig, CosineAnnealing, Ctx, Ema, LrSchedule, Optimizer};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+use tensor::{Device, Rng, Tensor};
+
+/// Everything that defines a run.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub data: PathBuf,
+    pub preset: Preset,
+    /// Length of the run in optimizer steps (from `--steps` or `--epochs`).
+    pub length: RunLength,
+    pub batch: usize,
+    pub lr: f64,
+    pub seed: u64,
+    pub device: Device,
+    pub out: PathBuf,
+    pub resume: bool,
+    /// Sample a grid (and snapshot a checkpoint) every this many epochs.
+    pub sample_every_epochs: u64,
+    /// Stop (with a checkpoint) after this step, as if interrupted.
+    pub stop_at: Option<u64>,
+    pub ema_decay: f64,
+    pub on_corrupt: CorruptPolicy,
+    /// DDIM steps for the preview grids.
+    pub preview_steps: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunLength {
+    Steps(u64),
+    Epochs(u64),
+}
+
+impl RunLength {
+    pub fn total_steps(self, dataset_len: usize, batch: usize) -> u64 {
+        match self {
+            RunLength::Steps(s) => s,
+            RunLength::Epochs(e) => (e * dataset_len as u64).div_ceil(batch as u64),
+        }
+    }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Ctrl-C asks the loop to save a checkpoint and stop after the current step.
+fn install_interrupt_handler() {
+    // A second installation (a second run in one process) keeps the first.
+    let _ = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    });
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    pub step: u64,
+    pub total_steps: u64,
+    pub last_loss: Option<f32>,
+    pub interrupted: bool,
+    pub checkpoint: PathBuf,
+}
+
+/// Fixed seed for the preview grids, so every grid starts from the same noise.
+const PREVIEW_SEED: u64 = 0x5EED_F10E;
+/// The training generator is derived from the seed but kept apart from the
+/// one that initialises the weights.
+const TRAIN_STREAM: u64 = 0x7261_696E;
+
+pub struct Trainer {
+    opts: TrainOptions,
+    data: ImageFolder,
+    model: Model,
+    preview: Model,
+    opt: Adam,
+    ema: Ema,
+    schedule: Schedule,
+    lr_schedule: CosineAnnealing,
+    total_steps: u64,
+    step: u64,
+    rng: Rng,
+    losses: Vec<(u64, f32)>,
+}
+
+impl Trainer {
+    /// Sets up a run, restoring it from `out/last.safetensors` on `--resume`.
+    pub fn new(mut opts: TrainOptions) -> Result<Trainer> {
+        std::fs::create_dir_all(&opts.out).with_context(|| format!("cannot create run directory {}", opts.out.display()))?;
+        let last = opts.out.join("last.safetensors");
+        let resumed = if opts.resume {
+            if !last.exists() {
+                bail!("--resume: {} does not exist (no earlier run in {})", last.display(), opts.out.display());
+            }
+            let ck = nn::load_checkpoint(&last)?;
+            let config = checkpoint_config(&ck)?.context("checkpoint has no config metadata")?;
+            opts.preset = config.name.parse().map_err(anyhow::Error::msg)?;
+            Some((ck, config))
+        } else {
+            None
+        };
+        let config: UNetConfig = resumed.as_ref().map(|(_, c)| c.clone()).unwrap_or_else(|| opts.preset.config());
+
+        let data = ImageFolder::open(&opts.data, config.image_size, opts.on_corrupt)?;
+        let model = Model::new(&config, &opts.device, opts.seed)?;
+        let preview = Model::new(&config, &opts.device, opts.seed)?;
+        let mut opt = Adam::new(&model.store, AdamConfig::adam(opts.lr))?;
+        let mut ema = Ema::new(&model.store, opts.ema_decay)?;
+        let mut total_steps = opts.length.total_steps(data.len(), opts.batch);
+        let mut step = 0;
+        let mut rng = Rng::new(opts.seed ^ TRAIN_STREAM);
+
+        if let Some((ck, _)) = &resumed {
+            let meta = |k: &str| ck.meta_u64(k)?.with_context(|| format!("{} lacks metadata `{k}`", last.display()));
+            step = meta("step")?;
+            total_steps = meta("total_steps")?;
+            opts.batch = meta("batch")? as usize;
+            opts.seed = meta("seed")?;
+            opts.lr = ck.meta("lr").context("checkpoint lacks `lr`")?.parse().context("bad `lr` metadata")?;
+            ck.load_into(&model.store, true)?;
+            ck.load_optimizer(&mut opt)?;
+            opt.set_lr(opts.lr);
+            ck.load_ema(&mut ema)?;
+            rng = ck.rng("train_rng")?.context("checkpoint lacks the training generator state")?;
+        }
+        let losses = read_losses(&opts.out.join("loss.csv"), step)?;
+        let lr_schedule = CosineAnnealing { base: opts.lr, min: 0.0, total_steps };
+        Ok(Trainer { opts, data, model, preview, opt, ema, schedule: Schedule::default(), lr_schedule, total_steps, step, rng, losses })
+    }
+
+    pub fn dataset_len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn total_steps(&self) -> u64 {
+        self.total_steps
+    }
+
+    pub fn steps_per_epoch(&self) -> u64 {
+        (self.data.len() as u64).div_ceil(self.opts.batch as u64).max(1)
+    }
+
+    /// One optimizer step on the next batch; returns the batch loss.
+    fn train_step(&mut self, shuffler: &mut Shuffler) -> Result<f32> {
+        let (b, s) = (self.opts.batch, self.model.config().image_size);
+        let indices = shuffler.next_batch(b);
+        let flips: Vec<bool> = indices.iter().map(|_| self.rng.below(2) == 1).collect();
+        let x0 = Tensor::from_vec(self.data.batch_with_flips(&indices, &flips), [b, 3, s, s], &self.opts.device)?;
+        let t = sample_steps(b, T, &mut self.rng);
+        let noise = initial_noise(b, s, &self.opts.device, &mut self.rng)?;
+        let xt = self.schedule.add_noise(&x0, &noise, &t)?;
+
+        let mut ctx = Ctx::train(self.rng);
+        let eps = self.model.unet.forward(&Var::constant(xt), &t, &mut ctx)?;
+        self.rng = ctx.rng;
+        let loss = eps.mse(&Var::constant(noise))?;
+        let value = loss.tensor().to_scalar()? as f32;
+        if !value.is_finite() {
+            bail!(
+                "the loss became {value} at step {}: training diverged. The last good checkpoint is kept in {}; \
+                 try a lower --lr",
+                self.step + 1,
+                self.opts.out.join("last.safetensors").display()
+            );
+        }
+        let grads = loss.backward()?;
+        self.opt.set_lr(self.lr_schedule.lr(self.step));
+        self.opt.step(&grads)?;
+        self.ema.update(&self.model.store)?;
+        Ok(value)
+    }
+
+    /// Trains until the end of the run, an interrupt, or `stop_at`.
+    pub fn run(&mut self) -> Result<RunSummary> {
+        install_interrupt_handler();
+        let mut shuffler = Shuffler::resume(self.data.len(), self.opts.seed, self.step * self.opts.batch as u64);
+        let mut log = open_loss_log(&self.opts.out.join("loss.csv"), &self.losses)?;
+        let bar = ProgressBar::new(self.total_steps).with_position(self.step);
+        bar.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps, {elapsed_precise} elapsed, ETA {eta_precise}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        let steps_per_epoch = self.steps_per_epoch();
+        let (mut last_loss, mut interrupted) = (self.losses.last().map(|l| l.1), false);
+        let mut recent_rate = RateMeter::default();
+        while self.step < self.total_steps {
+            let started = Instant::now();
+            let loss = self.train_step(&mut shuffler)?;
+            self.step += 1;
+            recent_rate.record(self.opts.batch, started.elapsed().as_secs_f64());
+            last_loss = Some(loss);
+            self.losses.push((self.step, loss));
+            writeln!(log, "{},{}", self.step, loss)?;
+            let epoch = (self.step - 1) / steps_per_epoch + 1;
+            bar.set_message(format!("epoch {epoch} loss {loss:.4} {:.1} img/s", recent_rate.images_per_s()));
+            bar.set_position(self.step);
+
+            let epoch_done = self.step % steps_per_epoch == 0;
+            let finished = self.step == self.total_steps;
+            if INTERRUPTED.load(Ordering::SeqCst) || self.opts.stop_at == Some(self.step) {
+                interrupted = !finished;
+                break;
+            }
+            if epoch_done || finished {
+                log.flush()?;
+                self.checkpoint(&self.opts.out.join("last.safetensors"))?;
+                save_loss_curve(&self.opts.out.join("loss.png"), &self.losses)?;
+                let epoch = self.step / steps_per_epoch;
+                if finished || (epoch_done && epoch % self.opts.sample_every_epochs.max(1) == 0) {
+                    let name = format!("step-{:08}", self.step);
+                    self.checkpoint(&self.opts.out.join("checkpoints").join(format!("{name}.safetensors")))?;
+                    let grid = self.opts.out.join("samples").join(format!("{name}.png"));
+                    bar.suspend(|| println!("epoch {epoch}: loss {loss:.4}; sampling a preview grid to {}", grid.display()));
+                    self.preview_grid(&grid)?;
+                }
+            }
+        }
+        log.flush()?;
+        let last = self.opts.out.join("last.safetensors");
+        self.checkpoint(&last)?;
+        save_loss_curve(&self.opts.out.join("loss.png"), &self.losses)?;
+        bar.finish();
+        Ok(RunSummary { step: self.step, total_steps: self.total_steps, last_loss, interrupted, checkpoint: last })
+    }
+
+    /// Writes model, Adam state, EMA weights, step and generator state.
+    fn checkpoint(&self, path: &Path) -> Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut ck = nn::Checkpoint::new(&self.model.store).with_optimizer(&self.opt).with_ema(&self.ema);
+        ck.set_meta("config", serde_json::to_string(self.model.config())?);
+        ck.set_meta("step", self.step);
+        ck.set_meta("epoch", self.step / self.steps_per_epoch());
+        ck.set_meta("total_steps", self.total_steps);
+        ck.set_meta("batch", self.opts.batch);
+        ck.set_meta("seed", self.opts.seed);
+        ck.set_meta("lr", self.opts.lr);
+        ck.set_meta("data", self.opts.data.display());
+        ck.set_rng("train_rng", &self.rng);
+        nn::save_checkpoint(path, &ck)?;
+        Ok(())
+    }
+
+    /// 16 samples from the EMA weights, always from the same noise.
+    fn preview_grid(&self, path: &Path) -> Result<()> {
+        for (name, avg) in self.ema.named() {
+            self.preview.store.get(&name).context("EMA names a missing parameter")?.tensor().assign(&avg)?;
+        }
+        let s = self.preview.config().image_size;
+        let noise = initial_noise(16, s, &self.opts.device, &mut Rng::new(PREVIEW_SEED))?;
+        let mut denoise = |x: &Tensor, t: &[u32]| self.preview.unet.predict(x, t).map_err(to_tensor_error);
+        let samples = sample_ddim(&self.schedule, noise, self.opts.preview_steps, &mut denoise, &mut |_, _| {})?;
+        save_grid(path, &samples.to_vec::<f32>()?, 16, s, 4)
+    }
+}
+
+pub(crate) fn to_tensor_error(e: nn::NnError) -> tensor::Error {
+    match e {
+        nn::NnError::Tensor(e) => e,
+        other => tensor::Error::BadArgument { op: "unet", msg: other.to_string() },
+    }
+}
+
+/// Images per second over the last few steps.
+#[derive(Default)]
+struct RateMeter {
+    recent: std::collections::VecDeque<(usize, f64)>,
+}
+
+impl RateMeter {
+    fn record(&mut self, images: usize, seconds: f64) {
+        self.recent.push_back((images, seconds));
+        if self.recent.len() > 20 {
+            self.recent.pop_front();
+        }
+    }
+    fn images_per_s(&self) -> f64 {
+        let (n, s) = self.recent.iter().fold((0, 0.0), |(n, s), &(i, t)| (n + i, s + t));
+        n as f64 / s.max(1e-9)
+    }
+}
+
+/// The losses logged up to and including `step` (later rows belong to steps
+/// that no checkpoint holds, and will be logged again).
+fn read_losses(path: &Path, step: u64) -> Result<Vec<(u64, f32)>> {
+    if step == 0 || !path.exists() {
+        return Ok(Vec::new());
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let Some((s, l)) = line.split_once(',') else { continue };
+        let (s, l): (u64, f32) = (s.parse()?, l.parse()?);
+        if s <= step {
+            out.push((s, l));
+        }
+    }
+    Ok(out)
+}
+
+/// Rewrites the log with `kept` rows, then appends as training goes.
+fn open_loss_log(path: &Path, kept: &[(u64, f32)]) -> Result<std::io::BufWriter<std::fs::File>> {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?);
+    writeln!(f, "step,loss")?;
+    for (s, l) in kept {
+        writeln!(f, "{s},{l}")?;
+    }
+    Ok(f)
+}
