@@ -256,15 +256,15 @@ fn from_raw(dtype: Dtype, shape: &[usize], data: &[u8]) -> std::result::Result<T
     fn values<T, const N: usize>(data: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
         data.chunks_exact(N).map(|c| f(c.try_into().expect("chunks are N bytes"))).collect()
     }
-    let n: usize = shape.iter().product();
     let size = match dtype {
         Dtype::F64 => 8,
         Dtype::F32 | Dtype::U32 => 4,
         Dtype::F16 | Dtype::BF16 => 2,
         other => return Err(format!("dtype {other} is not supported (use f32, f64, f16, bf16 or u32)")),
     };
-    if data.len() != n * size {
-        return Err(format!("holds {} bytes, but shape {shape:?} of {dtype} needs {}", data.len(), n * size));
+    let n = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    if n.and_then(|n| n.checked_mul(size)) != Some(data.len()) {
+        return Err(format!("holds {} bytes, which do not fit shape {shape:?} of {dtype}", data.len()));
     }
     let dev = Device::Cpu;
     let shape = shape.to_vec();

@@ -60,7 +60,7 @@ fn dtype_of(f64_: bool) -> DType {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
+    #![proptest_config(ProptestConfig::with_cases(128))]
 
     /// Every named unary op, on every view kind, both float dtypes.
     #[test]

@@ -100,7 +100,7 @@ fn with_matrix(batch: &[usize], r: usize, c: usize) -> Vec<usize> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
     fn batched_broadcast_matmul_matches_reference(

@@ -144,7 +144,7 @@ fn random_statistics() {
 // ---- dtype conversions ----------------------------------------------------
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
+    #![proptest_config(ProptestConfig::with_cases(96))]
 
     #[test]
     fn to_dtype_round_trips((dims, vals) in shaped_values_in(shape(), -300.0, 300.0), kind in 0..VIEW_KINDS) {
@@ -189,7 +189,7 @@ proptest! {
 // ---- index_select / index_add ------------------------------------------
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
     fn index_select_and_index_add_match_reference(
@@ -237,7 +237,7 @@ proptest! {
         assert_tensor_close(&t, &x, 0.0, 0.0);
 
         // Non-contiguous indices work too.
-        if idx.len() > 0 {
+        if !idx.is_empty() {
             let rev: Vec<u32> = idx.iter().rev().copied().collect();
             let strided = Tensor::from_vec(rev.iter().flat_map(|&i| [i, 999]).collect::<Vec<u32>>(), [rev.len(), 2], &CPU)
                 .unwrap().narrow(1, 0, 1).unwrap().squeeze(1).unwrap();
@@ -297,7 +297,7 @@ fn adam_ref(p: &mut f64, g: f64, m: &mut f64, v: &mut f64, s: &AdamStep) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(16))]
+    #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
     fn adam_and_ema_match_hand_computation(
@@ -355,7 +355,7 @@ fn in_place_updates_refuse_views_and_bad_shapes() {
 // ---- assign ---------------------------------------------------------------
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
+    #![proptest_config(ProptestConfig::with_cases(96))]
 
     /// Assigning into a window of a tensor writes exactly that window; every
     /// view of the storage sees it.
@@ -490,7 +490,7 @@ fn dot(a: &Nd, b: &Nd) -> f64 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(ProptestConfig::with_cases(64))]
 
     /// conv2d and its two backward wrappers (checked as adjoints of the
     /// reference: <conv(x, w), g> = <x, dx(g)> = <w, dw(x, g)>), in f64 to

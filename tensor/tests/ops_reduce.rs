@@ -48,7 +48,7 @@ fn dtype_of(f64_: bool) -> DType {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
     fn sum_mean_max_min_over_axis_subsets(

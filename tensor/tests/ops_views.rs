@@ -84,7 +84,7 @@ fn assert_same(t: &Tensor, want: &Nd) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(ProptestConfig::with_cases(128))]
 
     /// The helper's views hold the values they claim and have the layouts
     /// they claim (the other tests rely on it).

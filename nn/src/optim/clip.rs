@@ -9,7 +9,8 @@ use tensor::Tensor;
 /// `max_norm / (norm + 1e-6)`. Returns the norm before clipping.
 ///
 /// The gradient tensors are rescaled in place, so every holder of `grads`
-/// sees the clipped values.
+/// sees the clipped values. A non-finite norm is returned as it is and the
+/// gradients are left alone: check it to skip a diverged step.
 pub fn clip_grad_norm(store: &ParamStore, grads: &mut Grads, max_norm: f64) -> Result<f64> {
     let gs: Vec<Tensor> = store.named().iter().filter_map(|(_, v)| grads.get(v).cloned()).collect();
     let mut sum_sq = 0.0;
