@@ -170,7 +170,11 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Info { preset, json } => info(preset, json),
         Command::Train(args) => {
-            let data = args.data.clone().context("--data DIR is required (a folder of training images)")?;
+            let data = match (&args.data, args.resume) {
+                (Some(d), _) => d.clone(),
+                (None, true) => data_of_run(args.out.as_deref())?,
+                (None, false) => bail!("--data DIR is required (a folder of training images)"),
+            };
             let out = args.out.clone().context("--out DIR is required (the run directory)")?;
             let preset = args.preset.unwrap_or(Preset::Tiny);
             let length = match (args.epochs, args.steps) {
@@ -214,6 +218,13 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The data folder recorded in a run directory's newest checkpoint.
+fn data_of_run(out: Option<&Path>) -> Result<PathBuf> {
+    let out = out.context("--resume needs --out DIR (the run directory)")?;
+    let ck = nn::load_checkpoint(out.join("last.safetensors"))?;
+    Ok(PathBuf::from(ck.meta("data").context("the checkpoint does not record its data folder: pass --data")?))
 }
 
 /// Runs (or resumes) training with the given choices and reports the end.

@@ -228,7 +228,7 @@ impl Trainer {
                 log.flush()?;
                 self.checkpoint(&self.opts.out.join("last.safetensors"))?;
                 save_loss_curve(&self.opts.out.join("loss.png"), &self.losses)?;
-                let epoch = self.step / steps_per_epoch;
+                let epoch = self.step.div_ceil(steps_per_epoch);
                 if finished || (epoch_done && epoch % self.opts.sample_every_epochs.max(1) == 0) {
                     let name = format!("step-{:08}", self.step);
                     self.checkpoint(&self.opts.out.join("checkpoints").join(format!("{name}.safetensors")))?;

@@ -1,0 +1,76 @@
+//! Train the seed recipe on flowers and watch them appear.
+//!
+//! `cargo run -p ddpm --release --example flowers` picks sensible defaults
+//! and says what it chose and why: on a CUDA GPU the `flowers64` preset for
+//! 100 epochs (the seed's first run); on a CPU the `tiny` preset for about
+//! an hour. Every `ddpm train` flag overrides them (`-- --help`).
+//!
+//! Images come from `--data DIR`, else `$PETAL_DATA`, else the workspace's
+//! `../shared/data/flowers102/train`, else the download cache, which is
+//! filled from the official Oxford Flowers 102 archive when empty.
+
+use anyhow::Result;
+use clap::Parser;
+use ddpm::cli::{DeviceChoice, TrainArgs};
+use ddpm::config::Preset;
+use ddpm::train::RunLength;
+use std::path::PathBuf;
+
+/// Steps of the tiny preset that fill about an hour on a 2-core CPU
+/// (about 0.4 s per batch-32 step there; see BENCHMARKS.md).
+const CPU_STEPS: u64 = 8_000;
+
+#[derive(Parser)]
+#[command(name = "flowers", about = "Train the diffusion U-Net on flower photos with sensible defaults")]
+struct Flowers {
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+fn find_data() -> Result<(PathBuf, &'static str)> {
+    if let Ok(dir) = std::env::var("PETAL_DATA") {
+        return Ok((dir.into(), "from $PETAL_DATA"));
+    }
+    let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/flowers102/train");
+    if shared.is_dir() {
+        return Ok((shared, "the Oxford Flowers 102 copy beside this workspace"));
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"))
+        .join("petal");
+    Ok((ddpm::download::ensure_flowers102(&cache)?, "Oxford Flowers 102 in the download cache"))
+}
+
+fn main() -> Result<()> {
+    let mut args = Flowers::parse().train;
+    let device = args.device.resolve()?;
+    let on_gpu = device.is_cuda();
+    // Resolve once; the trainer gets the same device again.
+    args.device = if on_gpu { DeviceChoice::Cuda } else { DeviceChoice::Cpu };
+
+    let (preset, why_preset) = match args.preset {
+        Some(p) => (p, "as asked"),
+        None if on_gpu => (Preset::Flowers64, "a CUDA GPU is available: the seed's first run"),
+        None => (Preset::Tiny, "no GPU: the small model that trains on a CPU in about an hour"),
+    };
+    let (length, why_length) = match (args.epochs, args.steps) {
+        (_, Some(s)) => (RunLength::Steps(s), "as asked".to_string()),
+        (Some(e), None) => (RunLength::Epochs(e), "as asked".to_string()),
+        (None, None) if on_gpu => (RunLength::Epochs(100), "the seed recipe's 100 epochs".to_string()),
+        (None, None) => (RunLength::Steps(CPU_STEPS), format!("{CPU_STEPS} steps of batch {} is about an hour on 2 cores", args.batch)),
+    };
+    let (data, why_data) = match args.data.clone() {
+        Some(d) => (d, "as asked"),
+        None => find_data()?,
+    };
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("flowers-{preset}")));
+    println!("device:  {device}");
+    println!("preset:  {preset} ({why_preset})");
+    println!("length:  {length:?} ({why_length})");
+    println!("data:    {} ({why_data})", data.display());
+    println!("recipe:  Adam lr {}, batch {}, cosine annealing, EMA 0.999, dropout 0.1, seed {}", args.lr, args.batch, args.seed);
+    println!("output:  {} (loss.csv, loss.png, samples/*.png, last.safetensors)", out.display());
+    ddpm::cli::train(&args, data, preset, length, out)
+}
