@@ -214,6 +214,8 @@ impl Trainer {
             last_loss = Some(loss);
             self.losses.push((self.step, loss));
             writeln!(log, "{},{}", self.step, loss)?;
+            // Flushed every step, so `tail -f loss.csv` follows the run.
+            log.flush()?;
             let epoch = (self.step - 1) / steps_per_epoch + 1;
             bar.set_message(format!("epoch {epoch} loss {loss:.4} {:.1} img/s", recent_rate.images_per_s()));
             bar.set_position(self.step);

@@ -1,0 +1,91 @@
+//! Training resumes exactly: a run stopped at step 3 and resumed to step 6
+//! logs the same losses, digit for digit, as one uninterrupted 6-step run;
+//! and the run directory holds what a user expects.
+
+mod common;
+
+use ddpm::config::Preset;
+use ddpm::data::CorruptPolicy;
+use ddpm::train::{RunLength, TrainOptions, Trainer};
+use std::path::{Path, PathBuf};
+use tensor::Device;
+
+fn options(data: &Path, out: PathBuf) -> TrainOptions {
+    TrainOptions {
+        data: data.to_path_buf(),
+        preset: Preset::Tiny,
+        length: RunLength::Steps(6),
+        batch: 4,
+        lr: 1e-3,
+        seed: 7,
+        device: Device::Cpu,
+        out,
+        resume: false,
+        sample_every_epochs: 100,
+        stop_at: None,
+        ema_decay: 0.999,
+        on_corrupt: CorruptPolicy::Warn,
+        preview_steps: 2,
+    }
+}
+
+#[test]
+fn a_resumed_run_matches_an_uninterrupted_one() {
+    let dir = common::temp_dir("resume");
+    let data = common::synthetic_images(&dir, 10);
+
+    let straight = options(&data, dir.join("straight"));
+    let summary = Trainer::new(straight.clone()).unwrap().run().unwrap();
+    assert_eq!(summary.step, 6);
+    assert!(!summary.interrupted);
+
+    let mut first = options(&data, dir.join("resumed"));
+    first.stop_at = Some(3);
+    let summary = Trainer::new(first.clone()).unwrap().run().unwrap();
+    assert_eq!((summary.step, summary.interrupted), (3, true));
+    let mut second = first.clone();
+    second.stop_at = None;
+    second.resume = true;
+    let summary = Trainer::new(second).unwrap().run().unwrap();
+    assert_eq!((summary.step, summary.interrupted), (6, false));
+
+    let log = |run: &str| std::fs::read_to_string(dir.join(run).join("loss.csv")).unwrap();
+    assert_eq!(log("straight"), log("resumed"));
+    assert_eq!(log("straight").lines().count(), 7, "header plus one row per step");
+
+    for file in ["last.safetensors", "loss.png", "checkpoints/step-00000006.safetensors", "samples/step-00000006.png"] {
+        assert!(dir.join("straight").join(file).exists(), "missing {file}");
+    }
+    // Checkpoints carry the EMA weights and the optimizer state.
+    let ck = nn::load_checkpoint(dir.join("straight/last.safetensors")).unwrap();
+    assert!(ck.ema.is_some() && ck.optim.is_some());
+    assert_eq!(ck.meta("step"), Some("6"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn resuming_without_a_run_is_a_clear_error() {
+    let dir = common::temp_dir("noresume");
+    let data = common::synthetic_images(&dir, 2);
+    let mut opts = options(&data, dir.join("empty"));
+    opts.resume = true;
+    let err = Trainer::new(opts).err().expect("must fail").to_string();
+    assert!(err.contains("last.safetensors") && err.contains("does not exist"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
+    let dir = common::temp_dir("diverge");
+    let data = common::synthetic_images(&dir, 4);
+    let mut opts = options(&data, dir.join("run"));
+    opts.length = RunLength::Steps(40);
+    opts.lr = 1e30;
+    let err = Trainer::new(opts).unwrap().run().err().expect("an absurd learning rate must diverge").to_string();
+    assert!(err.contains("diverged"), "{err}");
+    // The checkpoint left behind is the last one written before the bad step.
+    let ck = nn::load_checkpoint(dir.join("run/last.safetensors")).unwrap();
+    let saved: u64 = ck.meta("step").unwrap().parse().unwrap();
+    assert!(err.contains(&format!("at step {}", saved + 1)), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
