@@ -89,6 +89,20 @@ else
     failed=1
 fi
 
+for precision in bf16 f16; do
+    echo "== ddpm bench --precision $precision"
+    ./ddpm bench --preset flowers64 --batch 32 --steps 10 --device cuda --precision $precision --json > logs/bench-$precision.json 2> logs/bench-$precision.err
+    rc=$?
+    cat logs/bench-$precision.json
+    tail -n 25 logs/bench-$precision.err
+    if [ $rc -eq 0 ]; then
+        report+=("PASS  ddpm bench --precision $precision")
+    else
+        report+=("FAIL  ddpm bench --precision $precision (exit $rc; see logs/bench-$precision.err)")
+        failed=1
+    fi
+done
+
 echo
 echo "================ report ================"
 printf '%s\n' "${report[@]}"

@@ -26,6 +26,7 @@ fn options(data: &Path, out: PathBuf) -> TrainOptions {
         ema_decay: 0.999,
         on_corrupt: CorruptPolicy::Warn,
         preview_steps: 2,
+        precision: nn::Precision::F32,
     }
 }
 

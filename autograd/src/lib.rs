@@ -27,7 +27,8 @@
 //! - `src/display.rs`: `tape_summary` and `to_dot`, to look at a tape.
 //! - The backward rules, one file per family:
 //!   - `src/ops/elementwise.rs`: add, sub, mul, div (broadcasting, undone by
-//!     `sum_to`), scalar forms, exp, log, tanh, silu, ..., clamp, dropout;
+//!     `sum_to`), scalar forms, exp, log, tanh, silu, ..., clamp, dropout,
+//!     and `to_dtype`, the cast whose gradient is cast back (mixed precision);
 //!   - `src/ops/reduce.rs`: sum, mean and the `mse` loss;
 //!   - `src/ops/matmul.rs`: matrix product;
 //!   - `src/ops/image.rs`: conv2d, pools, nearest upsampling, group norm;

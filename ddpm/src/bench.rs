@@ -7,15 +7,16 @@ use crate::model::Model;
 use crate::train::to_tensor_error;
 use anyhow::Result;
 use autograd::Var;
-use nn::{Adam, AdamConfig, Ctx, Optimizer};
+use nn::{Adam, AdamConfig, Ctx, LossScaler, Optimizer, Precision};
 use serde::Serialize;
 use std::time::Instant;
-use tensor::{Device, Rng};
+use tensor::{DType, Device, Rng};
 
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
     pub preset: String,
     pub device: String,
+    pub precision: String,
     pub batch: usize,
     pub steps: usize,
     pub train_step_s: f64,
@@ -33,7 +34,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Times `steps` training steps (forward, backward, Adam) at `batch`, then
 /// `steps` batch-16 forward passes without a tape, each after one warm-up.
-pub fn run(preset: Preset, batch: usize, steps: usize, device: &Device) -> Result<BenchReport> {
+/// `precision` is the activation dtype (bf16/f16 need CUDA; f16 adds loss scaling).
+pub fn run(preset: Preset, batch: usize, steps: usize, device: &Device, precision: Precision) -> Result<BenchReport> {
+    precision.check_device(device)?;
+    let dtype = precision.dtype();
+    let mut scaler = precision.needs_loss_scaling().then(LossScaler::new);
     let config = preset.config();
     let model = Model::new(&config, device, 0)?;
     let mut opt = Adam::new(&model.store, AdamConfig::adam(1e-4))?;
@@ -51,11 +56,21 @@ pub fn run(preset: Preset, batch: usize, steps: usize, device: &Device) -> Resul
         let noise = initial_noise(batch, s, device, &mut rng)?;
         let xt = schedule.add_noise(&x0, &noise, &t)?;
         let mut ctx = Ctx::train(rng);
-        let eps = model.unet.forward(&Var::constant(xt), &t, &mut ctx)?;
+        let eps = model.unet.forward(&Var::constant(xt.to_dtype(dtype)?), &t, &mut ctx)?.to_dtype(DType::F32)?;
         rng = ctx.rng;
         let loss = eps.mse(&Var::constant(noise))?;
-        let grads = loss.backward()?;
-        opt.step(&grads)?;
+        let grads = match &mut scaler {
+            Some(scaler) => {
+                let mut grads = scaler.scale(&loss)?.backward()?;
+                scaler.step(&mut opt, &model.store, &mut grads)?;
+                grads
+            }
+            None => {
+                let grads = loss.backward()?;
+                opt.step(&grads)?;
+                grads
+            }
+        };
         // Reading the loss waits for the device to finish the step.
         loss.tensor().to_scalar()?;
         drop(grads);
@@ -69,7 +84,7 @@ pub fn run(preset: Preset, batch: usize, steps: usize, device: &Device) -> Resul
     let mut sample_times = Vec::new();
     for i in 0..steps + 1 {
         let started = Instant::now();
-        let eps = model.unet.predict(&x, &[500; 16]).map_err(to_tensor_error)?;
+        let eps = model.unet.predict(&x.to_dtype(dtype)?, &[500; 16]).map_err(to_tensor_error)?;
         eps.sum_all()?.to_scalar()?;
         if i > 0 {
             sample_times.push(started.elapsed().as_secs_f64());
@@ -79,6 +94,7 @@ pub fn run(preset: Preset, batch: usize, steps: usize, device: &Device) -> Resul
     Ok(BenchReport {
         preset: preset.name().into(),
         device: device.to_string(),
+        precision: precision.to_string(),
         batch,
         steps,
         train_step_s,

@@ -11,6 +11,7 @@ use crate::model::{load_for_inference, Model};
 use crate::train::{to_tensor_error, RunLength, TrainOptions, Trainer};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use nn::Precision;
 use std::path::{Path, PathBuf};
 use tensor::{Device, Rng, Tensor};
 
@@ -59,6 +60,9 @@ pub enum Command {
         steps: usize,
         #[arg(long, value_enum, default_value = "auto")]
         device: DeviceChoice,
+        /// Activations in f32, or bf16/f16 mixed precision (CUDA only).
+        #[arg(long, default_value = "f32")]
+        precision: Precision,
         #[arg(long)]
         json: bool,
     },
@@ -127,6 +131,10 @@ pub struct TrainArgs {
     /// Stop at the first unreadable image instead of skipping it with a warning.
     #[arg(long)]
     pub strict_images: bool,
+    /// Activations in f32, or bf16/f16 mixed precision over f32 weights
+    /// (CUDA only; f16 adds dynamic loss scaling).
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -197,16 +205,17 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Bench { preset, batch, steps, device, json } => {
+        Command::Bench { preset, batch, steps, device, precision, json } => {
             let device = device.resolve()?;
-            let r = bench::run(preset, batch, steps.max(1), &device)?;
+            let r = bench::run(preset, batch, steps.max(1), &device, precision)?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
-                    "{} on {}, batch {}: train {:.3} s/step ({:.2} images/s), sample forward {:.3} s per 16 ({:.2} images/s), peak tensor memory {:.1} MiB",
+                    "{} on {} ({}), batch {}: train {:.3} s/step ({:.2} images/s), sample forward {:.3} s per 16 ({:.2} images/s), peak tensor memory {:.1} MiB",
                     r.preset,
                     r.device,
+                    r.precision,
                     r.batch,
                     r.train_step_s,
                     r.train_images_per_s,
@@ -245,6 +254,7 @@ pub fn train(args: &TrainArgs, data: PathBuf, preset: Preset, length: RunLength,
         ema_decay: 0.999,
         on_corrupt: if args.strict_images { CorruptPolicy::Fail } else { CorruptPolicy::Warn },
         preview_steps: args.preview_steps,
+        precision: args.precision,
     };
     let out = opts.out.clone();
     let mut trainer = Trainer::new(opts)?;

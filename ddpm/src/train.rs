@@ -8,6 +8,12 @@
 //! in each checkpoint with the step, so `--resume` continues exactly: the
 //! resumed run logs the same losses, digit for digit, as one uninterrupted
 //! run.
+//!
+//! `--precision bf16|f16` (CUDA only) runs the U-Net on half-precision
+//! activations over the f32 master weights: the noisy images go in as the
+//! half dtype, the predicted noise comes back to f32 for the loss. With f16
+//! the loss is scaled (`nn::LossScaler`) and a step whose gradients
+//! overflowed is skipped; the scaler's state is saved with each checkpoint.
 
 use crate::config::{Preset, UNetConfig};
 use crate::data::{CorruptPolicy, ImageFolder, Shuffler};
@@ -17,12 +23,12 @@ use crate::model::{checkpoint_config, Model};
 use anyhow::{bail, Context, Result};
 use autograd::Var;
 use indicatif::{ProgressBar, ProgressStyle};
-use nn::{Adam, AdamConfig, CosineAnnealing, Ctx, Ema, LrSchedule, Optimizer};
+use nn::{Adam, AdamConfig, CosineAnnealing, Ctx, Ema, LossScaler, LrSchedule, Optimizer, Precision};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
-use tensor::{Device, Rng, Tensor};
+use tensor::{DType, Device, Rng, Tensor};
 
 /// Everything that defines a run.
 #[derive(Debug, Clone)]
@@ -45,6 +51,8 @@ pub struct TrainOptions {
     pub on_corrupt: CorruptPolicy,
     /// DDIM steps for the preview grids.
     pub preview_steps: usize,
+    /// Activation dtype: f32, or bf16/f16 mixed precision (CUDA only).
+    pub precision: Precision,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,11 +111,14 @@ pub struct Trainer {
     step: u64,
     rng: Rng,
     losses: Vec<(u64, f32)>,
+    /// Dynamic loss scaling, for f16 only.
+    scaler: Option<LossScaler>,
 }
 
 impl Trainer {
     /// Sets up a run, restoring it from `out/last.safetensors` on `--resume`.
     pub fn new(mut opts: TrainOptions) -> Result<Trainer> {
+        opts.precision.check_device(&opts.device)?;
         std::fs::create_dir_all(&opts.out).with_context(|| format!("cannot create run directory {}", opts.out.display()))?;
         let last = opts.out.join("last.safetensors");
         let resumed = if opts.resume {
@@ -131,6 +142,7 @@ impl Trainer {
         let mut total_steps = opts.length.total_steps(data.len(), opts.batch);
         let mut step = 0;
         let mut rng = Rng::new(opts.seed ^ TRAIN_STREAM);
+        let mut scaler = opts.precision.needs_loss_scaling().then(LossScaler::new);
 
         if let Some((ck, _)) = &resumed {
             let meta = |k: &str| ck.meta_u64(k)?.with_context(|| format!("{} lacks metadata `{k}`", last.display()));
@@ -144,10 +156,16 @@ impl Trainer {
             opt.set_lr(opts.lr);
             ck.load_ema(&mut ema)?;
             rng = ck.rng("train_rng")?.context("checkpoint lacks the training generator state")?;
+            if let Some(was) = ck.meta("precision").filter(|&p| p != opts.precision.name()) {
+                eprintln!("note: this run was trained with --precision {was}; continuing with --precision {}", opts.precision);
+            }
+            if let Some(scaler) = scaler.as_mut() {
+                scaler.load_meta(ck)?;
+            }
         }
         let losses = read_losses(&opts.out.join("loss.csv"), step)?;
         let lr_schedule = CosineAnnealing { base: opts.lr, min: 0.0, total_steps };
-        Ok(Trainer { opts, data, model, preview, opt, ema, schedule: Schedule::default(), lr_schedule, total_steps, step, rng, losses })
+        Ok(Trainer { opts, data, model, preview, opt, ema, schedule: Schedule::default(), lr_schedule, total_steps, step, rng, losses, scaler })
     }
 
     pub fn dataset_len(&self) -> usize {
@@ -173,22 +191,36 @@ impl Trainer {
         let xt = self.schedule.add_noise(&x0, &noise, &t)?;
 
         let mut ctx = Ctx::train(self.rng);
-        let eps = self.model.unet.forward(&Var::constant(xt), &t, &mut ctx)?;
+        // The U-Net computes in the precision's dtype; the loss in f32.
+        let x = Var::constant(xt.to_dtype(self.opts.precision.dtype())?);
+        let eps = self.model.unet.forward(&x, &t, &mut ctx)?.to_dtype(DType::F32)?;
         self.rng = ctx.rng;
         let loss = eps.mse(&Var::constant(noise))?;
         let value = loss.tensor().to_scalar()? as f32;
         if !value.is_finite() {
             bail!(
                 "the loss became {value} at step {}: training diverged. The last good checkpoint is kept in {}; \
-                 try a lower --lr",
+                 try a lower --lr{}",
                 self.step + 1,
-                self.opts.out.join("last.safetensors").display()
+                self.opts.out.join("last.safetensors").display(),
+                if self.opts.precision.is_mixed() { " or --precision f32" } else { "" }
             );
         }
-        let grads = loss.backward()?;
         self.opt.set_lr(self.lr_schedule.lr(self.step));
-        self.opt.step(&grads)?;
-        self.ema.update(&self.model.store)?;
+        let stepped = match &mut self.scaler {
+            // f16: skips the step (and halves the scale) when a gradient overflowed.
+            Some(scaler) => {
+                let mut grads = scaler.scale(&loss)?.backward()?;
+                scaler.step(&mut self.opt, &self.model.store, &mut grads)?
+            }
+            None => {
+                self.opt.step(&loss.backward()?)?;
+                true
+            }
+        };
+        if stepped {
+            self.ema.update(&self.model.store)?;
+        }
         Ok(value)
     }
 
@@ -262,6 +294,10 @@ impl Trainer {
         ck.set_meta("seed", self.opts.seed);
         ck.set_meta("lr", self.opts.lr);
         ck.set_meta("data", self.opts.data.display());
+        ck.set_meta("precision", self.opts.precision);
+        if let Some(scaler) = &self.scaler {
+            scaler.save_meta(&mut ck);
+        }
         ck.set_rng("train_rng", &self.rng);
         nn::save_checkpoint(path, &ck)?;
         Ok(())

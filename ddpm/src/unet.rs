@@ -143,7 +143,9 @@ impl UNet {
         if let Some(&bad) = t.iter().find(|&&t| t as usize >= crate::diffusion::T) {
             return Err(nn::NnError::bad("UNet::forward", format!("step {bad} is outside 0..{}", crate::diffusion::T)));
         }
-        let features = self.time_features.embed(t, x.device())?;
+        // Mixed precision: the step features follow the input's dtype (the
+        // layers cast their f32 parameters to it).
+        let features = self.time_features.embed(t, x.device())?.to_dtype(x.dtype())?;
         let t_emb = self.time_mlp2.forward(&self.time_mlp0.forward(&features, ctx)?.silu()?, ctx)?;
         let time = t_emb.silu()?;
         if let Some(a) = acts.as_deref_mut() {

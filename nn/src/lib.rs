@@ -19,6 +19,9 @@
 //!   [`LinearWarmup`], [`CosineAnnealing`]).
 //! - `checkpoint.rs`: [`Checkpoint`] files in safetensors format, loadable
 //!   by PyTorch, holding weights, optimizer state, EMA weights and metadata.
+//! - `precision.rs`: mixed precision: [`Precision`] (f32, bf16, f16
+//!   activations over f32 master weights) and the dynamic [`LossScaler`]
+//!   that f16 needs.
 //! - `error.rs`: [`NnError`].
 
 mod checkpoint;
@@ -27,6 +30,7 @@ pub mod layers;
 mod module;
 pub mod optim;
 mod params;
+mod precision;
 
 pub use autograd;
 pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, LoadReport};
@@ -35,3 +39,4 @@ pub use layers::{AvgPool2d, Conv2d, Conv2dConfig, Dropout, Embedding, GroupNorm,
 pub use module::{Ctx, Module, Sequential};
 pub use optim::{clip_grad_norm, Adam, AdamConfig, Constant, CosineAnnealing, Ema, LinearWarmup, LrSchedule, OptimState, Optimizer, Sgd, SgdConfig};
 pub use params::{Init, ParamStore, Path};
+pub use precision::{LossScaler, LossScalerConfig, Precision};

@@ -185,3 +185,28 @@ impl Var {
         Ok(unary(self, "dropout", out, move |g| g.mul(&mask)))
     }
 }
+
+// ---- dtype conversion ----------------------------------------------------------
+
+impl Var {
+    /// The same values as `dtype`: the differentiable cast that mixed
+    /// precision is built on (f32 master weights cast to f16/bf16 for the
+    /// compute, half activations cast back to f32 for the loss). The rule
+    /// casts the gradient back to the input's dtype, so an f32 parameter
+    /// always receives an f32 gradient.
+    ///
+    /// Casting to the dtype a value already has returns it unchanged (no
+    /// copy, no node). A cast to an integer dtype is not differentiable: its
+    /// result is a constant.
+    pub fn to_dtype(&self, dtype: tensor::DType) -> Result<Var> {
+        let from = self.dtype();
+        if from == dtype {
+            return Ok(self.clone());
+        }
+        let out = self.tensor().to_dtype(dtype)?;
+        if !dtype.is_float() || !from.is_float() {
+            return Ok(Var::constant(out));
+        }
+        Ok(unary(self, "to_dtype", out, move |g| g.to_dtype(from)))
+    }
+}

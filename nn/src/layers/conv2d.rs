@@ -1,5 +1,6 @@
 //! 2-D convolution over NCHW images, as `torch.nn.Conv2d` (square kernels).
 
+use super::param_as;
 use crate::{Ctx, Init, Module, Path, Result};
 use autograd::Var;
 
@@ -48,7 +49,10 @@ impl Conv2d {
 }
 
 impl Module for Conv2d {
+    /// Computes in x's dtype (the parameters are cast to it when it differs).
     fn forward(&self, x: &Var, _ctx: &mut Ctx) -> Result<Var> {
-        Ok(x.conv2d(&self.weight, self.bias.as_ref(), self.stride, self.padding)?)
+        let weight = param_as(&self.weight, x.dtype())?;
+        let bias = self.bias.as_ref().map(|b| param_as(b, x.dtype())).transpose()?;
+        Ok(x.conv2d(&weight, bias.as_ref(), self.stride, self.padding)?)
     }
 }

@@ -25,8 +25,15 @@ impl GroupNorm {
 }
 
 impl Module for GroupNorm {
-    /// x: [N, C, ...]
+    /// x: [N, C, ...]. A half-precision x is normalised in the parameters'
+    /// dtype (f32: the statistics need its range and precision), and the
+    /// result is cast back to x's dtype.
     fn forward(&self, x: &Var, _ctx: &mut Ctx) -> Result<Var> {
-        Ok(x.group_norm(self.groups, &self.weight, &self.bias, self.eps)?)
+        let (dtype, stats) = (x.dtype(), self.weight.dtype());
+        if dtype == stats || !dtype.is_float() {
+            return Ok(x.group_norm(self.groups, &self.weight, &self.bias, self.eps)?);
+        }
+        let y = x.to_dtype(stats)?.group_norm(self.groups, &self.weight, &self.bias, self.eps)?;
+        Ok(y.to_dtype(dtype)?)
     }
 }

@@ -1,5 +1,6 @@
 //! `y = x Wᵀ + b`, as `torch.nn.Linear`.
 
+use super::param_as;
 use crate::{Ctx, Init, Module, Path, Result};
 use autograd::Var;
 
@@ -27,11 +28,12 @@ impl Linear {
 
 impl Module for Linear {
     /// x: [..., in] -> [..., out]
+    /// Computes in x's dtype (the parameters are cast to it when it differs).
     fn forward(&self, x: &Var, _ctx: &mut Ctx) -> Result<Var> {
-        let wt = self.weight.transpose(0, 1)?;
+        let wt = param_as(&self.weight, x.dtype())?.transpose(0, 1)?;
         let y = if x.dims().len() == 1 { x.unsqueeze(0)?.matmul(&wt)?.squeeze(0)? } else { x.matmul(&wt)? };
         Ok(match &self.bias {
-            Some(b) => y.add(b)?,
+            Some(b) => y.add(&param_as(b, x.dtype())?)?,
             None => y,
         })
     }

@@ -1,6 +1,11 @@
 //! The layers, one per file. Each registers its parameters under the `Path`
 //! it is given, with PyTorch's names (`weight`, `bias`) and PyTorch's
 //! default initialisation, and implements [`Module`](crate::Module).
+//!
+//! Mixed precision: `Linear` and `Conv2d` compute in their input's dtype,
+//! casting their parameters to it when it differs (`param_as`); `GroupNorm`
+//! normalises a half-precision input in its parameters' dtype (f32) and
+//! casts the result back.
 
 mod activation;
 mod conv2d;
@@ -21,3 +26,16 @@ pub use linear::Linear;
 pub use pool::{AvgPool2d, MaxPool2d};
 pub use sinusoidal::SinusoidalEmbedding;
 pub use upsample::UpsampleNearest2d;
+
+use autograd::Var;
+use tensor::DType;
+
+/// A parameter in the dtype `dtype` of the activations it meets: itself
+/// when they agree (the f32 path pays nothing), else a differentiable cast,
+/// so the gradient flows back to the (f32 master) parameter in its own dtype.
+pub(crate) fn param_as(p: &Var, dtype: DType) -> tensor::Result<Var> {
+    if p.dtype() == dtype || !dtype.is_float() {
+        return Ok(p.clone());
+    }
+    p.to_dtype(dtype)
+}
