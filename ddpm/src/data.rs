@@ -358,29 +358,7 @@ mod tests {
     use super::*;
     use image::Rgb;
 
-    /// A scratch folder under the system temp dir, removed when dropped.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> Self {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos();
-            let dir = std::env::temp_dir().join(format!(
-                "petal-ddpm-data-{tag}-{}-{nanos}",
-                std::process::id()
-            ));
-            std::fs::create_dir_all(&dir).unwrap();
-            Self(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_util::TempDir;
 
     const RED: Rgb<u8> = Rgb([255, 0, 0]);
     const GREEN: Rgb<u8> = Rgb([0, 255, 0]);
@@ -404,7 +382,7 @@ mod tests {
     /// a.png (banded), b.jpg (square 16x16), c.png (gradient8), nested/deep/D.JPEG,
     /// broken.png (garbage), notes.txt (ignored).
     fn sample_folder() -> TempDir {
-        let t = TempDir::new("sample");
+        let t = TempDir::new("data-sample");
         let d = &t.0;
         banded().save(d.join("a.png")).unwrap();
         RgbImage::from_pixel(16, 16, Rgb([200, 100, 50]))
@@ -527,7 +505,7 @@ mod tests {
 
     #[test]
     fn missing_and_empty_folders_are_errors_naming_them() {
-        let t = TempDir::new("empty");
+        let t = TempDir::new("data-empty");
         let missing = t.0.join("no-such-folder");
         let err = ImageFolder::open(&missing, 8, CorruptPolicy::Warn).unwrap_err();
         assert!(matches!(err, DataError::MissingFolder(_)));

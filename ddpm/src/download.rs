@@ -296,28 +296,7 @@ mod tests {
     use super::*;
     use std::net::TcpListener;
 
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> Self {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos();
-            let dir = std::env::temp_dir().join(format!(
-                "petal-ddpm-download-{tag}-{}-{nanos}",
-                std::process::id()
-            ));
-            fs::create_dir_all(&dir).unwrap();
-            Self(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_util::TempDir;
 
     fn png_bytes(color: [u8; 3]) -> Vec<u8> {
         let img = image::RgbImage::from_pixel(3, 2, image::Rgb(color));
@@ -373,7 +352,7 @@ mod tests {
 
     #[test]
     fn checksum_of_known_bytes() {
-        let t = TempDir::new("sum");
+        let t = TempDir::new("download-sum");
         let f = t.0.join("abc");
         fs::write(&f, b"abc").unwrap();
         let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
@@ -387,7 +366,7 @@ mod tests {
 
     #[test]
     fn local_archive_by_path_and_file_url() {
-        let t = TempDir::new("local");
+        let t = TempDir::new("download-local");
         let bytes = tiny_tgz();
         let archive = t.0.join("flowers.tgz");
         fs::write(&archive, &bytes).unwrap();
@@ -413,7 +392,7 @@ mod tests {
 
     #[test]
     fn wrong_checksum_extracts_nothing() {
-        let t = TempDir::new("badsum");
+        let t = TempDir::new("download-badsum");
         let archive = t.0.join("flowers.tgz");
         fs::write(&archive, tiny_tgz()).unwrap();
         let dest = t.0.join("cache/flowers102");
@@ -427,7 +406,7 @@ mod tests {
 
     #[test]
     fn truncated_archive_is_an_error_and_leaves_no_folder() {
-        let t = TempDir::new("trunc");
+        let t = TempDir::new("download-trunc");
         let bytes = tiny_tgz();
         for keep in [bytes.len() / 2, bytes.len() - 4] {
             let cut = &bytes[..keep];
@@ -468,7 +447,7 @@ mod tests {
 
     #[test]
     fn http_download_is_verified_extracted_and_cleaned_up() {
-        let t = TempDir::new("http");
+        let t = TempDir::new("download-http");
         let bytes = tiny_tgz();
         let url = serve_once(bytes.clone());
         let dest = t.0.join("cache/flowers102");
@@ -479,7 +458,7 @@ mod tests {
 
     #[test]
     fn http_download_with_wrong_checksum_deletes_the_part_file() {
-        let t = TempDir::new("http-bad");
+        let t = TempDir::new("download-http-bad");
         let url = serve_once(tiny_tgz());
         let dest = t.0.join("cache/flowers102");
         let err = fetch_and_extract(&url, &"a".repeat(64), &dest).unwrap_err();
@@ -489,7 +468,7 @@ mod tests {
 
     #[test]
     fn unreachable_server_suggests_data_flag() {
-        let t = TempDir::new("offline");
+        let t = TempDir::new("download-offline");
         // Bind then drop a listener: nothing is listening on that port any more.
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -506,7 +485,7 @@ mod tests {
 
     #[test]
     fn ensure_uses_an_existing_folder_without_network() {
-        let t = TempDir::new("ensure");
+        let t = TempDir::new("download-ensure");
         let jpg = t.0.join("flowers102/jpg");
         fs::create_dir_all(&jpg).unwrap();
         fs::write(jpg.join("image_00001.png"), png_bytes([1, 2, 3])).unwrap();

@@ -436,28 +436,7 @@ fn draw_text(img: &mut RgbImage, x: i64, y: i64, text: &str, color: [u8; 3]) {
 mod tests {
     use super::*;
 
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> Self {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos();
-            let dir = std::env::temp_dir().join(format!(
-                "petal-ddpm-images-{tag}-{}-{nanos}",
-                std::process::id()
-            ));
-            std::fs::create_dir_all(&dir).unwrap();
-            Self(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_util::TempDir;
 
     /// One 3xSxS image with every pixel set to `rgb`.
     fn flat(rgb: [f32; 3], size: usize) -> Vec<f32> {
@@ -515,7 +494,7 @@ mod tests {
 
     #[test]
     fn save_grid_writes_a_png_atomically() {
-        let t = TempDir::new("grid");
+        let t = TempDir::new("images-grid");
         let path = t.0.join("out/samples.png");
         let images = [flat([0.5, 0.0, -0.5], 8), flat([1.0, 1.0, -1.0], 8)].concat();
         save_grid(&path, &images, 2, 8, 2).unwrap();
@@ -552,7 +531,7 @@ mod tests {
                 );
             }
         }
-        let t = TempDir::new("strip");
+        let t = TempDir::new("images-strip");
         let path = t.0.join("strip.png");
         save_strip(&path, &frames, 2, size).unwrap();
         assert_eq!(image::open(&path).unwrap().to_rgb8(), img);
@@ -577,7 +556,7 @@ mod tests {
 
     #[test]
     fn loss_curve_is_an_800x400_png_with_a_line() {
-        let t = TempDir::new("loss");
+        let t = TempDir::new("images-loss");
         // A decaying, noisy loss over 5000 steps.
         let losses: Vec<(u64, f32)> = (0..5000u64)
             .map(|s| {
@@ -595,7 +574,7 @@ mod tests {
 
     #[test]
     fn loss_curve_edge_cases() {
-        let t = TempDir::new("loss-edge");
+        let t = TempDir::new("images-loss-edge");
         let one = check_plot(&t, "one.png", &[(10, 0.25)]);
         assert!(count(&one, AVERAGE) > 0);
         check_plot(&t, "empty.png", &[]);

@@ -22,3 +22,6 @@ pub mod images;
 pub mod model;
 pub mod train;
 pub mod unet;
+
+#[cfg(test)]
+mod test_util;
