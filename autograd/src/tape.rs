@@ -198,7 +198,8 @@ pub(crate) fn backward(root: &Var) -> Result<Grads> {
             }
             // Fan-out: a value used by several ops receives the sum.
             let total = match grads.remove(&input.id()) {
-                Some(acc) => acc.add(&g)?,
+                // In place when `acc` is not shared (see `Tensor::add_into`).
+                Some(acc) => acc.add_into(&g)?,
                 None => g,
             };
             grads.insert(input.id(), total);

@@ -231,6 +231,49 @@ impl Bench {
     }
 }
 
+impl Bench {
+    /// Elementwise ops through the public `Tensor` API (output allocation
+    /// included, as in a training step), in GB/s of bytes read + written,
+    /// next to a plain memcpy of the same size: the reference for how near
+    /// memory bandwidth an elementwise op (or group norm, above) runs.
+    fn elementwise(&self, n: usize, c: usize, hw: usize) {
+        use tensor::{Device, Tensor};
+        let len = n * c * hw * hw;
+        let bytes = (len * 4) as f64;
+        let shape = [n, c, hw, hw];
+        let dev = Device::Cpu;
+        let x = Tensor::from_vec(values(len, 21), shape, &dev).unwrap();
+        let y = Tensor::from_vec(values(len, 22), shape, &dev).unwrap();
+        let s = Tensor::from_vec(values(n * c, 23), [n, c, 1, 1], &dev).unwrap();
+        let src = values(len, 24);
+        let name = format!("memcpy {} MiB into a reused buffer", len * 4 >> 20);
+        if self.wants(&name) {
+            let mut dst = vec![0.0f32; len];
+            self.report(&name, time(|| dst.copy_from_slice(black_box(&src))), 2.0 * bytes, "GB/s");
+        }
+        let name = format!("memcpy {} MiB into a fresh Vec", len * 4 >> 20);
+        if self.wants(&name) {
+            self.report(&name, time(|| black_box(&src).to_vec()), 2.0 * bytes, "GB/s");
+        }
+        let name = format!("add [{n},{c},{hw},{hw}] + same");
+        if self.wants(&name) {
+            self.report(&name, time(|| x.add(&y).unwrap()), 3.0 * bytes, "GB/s");
+        }
+        let name = format!("silu [{n},{c},{hw},{hw}]");
+        if self.wants(&name) {
+            self.report(&name, time(|| x.silu().unwrap()), 2.0 * bytes, "GB/s");
+        }
+        let name = format!("silu backward [{n},{c},{hw},{hw}]");
+        if self.wants(&name) {
+            self.report(&name, time(|| x.silu_backward(&y).unwrap()), 3.0 * bytes, "GB/s");
+        }
+        let name = format!("mul [{n},{c},{hw},{hw}] * [{n},{c},1,1]");
+        if self.wants(&name) {
+            self.report(&name, time(|| x.mul(&s).unwrap()), 2.0 * bytes, "GB/s");
+        }
+    }
+}
+
 fn conv3x3(batch: usize, cin: usize, cout: usize, hw: usize) -> Conv2dParams {
     Conv2dParams {
         batch,
@@ -271,4 +314,5 @@ fn main() {
     bench.group_norm(32, 128, 32, 32);
     bench.group_norm(32, 256, 8, 32);
     bench.pool_and_upsample(32, 64, 64);
+    bench.elementwise(32, 128, 32);
 }

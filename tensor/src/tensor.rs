@@ -274,6 +274,31 @@ impl Tensor {
     }
 }
 
+impl Tensor {
+    /// `self + other` for two tensors of one shape and dtype. When `self`
+    /// is the only handle on its (contiguous, CPU) storage, as a gradient
+    /// being accumulated usually is, the sum is written into that buffer
+    /// instead of a new one; otherwise this is `self.add(other)`.
+    pub fn add_into(mut self, other: &Tensor) -> Result<Tensor> {
+        let fits = self.shape() == other.shape() && self.dtype() == other.dtype() && other.is_contiguous();
+        if fits && self.is_contiguous() && self.layout().offset() == 0 {
+            if let Some(inner) = Arc::get_mut(&mut self.0) {
+                if let Some(cell) = Arc::get_mut(&mut inner.storage) {
+                    let src = other.storage();
+                    let mut dst = cell.write();
+                    if let (Storage::Cpu(d), Storage::Cpu(s)) = (&mut *dst, &*src) {
+                        if d.add_assign(s, other.layout()) {
+                            drop(dst);
+                            return Ok(self);
+                        }
+                    }
+                }
+            }
+        }
+        self.add(other)
+    }
+}
+
 impl PartialEq for Tensor {
     /// Same shape and same values (as f64); for tests.
     fn eq(&self, other: &Tensor) -> bool {

@@ -119,10 +119,10 @@ impl Var {
         Ok(unary(self, "sigmoid", y, move |g| g.mul(&saved.affine(-1.0, 1.0)?.mul(&saved)?)))
     }
 
-    /// silu(x) = x sigmoid(x); its derivative is one fused kernel (`SiluGrad`).
+    /// silu(x) = x sigmoid(x); its derivative is one fused kernel (`Tensor::silu_backward`).
     pub fn silu(&self) -> Result<Var> {
         let x = self.tensor().clone();
-        Ok(unary(self, "silu", x.silu()?, move |g| g.mul(&x.unary(UnaryOp::SiluGrad)?)))
+        Ok(unary(self, "silu", x.silu()?, move |g| x.silu_backward(g)))
     }
 
     /// The gradient passes where x > 0 (`Step`); at exactly 0 it is 0.
@@ -177,11 +177,7 @@ impl Var {
         if p == 0.0 {
             return Ok(self.clone());
         }
-        let t = self.tensor();
-        let keep = Tensor::bernoulli(1.0 - p, t.shape(), t.dtype(), t.device(), rng)?;
-        let scale = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
-        let mask = keep.mul_scalar(scale)?;
-        let out = t.mul(&mask)?;
+        let (out, mask) = self.tensor().dropout(p, rng)?;
         Ok(unary(self, "dropout", out, move |g| g.mul(&mask)))
     }
 }

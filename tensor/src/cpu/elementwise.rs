@@ -8,10 +8,24 @@ use super::{contiguous_slice, fill_rows, float::Float, StridedRows, PARALLEL_THR
 use crate::backend::{AdamStep, BinaryOp, CmpOp, UnaryOp};
 use crate::Layout;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 #[inline(always)]
 fn sigmoid<T: Float>(x: T) -> T {
-    T::ONE / (T::ONE + (-x).exp())
+    T::ONE / (T::ONE + (-x).exp_sat())
+}
+
+/// x sigmoid(x) as x / (1 + e^-x): one division instead of two.
+#[inline(always)]
+fn silu<T: Float>(x: T) -> T {
+    x / (T::ONE + (-x).exp_sat())
+}
+
+/// d silu / dx = s (1 + x (1 - s)), s = sigmoid(x).
+#[inline(always)]
+fn silu_grad<T: Float>(x: T) -> T {
+    let s = sigmoid(x);
+    s * (T::ONE + x * (T::ONE - s))
 }
 
 #[inline(always)]
@@ -25,7 +39,7 @@ pub fn apply_unary<T: Float>(op: UnaryOp, x: T) -> T {
         UnaryOp::Recip => T::ONE / x,
         UnaryOp::Tanh => x.tanh(),
         UnaryOp::Sigmoid => sigmoid(x),
-        UnaryOp::Silu => x * sigmoid(x),
+        UnaryOp::Silu => silu(x),
         UnaryOp::Relu => {
             if x > T::ZERO {
                 x
@@ -41,10 +55,7 @@ pub fn apply_unary<T: Float>(op: UnaryOp, x: T) -> T {
         UnaryOp::Affine { mul, add } => x * T::from_f64(mul) + T::from_f64(add),
         UnaryOp::MaxScalar(s) => x.max(T::from_f64(s)),
         UnaryOp::MinScalar(s) => x.min(T::from_f64(s)),
-        UnaryOp::SiluGrad => {
-            let s = sigmoid(x);
-            s * (T::ONE + x * (T::ONE - s))
-        }
+        UnaryOp::SiluGrad => silu_grad(x),
         UnaryOp::Step => {
             if x > T::ZERO {
                 T::ONE
@@ -97,69 +108,291 @@ fn apply_cmp<T: Float>(op: CmpOp, a: T, b: T) -> T {
     }
 }
 
+/// Whether the CPU has AVX2 and FMA (detected once, then a cached load).
+#[inline(always)]
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+// The build targets baseline x86-64 (SSE2), where these loops vectorise only
+// 4 wide. Each loop below is therefore also compiled inside an AVX2 + FMA
+// function, picked at run time. The loop itself sits in that function (a
+// closure holding the loop would be compiled on its own, without AVX2, when
+// the inliner declines it); only the small per-element `f` is inlined into
+// it. Plain `a * b + c` is never fused into an FMA, so both paths give
+// bit-identical results.
+
+/// `out[i] = f(src[i])`; the slices have one length.
+#[inline(always)]
+fn map_slice<T: Copy, U>(src: &[T], out: &mut [MaybeUninit<U>], f: impl Fn(T) -> U) {
+    #[inline(always)]
+    fn run<T: Copy, U>(src: &[T], out: &mut [MaybeUninit<U>], f: impl Fn(T) -> U) {
+        for (o, &x) in out.iter_mut().zip(src) {
+            o.write(f(x));
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<T: Copy, U>(src: &[T], out: &mut [MaybeUninit<U>], f: impl Fn(T) -> U) {
+            run(src, out, f)
+        }
+        if has_avx2() {
+            // SAFETY: the features were detected.
+            return unsafe { avx2(src, out, f) };
+        }
+    }
+    run(src, out, f)
+}
+
+/// `out[i] = f(a[i], b[i])`; the slices have one length.
+#[inline(always)]
+fn zip_slice<T: Copy, U>(a: &[T], b: &[T], out: &mut [MaybeUninit<U>], f: impl Fn(T, T) -> U) {
+    #[inline(always)]
+    fn run<T: Copy, U>(a: &[T], b: &[T], out: &mut [MaybeUninit<U>], f: impl Fn(T, T) -> U) {
+        for (o, (&x, &y)) in out.iter_mut().zip(a.iter().zip(b)) {
+            o.write(f(x, y));
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<T: Copy, U>(a: &[T], b: &[T], out: &mut [MaybeUninit<U>], f: impl Fn(T, T) -> U) {
+            run(a, b, out, f)
+        }
+        if has_avx2() {
+            // SAFETY: the features were detected.
+            return unsafe { avx2(a, b, out, f) };
+        }
+    }
+    run(a, b, out, f)
+}
+
+/// `dst[i] += src[i]`; the slices have one length.
+#[inline(always)]
+fn add_slice<T: Float>(dst: &mut [T], src: &[T]) {
+    #[inline(always)]
+    fn run<T: Float>(dst: &mut [T], src: &[T]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d += s;
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<T: Float>(dst: &mut [T], src: &[T]) {
+            run(dst, src)
+        }
+        if has_avx2() {
+            // SAFETY: the features were detected.
+            return unsafe { avx2(dst, src) };
+        }
+    }
+    run(dst, src)
+}
+
+/// Elements per parallel task in `build`: big enough to amortise a task,
+/// small enough to balance two threads.
+const CHUNK: usize = 1 << 14;
+
+/// A vector of `n` elements, each written exactly once by `fill(start,
+/// chunk)` (chunk `i` of the output starts at element `start`), in parallel
+/// chunks when large. Nothing is zero-filled first: in this VM, zeroing
+/// fresh memory and then overwriting it costs a memset and two page faults
+/// per page, where writing it once costs one fault.
+pub(crate) fn build<U: Send>(n: usize, fill: impl Fn(usize, &mut [MaybeUninit<U>]) + Sync) -> Vec<U> {
+    let mut out = Vec::with_capacity(n);
+    let spare = &mut out.spare_capacity_mut()[..n];
+    if n >= PARALLEL_THRESHOLD {
+        spare.par_chunks_mut(CHUNK).enumerate().for_each(|(i, c)| fill(i * CHUNK, c));
+    } else {
+        fill(0, spare);
+    }
+    // SAFETY: `fill` wrote every element (all kernels below write their
+    // whole chunk); if it panicked we never get here and the Vec stays empty.
+    unsafe { out.set_len(n) };
+    out
+}
+
 /// Maps `f` over one strided operand into a new contiguous vector.
-fn map1<T: Float, U: Float>(v: &[T], l: &Layout, f: impl Fn(T) -> U + Sync + Send) -> Vec<U> {
+#[inline(always)]
+fn map1<T: Float, U: Float>(v: &[T], l: &Layout, f: impl Fn(T) -> U + Sync + Send + Copy) -> Vec<U> {
     if l.is_contiguous() {
         let src = contiguous_slice(v, l);
-        return if src.len() >= PARALLEL_THRESHOLD {
-            src.par_iter().map(|&x| f(x)).collect()
-        } else {
-            src.iter().map(|&x| f(x)).collect()
-        };
+        return build(src.len(), |start, out| map_slice(&src[start..start + out.len()], out, f));
     }
     let rows = StridedRows::new(l.dims(), &[l]);
-    let mut out = vec![U::ZERO; l.elem_count()];
     let stride = rows.run_strides[0];
-    fill_rows(&mut out, rows.run_len, |r, row| {
+    uninit_rows(l.elem_count(), rows.run_len, |r, row| {
         let off = rows.offset(0, r);
         for (i, o) in row.iter_mut().enumerate() {
-            *o = f(v[off + i * stride]);
+            o.write(f(v[off + i * stride]));
         }
-    });
+    })
+}
+
+/// `fill_rows` into a fresh vector of `n` elements that is not zeroed first.
+fn uninit_rows<U: Send>(n: usize, run_len: usize, fill: impl Fn(usize, &mut [MaybeUninit<U>]) + Sync) -> Vec<U> {
+    let mut out = Vec::with_capacity(n);
+    fill_rows(&mut out.spare_capacity_mut()[..n], run_len, fill);
+    // SAFETY: fill_rows hands every row of the n elements to `fill`, which
+    // writes all of it.
+    unsafe { out.set_len(n) };
     out
 }
 
 /// Maps `f` over two strided operands of one shape into a contiguous vector.
-fn map2<T: Float>(a: &[T], al: &Layout, b: &[T], bl: &Layout, f: impl Fn(T, T) -> T + Sync + Send) -> Vec<T> {
+#[inline(always)]
+fn map2<T: Float>(a: &[T], al: &Layout, b: &[T], bl: &Layout, f: impl Fn(T, T) -> T + Sync + Send + Copy) -> Vec<T> {
     if al.is_contiguous() && bl.is_contiguous() {
         let (x, y) = (contiguous_slice(a, al), contiguous_slice(b, bl));
-        return if x.len() >= PARALLEL_THRESHOLD {
-            x.par_iter().zip(y.par_iter()).map(|(&p, &q)| f(p, q)).collect()
-        } else {
-            x.iter().zip(y).map(|(&p, &q)| f(p, q)).collect()
-        };
+        return build(x.len(), |start, out| {
+            let end = start + out.len();
+            zip_slice(&x[start..end], &y[start..end], out, f)
+        });
     }
     let rows = StridedRows::new(al.dims(), &[al, bl]);
-    let mut out = vec![T::ZERO; al.elem_count()];
     let (sa, sb) = (rows.run_strides[0], rows.run_strides[1]);
-    fill_rows(&mut out, rows.run_len, |r, row| {
+    uninit_rows(al.elem_count(), rows.run_len, |r, row| {
         let (oa, ob) = (rows.offset(0, r), rows.offset(1, r));
+        let len = row.len();
         match (sa, sb) {
             // The broadcast patterns of a network (bias, scale) get tight loops.
             (1, 0) => {
-                let (y, len) = (b[ob], row.len());
-                for (o, &x) in row.iter_mut().zip(&a[oa..oa + len]) {
-                    *o = f(x, y);
-                }
+                let y = b[ob];
+                map_slice(&a[oa..oa + len], row, |x| f(x, y))
             }
             (0, 1) => {
-                let (x, len) = (a[oa], row.len());
-                for (o, &y) in row.iter_mut().zip(&b[ob..ob + len]) {
-                    *o = f(x, y);
-                }
+                let x = a[oa];
+                map_slice(&b[ob..ob + len], row, |y| f(x, y))
             }
+            (1, 1) => zip_slice(&a[oa..oa + len], &b[ob..ob + len], row, f),
             _ => {
                 for (i, o) in row.iter_mut().enumerate() {
-                    *o = f(a[oa + i * sa], b[ob + i * sb]);
+                    o.write(f(a[oa + i * sa], b[ob + i * sb]));
                 }
             }
         }
-    });
-    out
+    })
 }
 
 pub fn unary<T: Float>(v: &[T], l: &Layout, op: UnaryOp) -> Vec<T> {
-    map1(v, l, |x| apply_unary(op, x))
+    // Matching once here, not per element, lets each loop vectorise.
+    match op {
+        UnaryOp::Neg => map1(v, l, |x: T| -x),
+        UnaryOp::Sqr => map1(v, l, |x: T| x * x),
+        UnaryOp::Sqrt => map1(v, l, |x: T| x.sqrt()),
+        UnaryOp::Recip => map1(v, l, |x: T| T::ONE / x),
+        UnaryOp::Sigmoid => map1(v, l, sigmoid),
+        UnaryOp::Silu => map1(v, l, silu),
+        UnaryOp::SiluGrad => map1(v, l, silu_grad),
+        UnaryOp::Affine { mul, add } => {
+            let (m, a) = (T::from_f64(mul), T::from_f64(add));
+            map1(v, l, move |x: T| x * m + a)
+        }
+        UnaryOp::Step => map1(v, l, |x: T| if x > T::ZERO { T::ONE } else { T::ZERO }),
+        _ => map1(v, l, move |x| apply_unary(op, x)),
+    }
+}
+
+/// The input gradient of silu, `g * silu'(x)`, in one pass (instead of
+/// computing silu'(x) into a temporary and multiplying).
+pub fn silu_backward<T: Float>(x: &[T], xl: &Layout, g: &[T], gl: &Layout) -> Vec<T> {
+    map2(x, xl, g, gl, |x, g| g * silu_grad(x))
+}
+
+/// Inverted dropout in one pass: `mask[i]` is `scale` where element i is
+/// kept, else 0, and `out = x * mask`. Element i is kept when its uniform
+/// draw `rng::uniform_at(key, start, i, 0, 1)` is below `keep`; that draw
+/// is `w / 2^32` for the Philox word w, so the test is done on w against
+/// the exact threshold, with no float draw at all.
+pub fn dropout<T: Float>(x: &[T], xl: &Layout, keep: f64, scale: f64, key: u64, start: u64) -> (Vec<T>, Vec<T>) {
+    // w / 2^32 < keep  <=>  w < keep * 2^32  <=>  w < ceil(keep * 2^32)
+    // (w is an integer; scaling by 2^32 is exact).
+    let threshold = (keep * 4_294_967_296.0).ceil() as u64;
+    let scale = T::from_f64(scale);
+    let x: std::borrow::Cow<[T]> = if xl.is_contiguous() { contiguous_slice(x, xl).into() } else { map1(x, xl, |x| x).into() };
+    let mask: Vec<T> = build(x.len(), |s, out| keep_mask(out, key, start.wrapping_add(s as u64), threshold, scale));
+    let out = build(x.len(), |s, out| {
+        let e = s + out.len();
+        zip_slice(&x[s..e], &mask[s..e], out, |x, m| x * m)
+    });
+    (out, mask)
+}
+
+/// `dst += src`, in parallel chunks when large.
+pub fn add_assign<T: Float>(dst: &mut [T], src: &[T]) {
+    if dst.len() >= PARALLEL_THRESHOLD {
+        dst.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(d, s)| add_slice(d, s));
+    } else {
+        add_slice(dst, src);
+    }
+}
+
+/// `out[i] = scale` if word 0 of `philox4x32(key, start + i)` is below
+/// `threshold`, else 0: the dropout mask, 8 counters at a time so the
+/// Philox rounds vectorise (32x32->64-bit multiplies map onto `vpmuludq`).
+#[inline(always)]
+fn keep_mask<T: Float>(out: &mut [MaybeUninit<T>], key: u64, start: u64, threshold: u64, scale: T) {
+    #[inline(always)]
+    fn run<T: Float>(out: &mut [MaybeUninit<T>], key: u64, start: u64, threshold: u64, scale: T) {
+        for (j, chunk) in out.chunks_mut(8).enumerate() {
+            let words = philox_word0_x8(key, start.wrapping_add(8 * j as u64));
+            for (o, &w) in chunk.iter_mut().zip(&words) {
+                o.write(if (w as u64) < threshold { scale } else { T::ZERO });
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<T: Float>(out: &mut [MaybeUninit<T>], key: u64, start: u64, threshold: u64, scale: T) {
+            run(out, key, start, threshold, scale)
+        }
+        if has_avx2() {
+            // SAFETY: the features were detected.
+            return unsafe { avx2(out, key, start, threshold, scale) };
+        }
+    }
+    run(out, key, start, threshold, scale)
+}
+
+/// Word 0 of `rng::philox4x32(key, first + j)` for j in 0..8: the same
+/// Philox 4x32-10, written lane by lane so that it vectorises (the test
+/// `philox_x8_matches_scalar` checks it against the scalar one).
+#[inline(always)]
+fn philox_word0_x8(key: u64, first: u64) -> [u32; 8] {
+    const M0: u64 = 0xD251_1F53;
+    const M1: u64 = 0xCD9E_8D57;
+    const W0: u32 = 0x9E37_79B9;
+    const W1: u32 = 0xBB67_AE85;
+    let (mut c0, mut c1, mut c2, mut c3) = ([0u32; 8], [0u32; 8], [0u32; 8], [0u32; 8]);
+    for j in 0..8 {
+        let c = first.wrapping_add(j as u64);
+        c0[j] = c as u32;
+        c1[j] = (c >> 32) as u32;
+    }
+    let (mut k0, mut k1) = (key as u32, (key >> 32) as u32);
+    for _ in 0..10 {
+        for j in 0..8 {
+            let p0 = M0 * c0[j] as u64;
+            let p1 = M1 * c2[j] as u64;
+            c0[j] = ((p1 >> 32) as u32) ^ c1[j] ^ k0;
+            c1[j] = p1 as u32;
+            c2[j] = ((p0 >> 32) as u32) ^ c3[j] ^ k1;
+            c3[j] = p0 as u32;
+        }
+        k0 = k0.wrapping_add(W0);
+        k1 = k1.wrapping_add(W1);
+    }
+    c0
 }
 
 pub fn binary<T: Float>(a: &[T], al: &Layout, b: &[T], bl: &Layout, op: BinaryOp) -> Vec<T> {
@@ -169,12 +402,12 @@ pub fn binary<T: Float>(a: &[T], al: &Layout, b: &[T], bl: &Layout, op: BinaryOp
         BinaryOp::Sub => map2(a, al, b, bl, |x, y| x - y),
         BinaryOp::Mul => map2(a, al, b, bl, |x, y| x * y),
         BinaryOp::Div => map2(a, al, b, bl, |x, y| x / y),
-        _ => map2(a, al, b, bl, |x, y| apply_binary(op, x, y)),
+        _ => map2(a, al, b, bl, move |x, y| apply_binary(op, x, y)),
     }
 }
 
 pub fn cmp<T: Float>(a: &[T], al: &Layout, b: &[T], bl: &Layout, op: CmpOp) -> Vec<T> {
-    map2(a, al, b, bl, |x, y| apply_cmp(op, x, y))
+    map2(a, al, b, bl, move |x, y| apply_cmp(op, x, y))
 }
 
 /// The mask as a contiguous vector of bools.
@@ -218,4 +451,43 @@ pub fn ema<T: Float>(avg: &mut [T], src: &[T], decay: f64) {
         .zip(src.par_iter())
         .with_min_len(PARALLEL_THRESHOLD)
         .for_each(|(a, &s)| *a = d * *a + rest * s);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn philox_x8_matches_scalar() {
+        for (key, first) in [(0, 0), (7, 5), (u64::MAX, u64::MAX - 3), (0x1234_5678_9abc, 1 << 32)] {
+            let words = philox_word0_x8(key, first);
+            for (j, &w) in words.iter().enumerate() {
+                assert_eq!(w, crate::rng::philox4x32(key, first.wrapping_add(j as u64))[0]);
+            }
+        }
+    }
+
+    #[test]
+    fn exp_f32_is_accurate() {
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let (got, want) = (crate::cpu::float::exp_f32(x), (x as f64).exp());
+            assert!(((got as f64 - want) / want).abs() < 3e-7, "exp({x}) = {got}, want {want}");
+            x += 0.0137;
+        }
+        assert!(crate::cpu::float::exp_f32(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn dropout_matches_bernoulli_draws() {
+        let n = 1000;
+        let x: Vec<f32> = (0..n).map(|i| i as f32 - 300.0).collect();
+        let l = Layout::contiguous(crate::Shape::from(n));
+        let (out, mask) = dropout(&x, &l, 0.9, 1.0 / 0.9, 42, 17);
+        for i in 0..n {
+            let kept = crate::rng::uniform_at(42, 17, i as u64, 0.0, 1.0) < 0.9;
+            assert_eq!(mask[i], if kept { (1.0 / 0.9) as f32 } else { 0.0 });
+            assert_eq!(out[i], x[i] * mask[i]);
+        }
+    }
 }

@@ -45,10 +45,48 @@ pub trait Float:
     fn min(self, other: Self) -> Self;
     fn is_nan(self) -> bool;
     fn mul_add(self, a: Self, b: Self) -> Self;
+    /// `exp`, for the sigmoid family only: f32 uses a branch-free version
+    /// (see `exp_f32`) that loops vectorise, where libm's `expf` is a scalar
+    /// call; f64 (references, gradient checks) keeps the exact one.
+    fn exp_sat(self) -> Self;
+}
+
+/// exp(x) for f32 with no branch or call, so that a loop over a slice
+/// vectorises. Cephes' `expf`: x = n ln2 + r with |r| <= ln2/2, a degree-6
+/// polynomial for e^r (about 1 ulp), and 2^n built in the exponent bits.
+/// The argument is clamped to [-87, 88] (n stays a normal exponent), so the
+/// result saturates near 6e-39 and 1.7e38 instead of reaching 0 or inf:
+/// harmless inside 1 / (1 + e^-x), which is the only place it is used.
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding then subtracting 1.5 * 2^23 rounds to the nearest integer
+    // (`round()` would be a libm call without SSE4.1).
+    const ROUND: f32 = 12_582_912.0;
+    // Compare-and-select (not max/min, which drop NaN): NaN stays NaN.
+    let x = if x < -87.0 { -87.0 } else { x };
+    let x = if x > 88.0 { 88.0 } else { x };
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let e = p * (r * r) + r + 1.0;
+    // t's low mantissa bits hold n (t = 1.5 * 2^23 + n): 2^n comes from
+    // integer ops on them. `n as i32` would not vectorise (Rust's
+    // saturating float-to-int cast compiles to scalar code).
+    let biased = t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127);
+    e * f32::from_bits(biased << 23)
 }
 
 macro_rules! impl_float {
-    ($t:ty) => {
+    ($t:ty, $exp_sat:expr) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -110,8 +148,12 @@ macro_rules! impl_float {
             fn mul_add(self, a: Self, b: Self) -> Self {
                 <$t>::mul_add(self, a, b)
             }
+            #[inline(always)]
+            fn exp_sat(self) -> Self {
+                $exp_sat(self)
+            }
         }
     };
 }
-impl_float!(f32);
-impl_float!(f64);
+impl_float!(f32, exp_f32);
+impl_float!(f64, f64::exp);

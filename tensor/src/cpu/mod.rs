@@ -187,6 +187,15 @@ impl CpuStorage {
     }
 
     fn from_f64_fn(n: usize, dtype: DType, f: impl Fn(u64) -> f64 + Sync) -> Result<Self> {
+        if dtype == DType::F32 {
+            // The working dtype: round each value as it is made, instead of
+            // filling an f64 vector and casting it (the same values).
+            return Ok(CpuStorage::F32(elementwise::build(n, |start, out| {
+                for (i, o) in out.iter_mut().enumerate() {
+                    o.write(f((start + i) as u64) as f32);
+                }
+            })));
+        }
         let vals: Vec<f64> = if n >= PARALLEL_THRESHOLD {
             (0..n as u64).into_par_iter().map(&f).collect()
         } else {
@@ -253,6 +262,78 @@ impl CpuStorage {
             DType::BF16 => CpuStorage::BF16(conv(src, bf16::from_f64)),
             DType::U32 => CpuStorage::U32(conv(src, |x| x.max(0.0) as u32)),
         })
+    }
+
+    /// `grad * silu'(self)` in one pass (see `elementwise::silu_backward`).
+    pub fn silu_backward(&self, layout: &Layout, grad: &Self, grad_layout: &Layout) -> Result<Self> {
+        Ok(map_float2!(self, grad, "silu backward", |x, g| elementwise::silu_backward(x, layout, g, grad_layout)))
+    }
+
+    /// Inverted dropout's output and scaled mask in one pass (see
+    /// `elementwise::dropout`).
+    pub fn dropout(&self, layout: &Layout, keep: f64, scale: f64, key: u64, start: u64) -> Result<(Self, Self)> {
+        Ok(match self {
+            CpuStorage::F32(v) => {
+                let (o, m) = elementwise::dropout(v, layout, keep, scale, key, start);
+                (CpuStorage::F32(o), CpuStorage::F32(m))
+            }
+            CpuStorage::F64(v) => {
+                let (o, m) = elementwise::dropout(v, layout, keep, scale, key, start);
+                (CpuStorage::F64(o), CpuStorage::F64(m))
+            }
+            other => return Err(unsupported("dropout", other.dtype())),
+        })
+    }
+
+    /// Joins `parts` (one dtype, equal dims except `dim`) along `dim` into
+    /// a new contiguous storage. Each output element is written once, by
+    /// copying whole blocks, instead of into zeros first (see
+    /// `elementwise::build` for why that matters here).
+    pub fn cat(parts: &[(&CpuStorage, &Layout)], dim: usize) -> Result<Self> {
+        fn join<T: Copy + Send + Sync + Default + 'static>(parts: &[(&CpuStorage, &Layout)], dim: usize) -> Vec<T> {
+            let dims = parts[0].1.dims();
+            let outer: usize = dims[..dim].iter().product();
+            let inner: usize = dims[dim + 1..].iter().product();
+            let blocks: Vec<(std::borrow::Cow<[T]>, usize)> = parts
+                .iter()
+                .map(|&(s, l)| {
+                    let data = if l.is_contiguous() { float_slice::<T>(s, l).into() } else { gather(whole_slice::<T>(s), l).into() };
+                    (data, l.dims()[dim] * inner)
+                })
+                .collect();
+            let total: usize = blocks.iter().map(|(_, b)| b).sum::<usize>() * outer;
+            let mut out = Vec::with_capacity(total);
+            for o in 0..outer {
+                for (data, block) in &blocks {
+                    out.extend_from_slice(&data[o * block..(o + 1) * block]);
+                }
+            }
+            out
+        }
+        for &(s, _) in &parts[1..] {
+            check_same("cat", parts[0].0, s)?;
+        }
+        Ok(match parts[0].0 {
+            CpuStorage::F32(_) => CpuStorage::F32(join(parts, dim)),
+            CpuStorage::F64(_) => CpuStorage::F64(join(parts, dim)),
+            CpuStorage::F16(_) => CpuStorage::F16(join(parts, dim)),
+            CpuStorage::BF16(_) => CpuStorage::BF16(join(parts, dim)),
+            CpuStorage::U32(_) => CpuStorage::U32(join(parts, dim)),
+        })
+    }
+
+    /// `self += src[layout]` for a contiguous `src` with as many elements
+    /// as `self`; false (and nothing done) for other dtypes or sizes.
+    pub fn add_assign(&mut self, src: &Self, layout: &Layout) -> bool {
+        if !layout.is_contiguous() || layout.elem_count() != BackendStorage::len(self) {
+            return false;
+        }
+        match (self, src) {
+            (CpuStorage::F32(d), CpuStorage::F32(s)) => elementwise::add_assign(d, contiguous_slice(s, layout)),
+            (CpuStorage::F64(d), CpuStorage::F64(s)) => elementwise::add_assign(d, contiguous_slice(s, layout)),
+            _ => return false,
+        }
+        true
     }
 
     /// The elements of `layout` as f64, for printing and tests.

@@ -5,7 +5,7 @@
 //! one contiguous row. Sums accumulate in f64 so that large f32 reductions
 //! stay accurate.
 
-use super::{float::Float, gather, PARALLEL_THRESHOLD};
+use super::{float::Float, gather, StridedRows, PARALLEL_THRESHOLD};
 use crate::backend::ReduceOp;
 use crate::Layout;
 use rayon::prelude::*;
@@ -39,9 +39,64 @@ fn for_each_row<T: Float, U: Send + Copy + Default>(v: &[T], layout: &Layout, ax
     }
 }
 
+/// The sum of `row` in f64, over 8 interleaved partial sums: one running
+/// sum is a chain of dependent adds (4 cycles each); eight independent ones
+/// vectorise and overlap.
+#[inline]
+fn sum_f64<T: Float>(row: &[T]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let chunks = row.chunks_exact(8);
+    let tail: f64 = chunks.remainder().iter().map(|x| x.to_f64()).sum();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += x.to_f64();
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+/// A sum whose reduced axes are not one contiguous row per output (the
+/// bias gradient of a convolution sums [N, C, H, W] over N, H and W): each
+/// output adds up its strided runs in place, instead of gathering the
+/// whole input into rows first.
+fn sum_strided<T: Float>(v: &[T], layout: &Layout, axes: &[usize]) -> Vec<T> {
+    let (permuted, _) = rows_layout(layout, axes);
+    let kept = layout.dims().len() - axes.len();
+    let (dims, strides) = (permuted.dims(), permuted.strides());
+    let reduced = Layout::new(dims[kept..].to_vec().into(), strides[kept..].to_vec(), 0);
+    let runs = StridedRows::new(reduced.dims(), &[&reduced]);
+    let (run_len, run_stride) = (runs.run_len, runs.run_strides[0]);
+    let outputs: usize = dims[..kept].iter().product();
+    let one = |o: usize| {
+        let (mut base, mut rest) = (permuted.offset(), o);
+        for d in (0..kept).rev() {
+            base += (rest % dims[d]) * strides[d];
+            rest /= dims[d];
+        }
+        let mut total = 0.0;
+        for r in 0..runs.rows() {
+            let off = base + runs.offset(0, r);
+            total += if run_stride == 1 {
+                sum_f64(&v[off..off + run_len])
+            } else {
+                (0..run_len).map(|i| v[off + i * run_stride].to_f64()).sum()
+            };
+        }
+        T::from_f64(total)
+    };
+    if layout.elem_count() >= PARALLEL_THRESHOLD {
+        (0..outputs).into_par_iter().map(one).collect()
+    } else {
+        (0..outputs).map(one).collect()
+    }
+}
+
 pub fn reduce<T: Float>(v: &[T], layout: &Layout, axes: &[usize], op: ReduceOp) -> Vec<T> {
     match op {
-        ReduceOp::Sum => for_each_row(v, layout, axes, |row| T::from_f64(row.iter().map(|x| x.to_f64()).sum::<f64>())),
+        ReduceOp::Sum if !axes.is_empty() && !rows_layout(layout, axes).0.is_contiguous() && layout.elem_count() > 0 => {
+            sum_strided(v, layout, axes)
+        }
+        ReduceOp::Sum => for_each_row(v, layout, axes, |row| T::from_f64(sum_f64(row))),
         ReduceOp::Max => for_each_row(v, layout, axes, |row| {
             // NaN propagates, as in PyTorch.
             row.iter().fold(T::NEG_INFINITY, |m, &x| if m.is_nan() || !(x.is_nan() || x > m) { m } else { x })

@@ -2,8 +2,8 @@
 //! binary ops, comparisons and `where`.
 
 use crate::backend::{BackendStorage, BinaryOp, CmpOp, UnaryOp};
-use crate::storage::dispatch;
-use crate::{Error, Result, Tensor};
+use crate::storage::{dispatch, Storage};
+use crate::{DType, Error, Result, Rng, Tensor};
 
 macro_rules! unary_methods {
     ($($name:ident => $op:ident),* $(,)?) => {
@@ -49,6 +49,41 @@ impl Tensor {
         neg => Neg, exp => Exp, log => Log, sqrt => Sqrt, sqr => Sqr, recip => Recip,
         tanh => Tanh, sigmoid => Sigmoid, silu => Silu, relu => Relu, abs => Abs,
         sin => Sin, cos => Cos,
+    }
+
+    /// The gradient of silu at `self` given the output gradient `grad`:
+    /// `grad * silu'(self)`, fused into one pass on the CPU.
+    pub fn silu_backward(&self, grad: &Tensor) -> Result<Tensor> {
+        if self.shape() == grad.shape() && self.dtype() == grad.dtype() {
+            if let (Storage::Cpu(x), Storage::Cpu(g)) = (&*self.storage(), &*grad.storage()) {
+                let out = x.silu_backward(self.layout(), g, grad.layout())?;
+                return Ok(Tensor::from_storage(Storage::Cpu(out), self.shape()));
+            }
+        }
+        grad.mul(&self.unary(UnaryOp::SiluGrad)?)
+    }
+
+    /// Inverted dropout: returns `(self * mask, mask)`, where `mask` is
+    /// `1 / (1 - p)` with probability `1 - p`, else 0 (0 everywhere when
+    /// `p == 1`). The mask is `bernoulli(1 - p, ..) * scale` drawn from
+    /// `rng`, value for value; on the CPU it is made in one pass with the
+    /// product instead of through f64 draws, a comparison and casts.
+    pub fn dropout(&self, p: f64, rng: &mut Rng) -> Result<(Tensor, Tensor)> {
+        if !(0.0..=1.0).contains(&p) {
+            return Err(Error::BadArgument { op: "dropout", msg: format!("probability {p} is outside [0, 1]") });
+        }
+        let scale = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
+        if let Storage::Cpu(x) = &*self.storage() {
+            if matches!(self.dtype(), DType::F32 | DType::F64) {
+                // The same counters `bernoulli` would reserve.
+                let start = rng.reserve(self.elem_count() as u64);
+                let (out, mask) = x.dropout(self.layout(), 1.0 - p, scale, rng.key, start)?;
+                return Ok((Tensor::from_storage(Storage::Cpu(out), self.shape()), Tensor::from_storage(Storage::Cpu(mask), self.shape())));
+            }
+        }
+        let keep = Tensor::bernoulli(1.0 - p, self.shape(), self.dtype(), self.device(), rng)?;
+        let mask = keep.mul_scalar(scale)?;
+        Ok((self.mul(&mask)?, mask))
     }
 
     pub fn powf(&self, exponent: f64) -> Result<Tensor> {

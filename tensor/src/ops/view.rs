@@ -158,6 +158,21 @@ impl Tensor {
             }
             dims[dim] += t.dims()[dim];
         }
+        if first.device().is_cpu() {
+            // One read lock per distinct storage (cat(&[x, x]) locks x once:
+            // a thread must not take the same RwLock twice).
+            let owner: Vec<usize> = (0..tensors.len()).map(|i| (0..=i).find(|&j| tensors[j].same_storage(tensors[i])).unwrap()).collect();
+            let guards: Vec<_> = tensors.iter().enumerate().map(|(i, t)| (owner[i] == i).then(|| t.storage())).collect();
+            let mut parts = Vec::with_capacity(tensors.len());
+            for (i, t) in tensors.iter().enumerate() {
+                match &**guards[owner[i]].as_ref().expect("the owner holds the lock") {
+                    Storage::Cpu(s) => parts.push((s, t.layout())),
+                    other => return Err(device_mismatch("cat", guards[0].as_ref().expect("first owns its lock"), other)),
+                }
+            }
+            let out = crate::cpu::CpuStorage::cat(&parts, dim)?;
+            return Ok(Tensor::from_storage(Storage::Cpu(out), dims));
+        }
         let out = Tensor::zeros(dims.clone(), first.dtype(), first.device())?;
         let out_layout = out.layout().clone();
         {
