@@ -252,6 +252,22 @@ impl Tensor {
         Ok(Tensor::from_storage(out, self.shape()))
     }
 
+    /// True when this tensor is its storage, element for element (in
+    /// order, from the start, nothing more): what kernels that read or
+    /// write whole buffers need.
+    pub(crate) fn covers_storage(&self) -> bool {
+        self.is_contiguous() && self.layout().offset() == 0 && self.storage().len() == self.elem_count()
+    }
+
+    /// This tensor if it covers its storage, else a copy that does.
+    pub(crate) fn whole(&self) -> Result<Tensor> {
+        if self.covers_storage() {
+            Ok(self.clone())
+        } else {
+            self.copy()
+        }
+    }
+
     // ---- in place -------------------------------------------------------
 
     /// Overwrites this tensor's elements with `src`'s (same shape, dtype and

@@ -200,16 +200,8 @@ impl Tensor {
         expect_shape("group_norm_backward", grad_y, self.dims())?;
         expect_shape("group_norm_backward mean", mean, &[p.batch, p.groups])?;
         expect_shape("group_norm_backward rstd", rstd, &[p.batch, p.groups])?;
-        // The kernel reads whole buffers from offset 0: give it fresh copies
-        // when a view starts elsewhere.
-        let whole = |t: &Tensor| -> Result<Tensor> {
-            if t.is_contiguous() && t.layout().offset() == 0 && t.storage().len() == t.elem_count() {
-                Ok(t.clone())
-            } else {
-                t.copy()
-            }
-        };
-        let (x, g, m, r, gy) = (whole(self)?, whole(gamma)?, whole(mean)?, whole(rstd)?, whole(grad_y)?);
+        // The kernel reads whole buffers from offset 0.
+        let (x, g, m, r, gy) = (self.whole()?, gamma.whole()?, mean.whole()?, rstd.whole()?, grad_y.whole()?);
         let (dx, dg, db) = {
             let (xs, gs, ms, rs, gys) = (x.storage(), g.storage(), m.storage(), r.storage(), gy.storage());
             use crate::Storage::{Cpu, Cuda};

@@ -7,7 +7,7 @@ use crate::storage::{device_mismatch, Storage};
 use crate::{Error, Result, Tensor};
 
 fn check_whole(op: &'static str, t: &Tensor) -> Result<()> {
-    if !t.is_contiguous() || t.layout().offset() != 0 || t.storage().len() != t.elem_count() {
+    if !t.covers_storage() {
         return Err(Error::BadArgument { op, msg: "in-place updates need tensors that own their whole storage".into() });
     }
     Ok(())
@@ -25,7 +25,7 @@ impl Tensor {
         for t in [self, m, v] {
             check_whole("adam_update_", t)?;
         }
-        let grad = if grad.is_contiguous() && grad.layout().offset() == 0 && grad.storage().len() == grad.elem_count() { grad.clone() } else { grad.copy()? };
+        let grad = grad.whole()?;
         let gs = grad.storage();
         let (mut ps, mut ms, mut vs) = (self.storage_mut(), m.storage_mut(), v.storage_mut());
         match (&mut *ps, &*gs, &mut *ms, &mut *vs) {
@@ -41,7 +41,7 @@ impl Tensor {
             return Err(Error::ShapeMismatch { op: "ema_update_", lhs: self.shape().clone(), rhs: src.shape().clone() });
         }
         check_whole("ema_update_", self)?;
-        let src = if src.is_contiguous() && src.layout().offset() == 0 && src.storage().len() == src.elem_count() { src.clone() } else { src.copy()? };
+        let src = src.whole()?;
         if self.same_storage(&src) {
             return Ok(());
         }
