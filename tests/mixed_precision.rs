@@ -20,16 +20,7 @@ use tensor::{DType, Device, Rng, Tensor};
 const CPU_MESSAGE: &str = "mixed precision needs a CUDA device; the CPU backend computes in f32/f64";
 
 fn gpu() -> Option<Device> {
-    match Device::cuda(0) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            if std::env::var("PETAL_REQUIRE_CUDA").as_deref() == Ok("1") {
-                panic!("PETAL_REQUIRE_CUDA=1 but the CUDA device cannot be opened: {e}");
-            }
-            eprintln!("SKIPPED: no CUDA device ({e})");
-            None
-        }
-    }
+    tensor::cuda::device_for_tests().map(Device::Cuda)
 }
 
 fn options(data: &Path, out: PathBuf, device: Device, precision: Precision, steps: u64) -> TrainOptions {

@@ -6,13 +6,7 @@ use nn::*;
 use tensor::{DType, Device, Rng, Tensor};
 
 fn gpu() -> Option<Device> {
-    match Device::cuda(0) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            eprintln!("skipping: no CUDA device ({e})");
-            None
-        }
-    }
+    tensor::cuda::device_for_tests().map(Device::Cuda)
 }
 
 fn model(s: &ParamStore) -> Sequential {

@@ -11,7 +11,6 @@
 //! a missing device is a failure.
 
 use proptest::prelude::*;
-use std::sync::OnceLock;
 use tensor::backend::{AdamStep, BackendStorage, BinaryOp, CmpOp, MatmulDims, ReduceOp, UnaryOp};
 use tensor::cpu::conv::Conv2dParams;
 use tensor::cpu::group_norm::GroupNormParams;
@@ -22,18 +21,7 @@ use tensor::{DType, Layout, Shape};
 
 /// The GPU, or None (after one loud message) when there is none.
 fn gpu() -> Option<CudaDevice> {
-    static DEV: OnceLock<Option<CudaDevice>> = OnceLock::new();
-    DEV.get_or_init(|| match CudaDevice::new(0) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            if std::env::var("PETAL_REQUIRE_CUDA").as_deref() == Ok("1") {
-                panic!("PETAL_REQUIRE_CUDA=1 but the CUDA device cannot be opened: {e}");
-            }
-            eprintln!("SKIPPED: no CUDA device ({e})");
-            None
-        }
-    })
-    .clone()
+    tensor::cuda::device_for_tests()
 }
 
 macro_rules! need_gpu {

@@ -13,16 +13,7 @@
 use tensor::{DType, Device, Tensor};
 
 fn gpu() -> Option<Device> {
-    match Device::cuda(0) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            if std::env::var("PETAL_REQUIRE_CUDA").as_deref() == Ok("1") {
-                panic!("PETAL_REQUIRE_CUDA=1 but the CUDA device cannot be opened: {e}");
-            }
-            eprintln!("SKIPPED: no CUDA device ({e})");
-            None
-        }
-    }
+    tensor::cuda::device_for_tests().map(Device::Cuda)
 }
 
 const HALVES: [DType; 2] = [DType::F16, DType::BF16];

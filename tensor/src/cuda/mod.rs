@@ -123,6 +123,23 @@ pub fn cuda_is_available() -> bool {
     libraries_present().is_ok() && CudaContext::device_count().map(|n| n > 0).unwrap_or(false)
 }
 
+/// The first GPU for a test that needs one, or `None` after printing a loud
+/// "SKIPPED" line saying why. On GPU machines `PETAL_REQUIRE_CUDA=1` turns a
+/// missing device into a failure instead, so a broken setup cannot pass as
+/// a skip.
+pub fn device_for_tests() -> Option<CudaDevice> {
+    match CudaDevice::new(0) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            if std::env::var("PETAL_REQUIRE_CUDA").as_deref() == Ok("1") {
+                panic!("PETAL_REQUIRE_CUDA=1 but the CUDA device cannot be opened: {e}");
+            }
+            eprintln!("SKIPPED: no CUDA device ({e})");
+            None
+        }
+    }
+}
+
 impl CudaDevice {
     /// The GPU `ordinal`, opened once per process (later calls return a
     /// clone). Fails with a message naming what is missing: the driver

@@ -12,16 +12,7 @@
 use super::*;
 
 fn gpu() -> Option<CudaDevice> {
-    match CudaDevice::new(0) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            if std::env::var("PETAL_REQUIRE_CUDA").as_deref() == Ok("1") {
-                panic!("PETAL_REQUIRE_CUDA=1 but the CUDA device cannot be opened: {e}");
-            }
-            eprintln!("SKIPPED: no CUDA device ({e})");
-            None
-        }
-    }
+    super::device_for_tests()
 }
 
 #[test]
