@@ -17,8 +17,8 @@ use ddpm::train::RunLength;
 use std::path::PathBuf;
 
 /// Steps of the tiny preset that fill about an hour on a 2-core CPU
-/// (about 0.4 s per batch-32 step there; see BENCHMARKS.md).
-const CPU_STEPS: u64 = 8_000;
+/// (0.34 s per batch-32 step there; see BENCHMARKS.md).
+const CPU_STEPS: u64 = 10_000;
 
 #[derive(Parser)]
 #[command(name = "flowers", about = "Train the diffusion U-Net on flower photos with sensible defaults")]
