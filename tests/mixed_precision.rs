@@ -9,7 +9,6 @@ mod common;
 
 use autograd::Var;
 use ddpm::config::Preset;
-use ddpm::data::CorruptPolicy;
 use ddpm::model::Model;
 use ddpm::train::{RunLength, TrainOptions, Trainer};
 use nn::{Ctx, LossScaler, Precision};
@@ -24,23 +23,7 @@ fn gpu() -> Option<Device> {
 }
 
 fn options(data: &Path, out: PathBuf, device: Device, precision: Precision, steps: u64) -> TrainOptions {
-    TrainOptions {
-        data: data.to_path_buf(),
-        preset: Preset::Tiny,
-        length: RunLength::Steps(steps),
-        batch: 4,
-        lr: 1e-3,
-        seed: 7,
-        device,
-        out,
-        resume: false,
-        sample_every_epochs: 100,
-        stop_at: None,
-        ema_decay: 0.999,
-        on_corrupt: CorruptPolicy::Warn,
-        preview_steps: 2,
-        precision,
-    }
+    TrainOptions { device, precision, length: RunLength::Steps(steps), ..common::short_run(data, out) }
 }
 
 /// The `ddpm` binary: Cargo's, or the one beside the tests directory of a

@@ -4,43 +4,20 @@
 
 mod common;
 
-use ddpm::config::Preset;
-use ddpm::data::CorruptPolicy;
-use ddpm::train::{RunLength, TrainOptions, Trainer};
-use std::path::{Path, PathBuf};
-use tensor::Device;
+use ddpm::train::{RunLength, Trainer};
 
-fn options(data: &Path, out: PathBuf) -> TrainOptions {
-    TrainOptions {
-        data: data.to_path_buf(),
-        preset: Preset::Tiny,
-        length: RunLength::Steps(6),
-        batch: 4,
-        lr: 1e-3,
-        seed: 7,
-        device: Device::Cpu,
-        out,
-        resume: false,
-        sample_every_epochs: 100,
-        stop_at: None,
-        ema_decay: 0.999,
-        on_corrupt: CorruptPolicy::Warn,
-        preview_steps: 2,
-        precision: nn::Precision::F32,
-    }
-}
 
 #[test]
 fn a_resumed_run_matches_an_uninterrupted_one() {
     let dir = common::temp_dir("resume");
     let data = common::synthetic_images(&dir, 10);
 
-    let straight = options(&data, dir.join("straight"));
+    let straight = common::short_run(&data, dir.join("straight"));
     let summary = Trainer::new(straight.clone()).unwrap().run().unwrap();
     assert_eq!(summary.step, 6);
     assert!(!summary.interrupted);
 
-    let mut first = options(&data, dir.join("resumed"));
+    let mut first = common::short_run(&data, dir.join("resumed"));
     first.stop_at = Some(3);
     let summary = Trainer::new(first.clone()).unwrap().run().unwrap();
     assert_eq!((summary.step, summary.interrupted), (3, true));
@@ -68,7 +45,7 @@ fn a_resumed_run_matches_an_uninterrupted_one() {
 fn resuming_without_a_run_is_a_clear_error() {
     let dir = common::temp_dir("noresume");
     let data = common::synthetic_images(&dir, 2);
-    let mut opts = options(&data, dir.join("empty"));
+    let mut opts = common::short_run(&data, dir.join("empty"));
     opts.resume = true;
     let err = Trainer::new(opts).err().expect("must fail").to_string();
     assert!(err.contains("last.safetensors") && err.contains("does not exist"), "{err}");
@@ -79,7 +56,7 @@ fn resuming_without_a_run_is_a_clear_error() {
 fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
     let dir = common::temp_dir("diverge");
     let data = common::synthetic_images(&dir, 4);
-    let mut opts = options(&data, dir.join("run"));
+    let mut opts = common::short_run(&data, dir.join("run"));
     opts.length = RunLength::Steps(40);
     opts.lr = 1e30;
     let err = Trainer::new(opts).unwrap().run().err().expect("an absurd learning rate must diverge").to_string();

@@ -1,7 +1,14 @@
 //! Helpers shared by the top-level tests: a small folder of synthetic
-//! images, so the tests need no dataset.
+//! images, so the tests need no dataset, and the options of a short run.
 
+// Each test file uses its own subset of these helpers.
+#![allow(dead_code)]
+
+use ddpm::config::Preset;
+use ddpm::data::CorruptPolicy;
+use ddpm::train::{RunLength, TrainOptions};
 use std::path::{Path, PathBuf};
+use tensor::Device;
 
 /// A fresh, empty directory under the system temp dir.
 pub fn temp_dir(name: &str) -> PathBuf {
@@ -22,4 +29,25 @@ pub fn synthetic_images(dir: &Path, n: usize) -> PathBuf {
         img.save(images.join(format!("img{i:02}.png"))).unwrap();
     }
     images
+}
+
+/// A 6-step tiny run at batch 4 on the CPU in f32, with cheap previews.
+pub fn short_run(data: &Path, out: PathBuf) -> TrainOptions {
+    TrainOptions {
+        data: data.to_path_buf(),
+        preset: Preset::Tiny,
+        length: RunLength::Steps(6),
+        batch: 4,
+        lr: 1e-3,
+        seed: 7,
+        device: Device::Cpu,
+        out,
+        resume: false,
+        sample_every_epochs: 100,
+        stop_at: None,
+        ema_decay: 0.999,
+        on_corrupt: CorruptPolicy::Warn,
+        preview_steps: 2,
+        precision: nn::Precision::F32,
+    }
 }
