@@ -35,77 +35,105 @@ for line in sys.stdin:
         print(exe)
 ' > "$PACK/.executables"
 
+# Only the executables whose tests touch the GPU travel (the rest would push
+# the pack past the 64 MiB a GPU machine is sent); PACK_ALL=1 packs all.
 while read -r exe; do
-    cp "$exe" "$PACK/tests/"
+    case "${PACK_ALL:-0}:$(basename "$exe")" in
+        1:*|*:tensor-*|*:cuda-*|*:cuda_half_gemm-*|*:mixed_precision-*|*:unet_parity-*) cp "$exe" "$PACK/tests/" ;;
+    esac
 done < "$PACK/.executables"
 rm "$PACK/.executables"
 
 if command -v strip > /dev/null; then
-    strip --strip-debug "$PACK/ddpm" "$PACK"/tests/*
+    strip "$PACK/ddpm" "$PACK"/tests/*
 fi
+
+# What the GPU tests and the comparison need beside the binaries: the
+# PyTorch parity fixtures and the PyTorch reference benchmark.
+if [ -d ../shared/fixtures/tiny ]; then
+    cp -r ../shared/fixtures/tiny "$PACK/fixtures"
+fi
+cp scripts/torch_unet_bench.py "$PACK/"
 
 cat > "$PACK/run.sh" <<'RUN'
 #!/usr/bin/env bash
-# Runs petal's tests and a short benchmark on a GPU machine.
+# Runs petal's GPU tests, then `ddpm bench --device cuda` beside the PyTorch
+# eager reference on the same GPU, and prints a short report.
+#   run.sh            GPU tests and benchmarks
+#   run.sh tests      GPU tests only        run.sh bench    benchmarks only
+#   run.sh profile    per-kernel time of a training step (PETAL_CUDA_PROFILE=1)
+# PRESET=flowers64 BATCH=32 STEPS=10 set the benchmark.
 set -uo pipefail
 cd "$(dirname "$0")"
+what=${1:-all}
 export LD_LIBRARY_PATH="/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # GPU tests fail instead of skipping when the device cannot be opened.
 export PETAL_REQUIRE_CUDA=1
+[ -d fixtures ] && export PETAL_FIXTURES="$PWD/fixtures"
+PRESET=${PRESET:-flowers64}; BATCH=${BATCH:-32}; STEPS=${STEPS:-10}
 mkdir -p logs
 
-echo "== nvidia-smi"
-nvidia-smi || echo "nvidia-smi failed"
-echo "== NVRTC libraries (expect 13.0.x)"
+echo "== GPU"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || echo "nvidia-smi failed"
 ls "${LD_LIBRARY_PATH%%:*}" | grep -i nvrtc || echo "no libnvrtc found"
+python3 -m pip show nvidia-cuda-nvrtc nvidia-cublas 2>/dev/null | grep -E "^(Name|Version)"
 
 report=()
 failed=0
-for t in tests/*; do
-    name=$(basename "$t")
-    echo "== $name"
-    start=$(date +%s)
-    "./$t" > "logs/$name.log" 2>&1
-    rc=$?
-    secs=$(( $(date +%s) - start ))
-    tail -n 25 "logs/$name.log"
-    if [ $rc -eq 0 ]; then
-        report+=("PASS  $name (${secs}s)")
-    else
-        report+=("FAIL  $name (exit $rc, ${secs}s; see logs/$name.log)")
-        failed=1
-    fi
-done
+record() { # name rc seconds log
+    if [ "$2" -eq 0 ]; then report+=("PASS  $1 ($3 s)"); else report+=("FAIL  $1 (exit $2, $3 s; see $4)"); failed=1; fi
+}
 
-echo "== ddpm bench"
-./ddpm bench --preset flowers64 --batch 32 --steps 10 --device cuda --json > logs/bench.json 2> logs/bench.err
-rc=$?
-cat logs/bench.json
-tail -n 25 logs/bench.err
-if [ $rc -eq 0 ]; then
-    report+=("PASS  ddpm bench")
-else
-    report+=("FAIL  ddpm bench (exit $rc; see logs/bench.err)")
-    failed=1
+if [ "$what" = all ] || [ "$what" = tests ]; then
+    for t in tests/*; do
+        name=$(basename "$t")
+        echo "== $name"
+        start=$(date +%s)
+        timeout 240 "./$t" > "logs/$name.log" 2>&1
+        rc=$?
+        grep -E "^test .*(FAILED|ok)$|SKIPPED|panicked|test result" "logs/$name.log" | grep -v " ok$" | tail -n 30
+        record "$name" $rc $(( $(date +%s) - start )) "logs/$name.log"
+    done
 fi
 
-for precision in bf16 f16; do
-    echo "== ddpm bench --precision $precision"
-    ./ddpm bench --preset flowers64 --batch 32 --steps 10 --device cuda --precision $precision --json > logs/bench-$precision.json 2> logs/bench-$precision.err
-    rc=$?
-    cat logs/bench-$precision.json
-    tail -n 25 logs/bench-$precision.err
-    if [ $rc -eq 0 ]; then
-        report+=("PASS  ddpm bench --precision $precision")
-    else
-        report+=("FAIL  ddpm bench --precision $precision (exit $rc; see logs/bench-$precision.err)")
-        failed=1
-    fi
-done
+bench() { # label command...
+    local label=$1; shift
+    echo "== $label"
+    local start=$(date +%s)
+    timeout 150 "$@" > "logs/$label.json" 2> "logs/$label.err"
+    local rc=$?
+    cat "logs/$label.json"; tail -n 15 "logs/$label.err"
+    record "$label" $rc $(( $(date +%s) - start )) "logs/$label.err"
+}
+
+if [ "$what" = all ] || [ "$what" = bench ]; then
+    common=(--preset "$PRESET" --batch "$BATCH" --steps "$STEPS")
+    bench petal-f32 ./ddpm bench "${common[@]}" --device cuda --json
+    bench torch-f32 python3 torch_unet_bench.py "${common[@]}" --tf32 off
+    bench petal-f32-tf32 ./ddpm bench "${common[@]}" --device cuda --tf32 --json
+    bench torch-f32-default python3 torch_unet_bench.py "${common[@]}" --tf32 default
+    bench petal-bf16 ./ddpm bench "${common[@]}" --device cuda --precision bf16 --json
+    bench torch-bf16 python3 torch_unet_bench.py "${common[@]}" --precision bf16
+    bench petal-f16 ./ddpm bench "${common[@]}" --device cuda --precision f16 --json
+fi
+
+# Where a step's time goes (see tensor/src/cuda/profile.rs): run.sh profile
+if [ "$what" = profile ]; then
+    common=(--preset "$PRESET" --batch "$BATCH" --steps 3)
+    for variant in "f32" "f32 --tf32" "bf16"; do
+        set -- $variant
+        label="profile-$1${2:+-tf32}"
+        echo "== $label"
+        PETAL_CUDA_PROFILE=1 timeout 120 ./ddpm bench "${common[@]}" --device cuda --precision $1 ${2:-} > "logs/$label.txt" 2>&1
+        record "$label" $? 0 "logs/$label.txt"
+        head -n 45 "logs/$label.txt"
+    done
+fi
 
 echo
 echo "================ report ================"
 printf '%s\n' "${report[@]}"
+if [ -n "${OUT:-}" ]; then tar czf "$OUT/logs.tgz" logs; fi
 exit $failed
 RUN
 chmod +x "$PACK/run.sh"

@@ -25,6 +25,21 @@ pub struct BenchReport {
     pub sample_images_per_s: f64,
     /// Highest live tensor bytes during a training step (all devices).
     pub peak_train_bytes: usize,
+    /// Whether f32 matrix products could use TF32 tensor cores (CUDA only).
+    pub tf32: bool,
+    /// CUDA only: the caching allocator's view of GPU memory.
+    pub gpu_memory: Option<GpuMemory>,
+}
+
+/// GPU memory of the benchmark, from the device's caching allocator.
+#[derive(Debug, Serialize)]
+pub struct GpuMemory {
+    /// Highest bytes held by live tensors during the training steps.
+    pub peak_in_use_bytes: usize,
+    /// Bytes taken from the driver at the end (in use plus cached).
+    pub reserved_bytes: usize,
+    /// Driver allocations during the timed training steps (0 once the cache is warm).
+    pub driver_allocs_in_timed_steps: u64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -35,8 +50,16 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Times `steps` training steps (forward, backward, Adam) at `batch`, then
 /// `steps` batch-16 forward passes without a tape, each after one warm-up.
 /// `precision` is the activation dtype (bf16/f16 need CUDA; f16 adds loss scaling).
-pub fn run(preset: Preset, batch: usize, steps: usize, device: &Device, precision: Precision) -> Result<BenchReport> {
+/// `tf32` lets f32 matrix products on a CUDA device use TF32 tensor cores.
+pub fn run(preset: Preset, batch: usize, steps: usize, device: &Device, precision: Precision, tf32: bool) -> Result<BenchReport> {
     precision.check_device(device)?;
+    let gpu = match device {
+        Device::Cuda(gpu) => Some(gpu.clone()),
+        Device::Cpu => None,
+    };
+    if let Some(gpu) = &gpu {
+        gpu.set_tf32(tf32);
+    }
     let dtype = precision.dtype();
     let mut scaler = precision.needs_loss_scaling().then(LossScaler::new);
     let config = preset.config();
@@ -49,7 +72,17 @@ pub fn run(preset: Preset, batch: usize, steps: usize, device: &Device, precisio
 
     let mut train_times = Vec::new();
     let mut peak = 0;
+    let mut driver_allocs_before_timed = 0;
+    if let Some(gpu) = &gpu {
+        gpu.reset_peak_memory();
+    }
     for i in 0..steps + 1 {
+        if i == 1 {
+            if let Some(gpu) = &gpu {
+                driver_allocs_before_timed = gpu.memory_stats().driver_allocs;
+            }
+            tensor::cuda::profile::reset();
+        }
         tensor::reset_peak_bytes();
         let started = Instant::now();
         let t = sample_steps(batch, T, &mut rng);
@@ -79,6 +112,17 @@ pub fn run(preset: Preset, batch: usize, steps: usize, device: &Device, precisio
         }
         peak = peak.max(tensor::peak_bytes());
     }
+    if gpu.is_some() && tensor::cuda::profile::enabled() {
+        print_profile(steps);
+    }
+    let gpu_memory = gpu.as_ref().map(|gpu| {
+        let stats = gpu.memory_stats();
+        GpuMemory {
+            peak_in_use_bytes: stats.peak_in_use,
+            reserved_bytes: stats.reserved(),
+            driver_allocs_in_timed_steps: stats.driver_allocs - driver_allocs_before_timed,
+        }
+    });
 
     let x = initial_noise(16, s, device, &mut rng)?;
     let mut sample_times = Vec::new();
@@ -102,5 +146,19 @@ pub fn run(preset: Preset, batch: usize, steps: usize, device: &Device, precisio
         sample_forward_s,
         sample_images_per_s: 16.0 / sample_forward_s,
         peak_train_bytes: peak,
+        tf32: gpu.is_some() && tf32,
+        gpu_memory,
     })
+}
+
+/// The CUDA profiler's table (`PETAL_CUDA_PROFILE=1`), per training step, on stderr.
+fn print_profile(steps: usize) {
+    let rows = tensor::cuda::profile::report();
+    let total: f64 = rows.iter().map(|r| r.1.as_secs_f64()).sum();
+    eprintln!("CUDA profile, per training step (device synchronized at every label; {:.2} ms in all):", total * 1e3 / steps as f64);
+    eprintln!("{:>9} {:>6} {:>7}  label", "ms/step", "share", "calls");
+    for (label, time, calls) in rows.iter().take(60) {
+        let t = time.as_secs_f64();
+        eprintln!("{:>9.3} {:>5.1}% {:>7}  {label}", t * 1e3 / steps as f64, 100.0 * t / total, calls / steps as u64);
+    }
 }

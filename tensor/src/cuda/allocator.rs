@@ -121,6 +121,11 @@ impl CachingAllocator {
             }
         }
         self.ctx.bind_to_thread()?;
+        if super::profile::enabled() {
+            super::profile::mark(|| "cuMemAlloc".into(), || {
+                let _ = self.ctx.synchronize();
+            });
+        }
         let ptr = match unsafe { result::malloc_sync(size) } {
             Ok(p) => p,
             Err(DriverError(CUresult::CUDA_ERROR_OUT_OF_MEMORY)) => {

@@ -94,6 +94,7 @@ pub(crate) fn gemm(
     } else {
         (&alpha32 as *const f32 as _, &beta32 as *const f32 as _)
     };
+    dev.profile_mark(|| format!("cublas gemm {} batch {batch} m {m} n {n} k {k}", dtype.name()));
     dev.bind()?;
     let handle = dev.blas();
     // SAFETY: pointers and strides describe memory inside live buffers (the

@@ -21,6 +21,7 @@
 //! - Matrix products (matmul, and conv2d after im2col) run on cuBLAS.
 
 mod allocator;
+pub mod profile;
 mod backend;
 pub mod compile;
 mod conv;
@@ -317,6 +318,7 @@ impl CudaDevice {
 
     /// Kernel `name` from source module `module`, compiled and loaded on first use.
     pub(crate) fn func(&self, module: &'static str, name: &str) -> Result<CudaFunction> {
+        self.profile_mark(|| format!("{module}::{name}"));
         if let Some(f) = self.inner.functions.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
             return Ok(f.clone());
         }
@@ -337,11 +339,21 @@ impl CudaDevice {
         Ok(f)
     }
 
+    /// Opens a new profiler label (see `profile.rs`) when profiling is on.
+    pub(crate) fn profile_mark(&self, label: impl FnOnce() -> String) {
+        if profile::enabled() {
+            profile::mark(label, || {
+                let _ = self.inner.stream.synchronize();
+            });
+        }
+    }
+
     /// Device-to-device copy of `bytes` bytes, in stream order.
     pub(crate) fn copy_bytes(&self, dst: u64, src: u64, bytes: usize) -> Result<()> {
         if bytes == 0 {
             return Ok(());
         }
+        self.profile_mark(|| "memcpy device to device".into());
         self.bind()?;
         // SAFETY: callers pass addresses inside live buffers with `bytes` to spare.
         unsafe { drv::memcpy_dtod_async(dst, src, bytes, self.cu_stream()) }.ctx("device-to-device copy")
@@ -352,6 +364,7 @@ impl CudaDevice {
         if bytes == 0 {
             return Ok(());
         }
+        self.profile_mark(|| "memset zero".into());
         self.bind()?;
         // SAFETY: as for copy_bytes.
         unsafe { drv::memset_d8_async(dst, 0, bytes, self.cu_stream()) }.ctx("zeroing device memory")
@@ -361,6 +374,7 @@ impl CudaDevice {
     pub(crate) fn read_back<T: Default + Clone>(&self, src: u64, n: usize) -> Result<Vec<T>> {
         let mut out = vec![T::default(); n];
         if n > 0 {
+            self.profile_mark(|| "copy to host".into());
             self.bind()?;
             // SAFETY: `src` holds n values of T; we synchronize before `out` is used.
             unsafe { drv::memcpy_dtoh_async(&mut out, src, self.cu_stream()) }.ctx("copying from the GPU")?;
@@ -428,6 +442,14 @@ impl CudaStorage {
             DType::BF16 => CpuStorage::BF16(d.read_back(p, n)?),
             DType::U32 => CpuStorage::U32(d.read_back(p, n)?),
         })
+    }
+
+    /// Dropout of a contiguous run of `n` elements from `offset`: returns
+    /// (x * mask, mask), mask = `scale` with probability `keep`, else 0,
+    /// drawn from Philox counters `start..start + n` under `key`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn dropout(&self, offset: usize, n: usize, keep: f64, scale: f64, key: u64, start: u64) -> Result<(CudaStorage, CudaStorage)> {
+        random::dropout(self, offset, n, keep, scale, key, start)
     }
 
     /// A copy of the whole storage on the same device.

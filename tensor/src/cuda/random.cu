@@ -58,6 +58,23 @@ __device__ void rand_normal(T* out, u32 n, u64 key, u64 start, double mean, doub
     }
 }
 
+// Dropout in one pass: mask[i] = scale where word 0 of philox(key, start + i)
+// is below `threshold` (= ceil(keep * 2^32), so the test is u < keep for
+// u = word / 2^32, as in `bernoulli`), else 0; out = x * mask. Mirrors
+// `cpu::elementwise::dropout`, counter for counter.
+template <typename T>
+__device__ void dropout(const T* x, T* out, T* mask, u32 n, u64 key, u64 start, u64 threshold, double scale) {
+    const T kept = Num<T>::from_double(scale);
+    const T dropped = Num<T>::from_acc(0);
+    FOR_EACH(i, n) {
+        u32 w[4];
+        philox4x32(key, start + (u64)i, w);
+        T m = (u64)w[0] < threshold ? kept : dropped;
+        mask[i] = m;
+        out[i] = Num<T>::from_acc(Num<T>::to_acc(x[i]) * Num<T>::to_acc(m));
+    }
+}
+
 // Raw words, for the known-answer test against rng.rs.
 extern "C" __global__ void philox_words(u32* out, u32 n, u64 key, u64 start) {
     FOR_EACH(i, n) {
@@ -69,7 +86,8 @@ extern "C" __global__ void philox_words(u32* out, u32 n, u64 key, u64 start) {
 
 #define RANDOM(T, TN) \
     extern "C" __global__ void rand_uniform_##TN(T* out, u32 n, u64 key, u64 start, double lo, double hi) { rand_uniform<T>(out, n, key, start, lo, hi); } \
-    extern "C" __global__ void rand_normal_##TN(T* out, u32 n, u64 key, u64 start, double mean, double std) { rand_normal<T>(out, n, key, start, mean, std); }
+    extern "C" __global__ void rand_normal_##TN(T* out, u32 n, u64 key, u64 start, double mean, double std) { rand_normal<T>(out, n, key, start, mean, std); } \
+    extern "C" __global__ void dropout_##TN(const T* x, T* out, T* mask, u32 n, u64 key, u64 start, u64 threshold, double scale) { dropout<T>(x, out, mask, n, key, start, threshold, scale); }
 RANDOM(float, f32)
 RANDOM(double, f64)
 RANDOM(f16, f16)

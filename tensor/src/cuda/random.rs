@@ -32,6 +32,29 @@ pub(crate) fn normal(dev: &CudaDevice, n: usize, dtype: DType, key: u64, start: 
     fill(dev, "rand_normal", n, dtype, key, start, mean, std)
 }
 
+/// Dropout of the `n` contiguous elements of `x` from `offset`: (x * mask,
+/// mask) with mask = `scale` where the Philox draw for counter `start + i` is
+/// below `keep`, else 0 (the CPU backend's streams, bit for bit).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dropout(x: &CudaStorage, offset: usize, n: usize, keep: f64, scale: f64, key: u64, start: u64) -> Result<(CudaStorage, CudaStorage)> {
+    float_only("dropout", x.dtype)?;
+    let dev = x.device();
+    let (out, mask) = (dev.alloc(n, x.dtype)?, dev.alloc(n, x.dtype)?);
+    if n == 0 {
+        return Ok((out, mask));
+    }
+    let n32 = check_u32("dropout", n)?;
+    // w / 2^32 < keep  <=>  w < ceil(keep * 2^32) for an integer w.
+    let threshold = (keep * 4_294_967_296.0).ceil() as u64;
+    let f = dev.func("random", &format!("dropout_{}", x.dtype.name()))?;
+    let (xp, op, mp) = (x.ptr_at(offset), out.ptr(), mask.ptr());
+    let mut lb = dev.stream().launch_builder(&f);
+    lb.arg(&xp).arg(&op).arg(&mp).arg(&n32).arg(&key).arg(&start).arg(&threshold).arg(&scale);
+    // SAFETY: x holds n elements from offset; out and mask hold n each.
+    unsafe { lb.launch(launch_cfg(n)) }.ctx("dropout kernel")?;
+    Ok((out, mask))
+}
+
 /// The raw Philox words for counters start..start+n (4 per counter), for tests.
 #[cfg(test)]
 pub(crate) fn philox_words(dev: &CudaDevice, n: usize, key: u64, start: u64) -> Result<Vec<u32>> {

@@ -81,6 +81,17 @@ impl Tensor {
                 return Ok((Tensor::from_storage(Storage::Cpu(out), self.shape()), Tensor::from_storage(Storage::Cpu(mask), self.shape())));
             }
         }
+        if self.device().is_cuda() {
+            let x = self.contiguous()?;
+            let storage = x.storage();
+            if let Storage::Cuda(gpu) = &*storage {
+                // The same counters `bernoulli` would reserve.
+                let n = x.elem_count();
+                let start = rng.reserve(n as u64);
+                let (out, mask) = gpu.dropout(x.layout().offset(), n, 1.0 - p, scale, rng.key, start)?;
+                return Ok((Tensor::from_storage(Storage::Cuda(out), self.shape()), Tensor::from_storage(Storage::Cuda(mask), self.shape())));
+            }
+        }
         let keep = Tensor::bernoulli(1.0 - p, self.shape(), self.dtype(), self.device(), rng)?;
         let mask = keep.mul_scalar(scale)?;
         Ok((self.mul(&mask)?, mask))
