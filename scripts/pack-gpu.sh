@@ -39,7 +39,7 @@ for line in sys.stdin:
 # the pack past the 64 MiB a GPU machine is sent); PACK_ALL=1 packs all.
 while read -r exe; do
     case "${PACK_ALL:-0}:$(basename "$exe")" in
-        1:*|*:tensor-*|*:cuda-*|*:cuda_half_gemm-*|*:mixed_precision-*|*:unet_parity-*) cp "$exe" "$PACK/tests/" ;;
+        1:*|*:tensor-*|*:cuda-*|*:cuda_half_gemm-*|*:mixed_precision-*|*:unet_parity-*|*:train_resume-*) cp "$exe" "$PACK/tests/" ;;
     esac
 done < "$PACK/.executables"
 rm "$PACK/.executables"
@@ -54,6 +54,14 @@ if [ -d ../shared/fixtures/tiny ]; then
     cp -r ../shared/fixtures/tiny "$PACK/fixtures"
 fi
 cp scripts/torch_unet_bench.py "$PACK/"
+# PACK_DATA=1 adds half of the Oxford Flowers 102 training classes (64x64
+# copies, ~13 MB) and the validation split, for `run.sh train`.
+FLOWERS=../shared/data/flowers102
+if [ "${PACK_DATA:-0}" = 1 ] && [ -d "$FLOWERS/train" ]; then
+    mkdir -p "$PACK/data/train"
+    for class in $(seq 1 51); do cp -r "$FLOWERS/train/$class" "$PACK/data/train/"; done
+    cp -r "$FLOWERS/valid" "$PACK/data/valid"
+fi
 
 cat > "$PACK/run.sh" <<'RUN'
 #!/usr/bin/env bash
@@ -62,6 +70,7 @@ cat > "$PACK/run.sh" <<'RUN'
 #   run.sh            GPU tests and benchmarks
 #   run.sh tests      GPU tests only        run.sh bench    benchmarks only
 #   run.sh profile    per-kernel time of a training step (PETAL_CUDA_PROFILE=1)
+#   run.sh train      a short bf16 run on the flowers packed with PACK_DATA=1
 # PRESET=flowers64 BATCH=32 STEPS=10 set the benchmark.
 set -uo pipefail
 cd "$(dirname "$0")"
@@ -97,7 +106,7 @@ if [ "$what" = all ] || [ "$what" = tests ]; then
 fi
 
 bench() { # label command...
-    local label=$1; shift
+    local label=$PRESET-$1; shift
     echo "== $label"
     local start=$(date +%s)
     timeout 150 "$@" > "logs/$label.json" 2> "logs/$label.err"
@@ -115,6 +124,29 @@ if [ "$what" = all ] || [ "$what" = bench ]; then
     bench petal-bf16 ./ddpm bench "${common[@]}" --device cuda --precision bf16 --json
     bench torch-bf16 python3 torch_unet_bench.py "${common[@]}" --precision bf16
     bench petal-f16 ./ddpm bench "${common[@]}" --device cuda --precision f16 --json
+fi
+
+# A short real training run on the packed flowers (PACK_DATA=1): bf16,
+# stopped halfway and resumed, then the held-out loss of its EMA weights and
+# a 1000-step DDPM sample grid: run.sh train
+if [ "$what" = train ] && [ -d data/train ]; then
+    steps=${TRAIN_STEPS:-2000}
+    run=runs/flowers64-gpu
+    rm -rf "$run"
+    start=$(date +%s)
+    timeout 200 ./ddpm train --data data/train --preset flowers64 --steps "$steps" --stop-at $((steps / 2)) \
+        --device cuda --precision bf16 --out "$run" > logs/train.log 2>&1 \
+    && timeout 200 ./ddpm train --resume --steps "$steps" --device cuda --precision bf16 --out "$run" >> logs/train.log 2>&1
+    record train $? $(( $(date +%s) - start )) logs/train.log
+    tail -n 4 logs/train.log
+    timeout 60 ./ddpm loss --checkpoint "$run/last.safetensors" --data data/valid --device cuda --json > logs/heldout.json 2>&1
+    record heldout-loss $? 0 logs/heldout.json
+    cat logs/heldout.json
+    start=$(date +%s)
+    timeout 60 ./ddpm sample --checkpoint "$run/last.safetensors" --sampler ddpm --n 16 --seed 0 --device cuda \
+        --out logs/samples-ddpm.png > logs/sample.log 2>&1
+    record sample-ddpm $? $(( $(date +%s) - start )) logs/sample.log
+    cp "$run/loss.png" "$run/loss.csv" logs/ 2>/dev/null
 fi
 
 # Where a step's time goes (see tensor/src/cuda/profile.rs): run.sh profile

@@ -4,20 +4,34 @@
 
 mod common;
 
-use ddpm::train::{RunLength, Trainer};
+use ddpm::train::{RunLength, TrainOptions, Trainer};
+use tensor::Device;
 
 
 #[test]
 fn a_resumed_run_matches_an_uninterrupted_one() {
-    let dir = common::temp_dir("resume");
+    check_resume_is_exact("resume", Device::Cpu);
+}
+
+/// The same on a CUDA GPU, whose kernels are deterministic too (no atomics
+/// in the U-Net's forward or backward pass): skipped, saying so, without one.
+#[test]
+fn a_resumed_run_matches_an_uninterrupted_one_on_cuda() {
+    if let Some(gpu) = tensor::cuda::device_for_tests() {
+        check_resume_is_exact("resume-cuda", Device::Cuda(gpu));
+    }
+}
+
+fn check_resume_is_exact(name: &str, device: Device) {
+    let dir = common::temp_dir(name);
     let data = common::synthetic_images(&dir, 10);
 
-    let straight = common::short_run(&data, dir.join("straight"));
+    let straight = TrainOptions { device, ..common::short_run(&data, dir.join("straight")) };
     let summary = Trainer::new(straight.clone()).unwrap().run().unwrap();
     assert_eq!(summary.step, 6);
     assert!(!summary.interrupted);
 
-    let mut first = common::short_run(&data, dir.join("resumed"));
+    let mut first = TrainOptions { device: straight.device.clone(), ..common::short_run(&data, dir.join("resumed")) };
     first.stop_at = Some(3);
     let summary = Trainer::new(first.clone()).unwrap().run().unwrap();
     assert_eq!((summary.step, summary.interrupted), (3, true));

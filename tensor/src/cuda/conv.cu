@@ -17,87 +17,84 @@ struct ConvGeom {
     u32 col_row;          // col stride between rows (c, ki, kj)
 };
 
-// Both kernels run on a 2-D grid: blockIdx.y walks the rows of the work
-// (a (image, channel, ki, kj) row of the columns for im2col, an (image,
-// channel) plane for col2im), and the threads of a row walk its pixels. The
-// row's indices are then worked out once per block instead of once per
-// element (integer division by a run-time value costs tens of
-// instructions), and neighbouring threads touch neighbouring addresses.
-
-// Pixels of a row each im2col thread copies. Each element is one load (an
-// L2 hit, mostly) and one store; with a single element per thread the
-// copy waits on one load at a time and stalls far below memory bandwidth.
-// Issuing IM2COL_UNROLL independent loads before the stores keeps several
-// in flight per thread. conv.rs sizes the grid with the same number.
-#define IM2COL_UNROLL 4
+// Both kernels run on a 2-D grid: blockIdx.y walks the (image, channel)
+// planes, and each thread of a plane's blocks owns one pixel. Working out
+// a plane's indices once per block, not once per element, saves the
+// integer divisions (tens of instructions each for a run-time divisor).
+//
+// Each element costs one load and one store, so the speed comes from how
+// many loads are in flight: a thread issues the loads of up to TAPS kernel
+// taps (ki, kj) before any of their stores or sums, instead of waiting on
+// one load at a time. Neighbouring threads touch neighbouring addresses,
+// and the taps of a pixel re-read the same few input rows, which the L1
+// cache serves.
+#define TAPS 9
 
 template <typename T>
-__device__ void im2col(const T* x, T* col, ConvGeom g) {
-    u32 ohw = g.oh * g.ow;
-    u32 krows = g.c * g.kh * g.kw;
-    u32 rows = g.nb * krows;
-    u32 span = blockDim.x * IM2COL_UNROLL;
-    for (u32 r = blockIdx.y; r < rows; r += gridDim.y) {
-        u32 b = r / krows, row = r % krows;
-        u32 kj = row % g.kw, ki = (row / g.kw) % g.kh, c = row / (g.kw * g.kh);
-        const T* plane = x + (b * g.c + c) * g.h * g.w;
-        T* out = col + b * g.col_img + row * g.col_row;
-        for (u32 base = blockIdx.x * span; base < ohw; base += gridDim.x * span) {
-            T v[IM2COL_UNROLL];
+__device__ void im2col(const T* __restrict__ x, T* __restrict__ col, ConvGeom g) {
+    u32 ohw = g.oh * g.ow, taps = g.kh * g.kw, planes = g.nb * g.c;
+    for (u32 r = blockIdx.y; r < planes; r += gridDim.y) {
+        u32 b = r / g.c, c = r % g.c;
+        const T* plane = x + r * g.h * g.w;
+        // Rows (c, ki, kj) of image b, one per tap.
+        T* rows = col + b * g.col_img + c * taps * g.col_row;
+        for (u32 p = blockIdx.x * blockDim.x + threadIdx.x; p < ohw; p += blockDim.x * gridDim.x) {
+            u32 oy = p / g.ow, ox = p - oy * g.ow;
+            int y0 = (int)(oy * g.stride) - (int)g.pad, x0 = (int)(ox * g.stride) - (int)g.pad;
+            u32 ki = 0, kj = 0;
+            for (u32 t0 = 0; t0 < taps; t0 += TAPS) {
+                T v[TAPS];
 #pragma unroll
-            for (u32 u = 0; u < IM2COL_UNROLL; ++u) {
-                u32 p = base + u * blockDim.x + threadIdx.x;
-                v[u] = Num<T>::from_acc(0);
-                if (p < ohw) {
-                    u32 oy = p / g.ow, ox = p - oy * g.ow;
-                    int iy = (int)(oy * g.stride + ki) - (int)g.pad;
-                    int ix = (int)(ox * g.stride + kj) - (int)g.pad;
-                    if (iy >= 0 && iy < (int)g.h && ix >= 0 && ix < (int)g.w) {
+                for (u32 u = 0; u < TAPS; ++u) {
+                    v[u] = Num<T>::from_acc(0);
+                    int iy = y0 + (int)ki, ix = x0 + (int)kj;
+                    if (t0 + u < taps && iy >= 0 && iy < (int)g.h && ix >= 0 && ix < (int)g.w) {
                         v[u] = plane[iy * g.w + ix];
                     }
+                    if (++kj == g.kw) { kj = 0; ++ki; }
                 }
-            }
 #pragma unroll
-            for (u32 u = 0; u < IM2COL_UNROLL; ++u) {
-                u32 p = base + u * blockDim.x + threadIdx.x;
-                if (p < ohw) out[p] = v[u];
+                for (u32 u = 0; u < TAPS; ++u) {
+                    if (t0 + u < taps) rows[(t0 + u) * g.col_row + p] = v[u];
+                }
             }
         }
     }
 }
 
 template <typename T>
-__device__ void col2im(const T* col, T* x, ConvGeom g) {
+__device__ void col2im(const T* __restrict__ col, T* __restrict__ x, ConvGeom g) {
     typedef typename Num<T>::Acc A;
-    u32 hw = g.h * g.w;
-    u32 planes = g.nb * g.c;
+    u32 hw = g.h * g.w, taps = g.kh * g.kw, planes = g.nb * g.c;
     for (u32 r = blockIdx.y; r < planes; r += gridDim.y) {
         u32 b = r / g.c, c = r % g.c;
-        // The rows (c, ki, kj) of image b start here.
-        const T* cols = col + b * g.col_img + c * g.kh * g.kw * g.col_row;
+        const T* rows = col + b * g.col_img + c * taps * g.col_row;
         for (u32 p = blockIdx.x * blockDim.x + threadIdx.x; p < hw; p += blockDim.x * gridDim.x) {
             u32 iy = p / g.w, ix = p - iy * g.w;
             A sum = A(0);
-            for (u32 ki = 0; ki < g.kh; ++ki) {
-                int ys = (int)(iy + g.pad) - (int)ki;  // = oy * stride
-                if (ys < 0) break;
-                u32 oy = ys;
-                if (g.stride != 1) {
-                    if (oy % g.stride != 0) continue;
-                    oy /= g.stride;
-                }
-                if (oy >= g.oh) continue;
-                for (u32 kj = 0; kj < g.kw; ++kj) {
-                    int xs = (int)(ix + g.pad) - (int)kj;
-                    if (xs < 0) break;
-                    u32 ox = xs;
+            u32 ki = 0, kj = 0;
+            for (u32 t0 = 0; t0 < taps; t0 += TAPS) {
+                A v[TAPS];
+#pragma unroll
+                for (u32 u = 0; u < TAPS; ++u) {
+                    v[u] = A(0);
+                    // The output pixel whose tap (ki, kj) reads input pixel (iy, ix):
+                    // oy * stride + ki - pad = iy.
+                    int ys = (int)(iy + g.pad) - (int)ki, xs = (int)(ix + g.pad) - (int)kj;
+                    bool ok = t0 + u < taps && ys >= 0 && xs >= 0;
+                    u32 oy = ys, ox = xs;
                     if (g.stride != 1) {
-                        if (ox % g.stride != 0) continue;
+                        ok = ok && oy % g.stride == 0 && ox % g.stride == 0;
+                        oy /= g.stride;
                         ox /= g.stride;
                     }
-                    if (ox >= g.ow) continue;
-                    sum += Num<T>::to_acc(cols[(ki * g.kw + kj) * g.col_row + oy * g.ow + ox]);
+                    if (ok && oy < g.oh && ox < g.ow) {
+                        v[u] = Num<T>::to_acc(rows[(t0 + u) * g.col_row + oy * g.ow + ox]);
+                    }
+                    if (++kj == g.kw) { kj = 0; ++ki; }
                 }
+#pragma unroll
+                for (u32 u = 0; u < TAPS; ++u) sum += v[u];
             }
             x[r * hw + p] = Num<T>::from_acc(sum);
         }

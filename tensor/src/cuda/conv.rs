@@ -113,29 +113,25 @@ fn geom(p: &Conv2dParams, nb: usize, col_img: usize, col_row: usize) -> Result<C
     })
 }
 
-/// Pixels per thread of `im2col` (`IM2COL_UNROLL` in conv.cu).
-const IM2COL_UNROLL: usize = 4;
-
-/// A 2-D launch for `rows` rows of `per_row` elements each (see conv.cu),
-/// each thread taking `per_thread` elements of a row: a block as wide as a
-/// row needs (whole warps, at most 256 threads), one block row per work row
-/// up to the grid's limit.
-fn rows_cfg(rows: usize, per_row: usize, per_thread: usize) -> LaunchConfig {
-    let threads = per_row.div_ceil(32 * per_thread).clamp(1, 8) as u32 * 32;
-    let blocks_x = per_row.div_ceil(threads as usize * per_thread).clamp(1, 1 << 16) as u32;
-    let blocks_y = rows.clamp(1, 65_535) as u32;
+/// A 2-D launch over `planes` (image, channel) planes of `pixels` each (see
+/// conv.cu): a block as wide as a plane needs (whole warps, at most 256
+/// threads), one block row per plane up to the grid's limit.
+fn planes_cfg(planes: usize, pixels: usize) -> LaunchConfig {
+    let threads = pixels.div_ceil(32).clamp(1, 8) as u32 * 32;
+    let blocks_x = pixels.div_ceil(threads as usize).clamp(1, 1 << 16) as u32;
+    let blocks_y = planes.clamp(1, 65_535) as u32;
     LaunchConfig { grid_dim: (blocks_x, blocks_y, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
 }
 
 /// Unfolds `g.nb` images at `x` into `col`.
 fn im2col(dev: &CudaDevice, dtype: DType, x: u64, col: u64, g: &ConvGeom, p: &Conv2dParams) -> Result<()> {
-    let rows = g.nb as usize * p.in_channels * p.kernel_h * p.kernel_w;
-    check_u32("conv2d", rows * p.out_h() * p.out_w())?;
+    let planes = g.nb as usize * p.in_channels;
+    check_u32("conv2d", planes * p.kernel_h * p.kernel_w * p.out_h() * p.out_w())?;
     let f = dev.func("conv", &format!("im2col_{}", dtype.name()))?;
     let mut b = dev.stream().launch_builder(&f);
     b.arg(&x).arg(&col).arg(g);
     // SAFETY: x holds nb images, col holds nb*K*OHW elements at the strides in g.
-    unsafe { b.launch(rows_cfg(rows, p.out_h() * p.out_w(), IM2COL_UNROLL)) }.ctx("im2col kernel").map(|_| ())
+    unsafe { b.launch(planes_cfg(planes, p.out_h() * p.out_w())) }.ctx("im2col kernel").map(|_| ())
 }
 
 /// Folds the columns of `g.nb` images back into images at `x`.
@@ -146,7 +142,7 @@ fn col2im(dev: &CudaDevice, dtype: DType, col: u64, x: u64, g: &ConvGeom, p: &Co
     let mut b = dev.stream().launch_builder(&f);
     b.arg(&col).arg(&x).arg(g);
     // SAFETY: as for im2col, in the other direction.
-    unsafe { b.launch(rows_cfg(planes, p.in_h * p.in_w, 1)) }.ctx("col2im kernel").map(|_| ())
+    unsafe { b.launch(planes_cfg(planes, p.in_h * p.in_w)) }.ctx("col2im kernel").map(|_| ())
 }
 
 pub(crate) fn conv2d(
