@@ -564,3 +564,36 @@ proptest! {
         prop_assert_eq!(gpu_rng.counter, cpu_rng.counter);
     }
 }
+
+/// Every unary op on NaN, infinities, signed zeros and ordinary values gives
+/// what the CPU gives (NaN where the CPU has NaN): the property tests above
+/// draw only finite values.
+#[test]
+fn unary_ops_agree_on_special_values() {
+    let Some(dev) = gpu() else { return };
+    let special = vec![f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 0.0, -0.0, 1.0, -1.0, 0.5, -3.0, 1e-30];
+    for dtype in [DType::F32, DType::F64] {
+        let x = cpu_of(&special, dtype);
+        let l = Layout::contiguous(Shape::from(special.len()));
+        let gx = up(&dev, &x);
+        for op in unary_ops() {
+            let got = gx.unary(&l, op).unwrap().to_cpu().unwrap();
+            let want = x.unary(&l, op).unwrap();
+            assert_close(&format!("{op:?} {dtype:?}"), &got, &want, 1e-5).unwrap();
+        }
+    }
+}
+
+/// On the GPU too, rounding to bf16/f16 never yields hi (see
+/// `uniform_draws_stay_below_hi_in_every_dtype` for the CPU).
+#[test]
+fn uniform_draws_stay_below_hi_on_the_gpu() {
+    let Some(dev) = gpu() else { return };
+    for dtype in [DType::F32, DType::F64, DType::F16, DType::BF16] {
+        for (lo, hi) in [(0.0, 1.0), (-1.0, 1.0), (1.0, 2.0)] {
+            let got = f64s(&dev.rand_uniform(100_000, dtype, 11, 0, lo, hi).unwrap().to_cpu().unwrap());
+            let (min, max) = got.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+            assert!(min >= lo && max < hi, "{dtype:?} [{lo}, {hi}): values span [{min}, {max}]");
+        }
+    }
+}

@@ -301,6 +301,29 @@ fn maximum_and_minimum_propagate_nan() {
     assert!(mn[0].is_nan() && mn[1].is_nan() && mn[2] == 1.0, "{mn:?}");
 }
 
+/// relu, clamp and the scalar bounds keep a NaN (PyTorch's rule) in both
+/// float dtypes, and treat infinities as ordinary values.
+#[test]
+fn bounds_propagate_nan() {
+    for dtype in [DType::F32, DType::F64] {
+        let x = Tensor::from_vec(vec![f64::NAN, -1.0, 2.0, f64::INFINITY, f64::NEG_INFINITY], [5], &CPU)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        let cases: [(&str, Tensor, [f64; 5]); 4] = [
+            ("relu", x.relu().unwrap(), [f64::NAN, 0.0, 2.0, f64::INFINITY, 0.0]),
+            ("clamp", x.clamp(-0.5, 0.5).unwrap(), [f64::NAN, -0.5, 0.5, 0.5, -0.5]),
+            ("maximum_scalar", x.maximum_scalar(0.0).unwrap(), [f64::NAN, 0.0, 2.0, f64::INFINITY, 0.0]),
+            ("minimum_scalar", x.minimum_scalar(0.0).unwrap(), [f64::NAN, -1.0, 0.0, 0.0, f64::NEG_INFINITY]),
+        ];
+        for (name, got, want) in cases {
+            let got = got.to_f64_vec().unwrap();
+            let same = got.iter().zip(&want).all(|(g, w)| (g.is_nan() && w.is_nan()) || g == w);
+            assert!(same, "{name} {dtype:?}: got {got:?}, want {want:?}");
+        }
+    }
+}
+
 /// Big enough to take the parallel paths (2^15 elements and more), with a
 /// broadcast operand and a transposed one.
 #[test]

@@ -40,21 +40,41 @@ pub fn apply_unary<T: Float>(op: UnaryOp, x: T) -> T {
         UnaryOp::Tanh => x.tanh(),
         UnaryOp::Sigmoid => sigmoid(x),
         UnaryOp::Silu => silu(x),
+        // NaN passes through relu, clamp and the scalar bounds, as in
+        // PyTorch: a NaN must not be silently replaced by a bound.
         UnaryOp::Relu => {
-            if x > T::ZERO {
-                x
-            } else {
+            if x <= T::ZERO {
                 T::ZERO
+            } else {
+                x
             }
         }
         UnaryOp::Abs => x.abs(),
         UnaryOp::Sin => x.sin(),
         UnaryOp::Cos => x.cos(),
         UnaryOp::Powf(e) => x.powf(T::from_f64(e)),
-        UnaryOp::Clamp(lo, hi) => x.max(T::from_f64(lo)).min(T::from_f64(hi)),
+        UnaryOp::Clamp(lo, hi) => {
+            if x.is_nan() {
+                x
+            } else {
+                x.max(T::from_f64(lo)).min(T::from_f64(hi))
+            }
+        }
         UnaryOp::Affine { mul, add } => x * T::from_f64(mul) + T::from_f64(add),
-        UnaryOp::MaxScalar(s) => x.max(T::from_f64(s)),
-        UnaryOp::MinScalar(s) => x.min(T::from_f64(s)),
+        UnaryOp::MaxScalar(s) => {
+            if x.is_nan() {
+                x
+            } else {
+                x.max(T::from_f64(s))
+            }
+        }
+        UnaryOp::MinScalar(s) => {
+            if x.is_nan() {
+                x
+            } else {
+                x.min(T::from_f64(s))
+            }
+        }
         UnaryOp::SiluGrad => silu_grad(x),
         UnaryOp::Step => {
             if x > T::ZERO {

@@ -206,7 +206,45 @@ impl CpuStorage {
 
     /// Uniform [lo, hi) values: element i is `rng::uniform_at(key, start, i)`.
     pub fn rand_uniform(n: usize, dtype: DType, key: u64, start: u64, lo: f64, hi: f64) -> Result<Self> {
-        Self::from_f64_fn(n, dtype, |i| rng::uniform_at(key, start, i, lo, hi))
+        let mut values = Self::from_f64_fn(n, dtype, |i| rng::uniform_at(key, start, i, lo, hi))?;
+        values.keep_below(lo, hi);
+        Ok(values)
+    }
+
+    /// Rounding a draw just under `hi` to a narrow dtype can give `hi`
+    /// itself (bf16 does for about one draw in 500 from [0, 1)), which
+    /// [lo, hi) excludes: such values step down to the next value of the
+    /// dtype, unless that falls below `lo` (a range narrower than one step).
+    /// `cuda/random.cu` applies the same rule.
+    pub(crate) fn keep_below(&mut self, lo: f64, hi: f64) {
+        if !(hi > lo) {
+            return;
+        }
+        fn fix<T: Copy>(v: &mut [T], lo: f64, hi: f64, to_f64: impl Fn(T) -> f64, down: impl Fn(T) -> T) {
+            for x in v.iter_mut().filter(|x| to_f64(**x) >= hi) {
+                let d = down(*x);
+                if to_f64(d) >= lo {
+                    *x = d;
+                }
+            }
+        }
+        // One step down in a 16-bit float's order (the same for f16 and bf16).
+        fn down16(bits: u16) -> u16 {
+            if bits & 0x7fff == 0 {
+                0x8001 // from +-0 to the negative value nearest zero
+            } else if bits & 0x8000 == 0 {
+                bits - 1
+            } else {
+                bits + 1
+            }
+        }
+        match self {
+            CpuStorage::F32(v) => fix(v, lo, hi, |x| x as f64, f32::next_down),
+            CpuStorage::F64(v) => fix(v, lo, hi, |x| x, f64::next_down),
+            CpuStorage::F16(v) => fix(v, lo, hi, |x| x.to_f64(), |x| f16::from_bits(down16(x.to_bits()))),
+            CpuStorage::BF16(v) => fix(v, lo, hi, |x| x.to_f64(), |x| bf16::from_bits(down16(x.to_bits()))),
+            CpuStorage::U32(_) => {}
+        }
     }
 
     /// Normal values: element i is `mean + std * rng::normal_at(key, start, i)`.

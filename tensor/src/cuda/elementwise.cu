@@ -42,15 +42,17 @@ __device__ __forceinline__ A apply_unary(u32 op, A x, A p0, A p1) {
         case U_TANH: return m_tanh(x);
         case U_SIGMOID: return sigmoid(x);
         case U_SILU: return x * sigmoid(x);
-        case U_RELU: return x > A(0) ? x : A(0);
+        // NaN passes through relu, clamp and the scalar bounds (PyTorch's
+        // rule, and the CPU backend's).
+        case U_RELU: return x <= A(0) ? A(0) : x;
         case U_ABS: return m_abs(x);
         case U_SIN: return m_sin(x);
         case U_COS: return m_cos(x);
         case U_POWF: return m_pow(x, p0);
-        case U_CLAMP: return m_min(m_max(x, p0), p1);
+        case U_CLAMP: return m_isnan(x) ? x : m_min(m_max(x, p0), p1);
         case U_AFFINE: return x * p0 + p1;
-        case U_MAX_SCALAR: return m_max(x, p0);
-        case U_MIN_SCALAR: return m_min(x, p0);
+        case U_MAX_SCALAR: return m_isnan(x) ? x : m_max(x, p0);
+        case U_MIN_SCALAR: return m_isnan(x) ? x : m_min(x, p0);
         case U_SILU_GRAD: {
             A s = sigmoid(x);
             return s * (A(1) + x * (A(1) - s));

@@ -37,13 +37,38 @@ __device__ __forceinline__ void philox4x32(u64 key, u64 counter, u32 out[4]) {
 // (word + 1) / 2^32: uniform in (0, 1].
 __device__ __forceinline__ double to_unit(u32 w) { return ((double)w + 1.0) / 4294967296.0; }
 
+// One step down in each type's order: the largest value below x.
+__device__ __forceinline__ float next_down(float x) {
+    if (x == 0.0f) return __uint_as_float(0x80000001u);
+    u32 b = __float_as_uint(x);
+    return __uint_as_float(x > 0.0f ? b - 1 : b + 1);
+}
+__device__ __forceinline__ double next_down(double x) {
+    if (x == 0.0) return __longlong_as_double(0x8000000000000001LL);
+    long long b = __double_as_longlong(x);
+    return __longlong_as_double(x > 0.0 ? b - 1 : b + 1);
+}
+__device__ __forceinline__ unsigned short next_down_16(unsigned short bits) {
+    if ((bits & 0x7fff) == 0) return 0x8001;
+    return (bits & 0x8000) == 0 ? bits - 1 : bits + 1;
+}
+__device__ __forceinline__ f16 next_down(f16 x) { x.bits = next_down_16(x.bits); return x; }
+__device__ __forceinline__ bf16 next_down(bf16 x) { x.bits = next_down_16(x.bits); return x; }
+
 template <typename T>
 __device__ void rand_uniform(T* out, u32 n, u64 key, u64 start, double lo, double hi) {
     FOR_EACH(i, n) {
         u32 w[4];
         philox4x32(key, start + (u64)i, w);
         double u = to_unit(w[0]) - 1.0 / 4294967296.0;
-        out[i] = Num<T>::from_double(lo + (hi - lo) * u);
+        T v = Num<T>::from_double(lo + (hi - lo) * u);
+        // Rounding to T can give hi itself, which [lo, hi) excludes: step
+        // down once, unless that leaves the range (CpuStorage::keep_below).
+        if (hi > lo && Num<T>::to_double(v) >= hi) {
+            T d = next_down(v);
+            if (Num<T>::to_double(d) >= lo) v = d;
+        }
+        out[i] = v;
     }
 }
 
