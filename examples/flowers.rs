@@ -44,6 +44,8 @@ fn find_data() -> Result<(PathBuf, &'static str)> {
 }
 
 fn main() -> Result<()> {
+    // Training frees and reallocates the same large buffers every step.
+    tensor::cpu::keep_freed_memory();
     let mut args = Flowers::parse().train;
     let device = args.device.resolve()?;
     let on_gpu = device.is_cuda();

@@ -6,6 +6,7 @@
 //! Work is split across threads with rayon once it is large enough to pay.
 
 pub mod conv;
+mod allocator;
 pub mod float;
 pub mod group_norm;
 pub mod matmul;
@@ -13,6 +14,7 @@ pub mod pool;
 pub mod upsample;
 
 mod elementwise;
+pub use allocator::keep_freed_memory;
 mod index;
 mod reduce;
 
