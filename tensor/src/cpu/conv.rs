@@ -18,6 +18,8 @@
 //! synchronisation inside the product); otherwise the GEMM gets every thread.
 //! Pointwise convolutions (1x1, stride 1, no padding) skip the unfold: the
 //! image itself is the column matrix.
+//!
+//! CUDA twin: `cuda/conv.cu (im2col, col2im, bias) and cuda/conv.rs (the cuBLAS GEMMs)`.
 
 use rayon::prelude::*;
 

@@ -3,6 +3,8 @@
 //!
 //! Each op is a scalar function applied along strided runs (see
 //! `StridedRows`); the contiguous same-shape case skips index arithmetic.
+//!
+//! CUDA twin: `cuda/elementwise.cu, cuda/optim.cu (the fused updates) and cuda/random.cu (dropout)`.
 
 use super::{contiguous_slice, fill_rows, float::Float, StridedRows, PARALLEL_THRESHOLD};
 use crate::backend::{AdamStep, BinaryOp, CmpOp, UnaryOp};

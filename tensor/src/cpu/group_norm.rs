@@ -17,6 +17,8 @@
 //! The backward is the closed form of the gradient, which per group needs
 //! only two per-channel sums, `sum(dy)` and `sum(dy * (x - mean))`; then
 //! `dx` is again one fused expression per element.
+//!
+//! CUDA twin: `cuda/group_norm.cu`.
 
 use rayon::prelude::*;
 

@@ -1,5 +1,7 @@
 //! Index selection along one dim (embedding lookups) and its adjoint, the
 //! scatter-add that carries gradients back to the selected rows.
+//!
+//! CUDA twin: `cuda/index.cu`.
 
 use crate::{Error, Result};
 

@@ -2,6 +2,8 @@
 //!
 //! `gemm` takes arbitrary row and column strides, so transposed or sliced
 //! operands need no copy: the layout's strides go straight in.
+//!
+//! CUDA twin: `cuda/matmul.rs (cuBLAS)`.
 
 use super::float::Float;
 

@@ -6,6 +6,8 @@
 //! and cache-friendly (row by row) rather than clever. The backward passes
 //! scatter into the input-sized gradient; windows may overlap when
 //! `stride < kernel`, so they accumulate rather than assign.
+//!
+//! CUDA twin: `cuda/pool.cu`.
 
 use rayon::prelude::*;
 

@@ -4,6 +4,8 @@
 //! contiguous rows when it isn't already, and each output element reduces
 //! one contiguous row. Sums accumulate in f64 so that large f32 reductions
 //! stay accurate.
+//!
+//! CUDA twin: `cuda/reduce.cu`.
 
 use super::{float::Float, gather, StridedRows, PARALLEL_THRESHOLD};
 use crate::backend::ReduceOp;

@@ -4,6 +4,8 @@
 //! block, so the forward pass builds each widened output row once and copies
 //! it `scale_h` times, and the backward pass sums each block. Planes are
 //! independent and are the unit of parallel work.
+//!
+//! CUDA twin: `cuda/upsample.cu`.
 
 use rayon::prelude::*;
 

@@ -8,6 +8,8 @@
 // `col2im_T` is its adjoint: each input pixel gathers the columns that read
 // it, so no two threads write the same place and no atomics are needed.
 // `add_bias_T` adds one value per output channel.
+//
+// CPU twin: tensor/src/cpu/conv.rs, the reference these kernels are tested against (tensor/tests/cuda.rs).
 
 struct ConvGeom {
     u32 nb, c, h, w;      // images in this chunk, input channels, input size

@@ -5,6 +5,8 @@
 // the scalar function. Every thread of a launch takes the same branch, so
 // the switch costs a few instructions per element of a memory-bound loop.
 // Arithmetic happens in Num<T>::Acc (float for f16/bf16/f32, double for f64).
+//
+// CPU twin: tensor/src/cpu/elementwise.rs, the reference these kernels are tested against (tensor/tests/cuda.rs).
 
 #define U_NEG 0
 #define U_EXP 1

@@ -12,6 +12,8 @@
 // the block computes them channel by channel, uses them for dx at once, and
 // stores them so `group_norm_param_grads` can sum them over images into
 // grad_gamma and grad_beta (no atomics: deterministic).
+//
+// CPU twin: tensor/src/cpu/group_norm.rs, the reference these kernels are tested against (tensor/tests/cuda.rs).
 
 #define GN_BLOCK 256
 

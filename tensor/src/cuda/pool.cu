@@ -8,6 +8,8 @@
 // Max pooling sends a window's gradient to its first maximum (NaN counts as
 // the maximum), exactly as the CPU backend does; the backward recomputes
 // that choice from the input instead of storing indices.
+//
+// CPU twin: tensor/src/cpu/pool.rs, the reference these kernels are tested against (tensor/tests/cuda.rs).
 
 struct PoolGeom {
     u32 planes, h, w, k, stride, oh, ow;

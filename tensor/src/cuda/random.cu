@@ -6,6 +6,8 @@
 // (scaling, log, cos) is done in double exactly as rng.rs does it; only the
 // final rounding to the output dtype differs in kind from the CPU (f16/bf16
 // round via f32).
+//
+// CPU twin: tensor/src/rng.rs, and cpu/elementwise.rs for dropout, the reference these kernels are tested against (tensor/tests/cuda.rs).
 
 #define PHILOX_M0 0xD2511F53u
 #define PHILOX_M1 0xCD9E8D57u

@@ -13,6 +13,8 @@
 // Everything accumulates in double, so f32 sums are as accurate as the CPU
 // backend's. Max/min propagate NaN; argmax treats NaN as the largest value
 // and returns the first index among equals, as the CPU backend does.
+//
+// CPU twin: tensor/src/cpu/reduce.rs, the reference these kernels are tested against (tensor/tests/cuda.rs).
 
 #define R_SUM 0
 #define R_MAX 1

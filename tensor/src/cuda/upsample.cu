@@ -3,6 +3,8 @@
 // Forward: each output pixel copies input pixel (oy / sh, ox / sw).
 // Backward: each input pixel sums its sh x sw block of the output gradient,
 // one thread per input pixel (a gather: no atomics, deterministic).
+//
+// CPU twin: tensor/src/cpu/upsample.rs, the reference these kernels are tested against (tensor/tests/cuda.rs).
 
 struct UpGeom {
     u32 h, w, sh, sw;  // input size and scales; output is (h*sh, w*sw)
