@@ -219,7 +219,7 @@ impl CpuStorage {
     /// dtype, unless that falls below `lo` (a range narrower than one step).
     /// `cuda/random.cu` applies the same rule.
     pub(crate) fn keep_below(&mut self, lo: f64, hi: f64) {
-        if !(hi > lo) {
+        if lo.is_nan() || hi.is_nan() || hi <= lo {
             return;
         }
         fn fix<T: Copy>(v: &mut [T], lo: f64, hi: f64, to_f64: impl Fn(T) -> f64, down: impl Fn(T) -> T) {

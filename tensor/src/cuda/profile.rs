@@ -63,6 +63,6 @@ pub fn reset() {
 pub fn report() -> Vec<(String, Duration, u64)> {
     let st = STATE.lock().unwrap_or_else(|e| e.into_inner());
     let mut rows: Vec<_> = st.totals.iter().map(|(k, (d, n))| (k.clone(), *d, *n)).collect();
-    rows.sort_by(|a, b| b.1.cmp(&a.1));
+    rows.sort_by_key(|row| std::cmp::Reverse(row.1));
     rows
 }
