@@ -66,3 +66,28 @@ pub fn report() -> Vec<(String, Duration, u64)> {
     rows.sort_by_key(|row| std::cmp::Reverse(row.1));
     rows
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each label is charged the time until the next mark, and a label that
+    /// is still open is left out. (Only this test marks: the rest of the
+    /// suite runs with profiling off.)
+    #[test]
+    fn marks_charge_the_time_to_the_previous_label() {
+        reset();
+        let nap = Duration::from_millis(20);
+        for label in ["launch a", "launch b", "launch a", "still open"] {
+            mark(|| label.to_string(), || {});
+            std::thread::sleep(nap);
+        }
+        let rows = report();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!((rows[0].0.as_str(), rows[0].2), ("launch a", 2));
+        assert_eq!((rows[1].0.as_str(), rows[1].2), ("launch b", 1));
+        assert!(rows[0].1 >= 2 * nap && rows[1].1 >= nap);
+        reset();
+        assert!(report().is_empty());
+    }
+}
