@@ -76,6 +76,15 @@ impl Rng {
     }
 }
 
+/// The word threshold of a Bernoulli(`keep`) draw: `uniform_at(.., 0, 1)`
+/// is `w / 2^32` for the Philox word w, and for an integer w,
+/// `w / 2^32 < keep  <=>  w < ceil(keep * 2^32)` (scaling by 2^32 is exact),
+/// so the draw can be decided on w alone. Dropout masks on both backends
+/// use this.
+pub fn keep_threshold(keep: f64) -> u64 {
+    (keep * 4_294_967_296.0).ceil() as u64
+}
+
 /// The `i`-th value of a uniform [lo, hi) stream starting at `start`.
 pub fn uniform_at(key: u64, start: u64, i: u64, lo: f64, hi: f64) -> f64 {
     let u = to_unit(philox4x32(key, start.wrapping_add(i))[0]) - 1.0 / 4_294_967_296.0;

@@ -336,9 +336,7 @@ pub fn silu_backward<T: Float>(x: &[T], xl: &Layout, g: &[T], gl: &Layout) -> Ve
 /// is `w / 2^32` for the Philox word w, so the test is done on w against
 /// the exact threshold, with no float draw at all.
 pub fn dropout<T: Float>(x: &[T], xl: &Layout, keep: f64, scale: f64, key: u64, start: u64) -> (Vec<T>, Vec<T>) {
-    // w / 2^32 < keep  <=>  w < keep * 2^32  <=>  w < ceil(keep * 2^32)
-    // (w is an integer; scaling by 2^32 is exact).
-    let threshold = (keep * 4_294_967_296.0).ceil() as u64;
+    let threshold = crate::rng::keep_threshold(keep);
     let scale = T::from_f64(scale);
     let x: std::borrow::Cow<[T]> = if xl.is_contiguous() { contiguous_slice(x, xl).into() } else { map1(x, xl, |x| x).into() };
     let mask: Vec<T> = build(x.len(), |s, out| keep_mask(out, key, start.wrapping_add(s as u64), threshold, scale));

@@ -86,7 +86,7 @@ __device__ void rand_normal(T* out, u32 n, u64 key, u64 start, double mean, doub
 }
 
 // Dropout in one pass: mask[i] = scale where word 0 of philox(key, start + i)
-// is below `threshold` (= ceil(keep * 2^32), so the test is u < keep for
+// is below `threshold` (`rng::keep_threshold(keep)`: the test u < keep for
 // u = word / 2^32, as in `bernoulli`), else 0; out = x * mask. Mirrors
 // `cpu::elementwise::dropout`, counter for counter.
 template <typename T>

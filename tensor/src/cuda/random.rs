@@ -44,8 +44,7 @@ pub(crate) fn dropout(x: &CudaStorage, offset: usize, n: usize, keep: f64, scale
         return Ok((out, mask));
     }
     let n32 = check_u32("dropout", n)?;
-    // w / 2^32 < keep  <=>  w < ceil(keep * 2^32) for an integer w.
-    let threshold = (keep * 4_294_967_296.0).ceil() as u64;
+    let threshold = crate::rng::keep_threshold(keep);
     let f = dev.func("random", &format!("dropout_{}", x.dtype.name()))?;
     let (xp, op, mp) = (x.ptr_at(offset), out.ptr(), mask.ptr());
     let mut lb = dev.stream().launch_builder(&f);
