@@ -11,9 +11,6 @@
 //! - Outputs are fresh, contiguous storages.
 //! - Binary and ternary ops receive layouts already broadcast to one shape.
 
-use crate::cpu::conv::Conv2dParams;
-use crate::cpu::group_norm::GroupNormParams;
-use crate::cpu::pool::Pool2dParams;
 use crate::{DType, Layout, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -99,6 +96,74 @@ pub struct AdamStep {
     /// 1 - beta1^t and 1 - beta2^t for the step t being taken.
     pub bias_correction1: f64,
     pub bias_correction2: f64,
+}
+
+/// A 2-D convolution of [batch, in_channels, in_h, in_w] by
+/// [out_channels, in_channels, kernel_h, kernel_w], checked by
+/// `conv2d_params` (kernel at least 1x1 and no larger than the padded input).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dParams {
+    pub batch: usize,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub kernel_h: usize,
+    pub kernel_w: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl Conv2dParams {
+    pub fn out_h(&self) -> usize {
+        (self.in_h + 2 * self.padding - self.kernel_h) / self.stride + 1
+    }
+
+    pub fn out_w(&self) -> usize {
+        (self.in_w + 2 * self.padding - self.kernel_w) / self.stride + 1
+    }
+
+    /// Multiply-adds counted as two flops: `2*N*Cout*Cin*kh*kw*OH*OW`.
+    pub fn flops(&self) -> f64 {
+        let patch = self.in_channels * self.kernel_h * self.kernel_w;
+        2.0 * (self.batch * self.out_channels * patch * self.out_h() * self.out_w()) as f64
+    }
+}
+
+/// A square pooling window of `kernel` moved by `stride` over
+/// [batch, channels, in_h, in_w]; windows never hang off the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pool2dParams {
+    pub batch: usize,
+    pub channels: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub kernel: usize,
+    pub stride: usize,
+}
+
+impl Pool2dParams {
+    /// `(in - kernel) / stride + 1`: windows never hang off the edge.
+    pub fn out_h(&self) -> usize {
+        (self.in_h - self.kernel) / self.stride + 1
+    }
+
+    pub fn out_w(&self) -> usize {
+        (self.in_w - self.kernel) / self.stride + 1
+    }
+}
+
+/// Group normalisation of [batch, channels, spatial...]: channels split
+/// into `groups` equal groups, each normalised over its channels and the
+/// spatial positions of one image.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GroupNormParams {
+    pub batch: usize,
+    pub channels: usize,
+    /// H*W
+    pub spatial: usize,
+    pub groups: usize,
+    pub eps: f64,
 }
 
 /// One backend's storage: a flat buffer of one dtype on one device.

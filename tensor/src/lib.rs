@@ -25,7 +25,7 @@ mod shape;
 mod storage;
 mod tensor;
 
-pub use backend::{AdamStep, BinaryOp, CmpOp, ReduceOp, UnaryOp};
+pub use backend::{AdamStep, BinaryOp, CmpOp, Conv2dParams, GroupNormParams, MatmulDims, Pool2dParams, ReduceOp, UnaryOp};
 pub use device::Device;
 pub use dtype::{DType, WithDType};
 pub use error::{Error, Result};

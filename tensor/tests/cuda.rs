@@ -12,9 +12,9 @@
 
 use proptest::prelude::*;
 use tensor::backend::{AdamStep, BackendStorage, BinaryOp, CmpOp, MatmulDims, ReduceOp, UnaryOp};
-use tensor::cpu::conv::Conv2dParams;
-use tensor::cpu::group_norm::GroupNormParams;
-use tensor::cpu::pool::Pool2dParams;
+use tensor::backend::Conv2dParams;
+use tensor::backend::GroupNormParams;
+use tensor::backend::Pool2dParams;
 use tensor::cpu::CpuStorage;
 use tensor::cuda::{CudaDevice, CudaStorage};
 use tensor::{DType, Layout, Shape};

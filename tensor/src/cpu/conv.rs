@@ -25,35 +25,10 @@ use rayon::prelude::*;
 
 use super::float::Float;
 use super::matmul::{gemm, MatRef};
+use crate::backend::Conv2dParams;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Conv2dParams {
-    pub batch: usize,
-    pub in_channels: usize,
-    pub out_channels: usize,
-    pub in_h: usize,
-    pub in_w: usize,
-    pub kernel_h: usize,
-    pub kernel_w: usize,
-    pub stride: usize,
-    pub padding: usize,
-}
-
+// The CPU kernels' own view of the parameters (defined in `backend.rs`).
 impl Conv2dParams {
-    pub fn out_h(&self) -> usize {
-        (self.in_h + 2 * self.padding - self.kernel_h) / self.stride + 1
-    }
-
-    pub fn out_w(&self) -> usize {
-        (self.in_w + 2 * self.padding - self.kernel_w) / self.stride + 1
-    }
-
-    /// Multiply-adds counted as two flops: `2*N*Cout*Cin*kh*kw*OH*OW`.
-    pub fn flops(&self) -> f64 {
-        2.0 * (self.batch * self.out_channels * self.patch_len() * self.out_h() * self.out_w())
-            as f64
-    }
-
     /// Rows of the unfolded matrix: one per (input channel, kernel tap).
     fn patch_len(&self) -> usize {
         self.in_channels * self.kernel_h * self.kernel_w

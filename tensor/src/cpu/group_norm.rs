@@ -23,17 +23,9 @@
 use rayon::prelude::*;
 
 use super::float::Float;
+use crate::backend::GroupNormParams;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct GroupNormParams {
-    pub batch: usize,
-    pub channels: usize,
-    /// H*W
-    pub spatial: usize,
-    pub groups: usize,
-    pub eps: f64,
-}
-
+// The CPU kernels' own view of the parameters (defined in `backend.rs`).
 impl GroupNormParams {
     fn channels_per_group(&self) -> usize {
         assert!(

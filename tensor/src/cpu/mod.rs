@@ -18,15 +18,12 @@ pub use allocator::keep_freed_memory;
 mod index;
 mod reduce;
 
-use crate::backend::{AdamStep, BackendStorage, BinaryOp, CmpOp, MatmulDims, ReduceOp, UnaryOp};
+use crate::backend::{AdamStep, BackendStorage, BinaryOp, CmpOp, Conv2dParams, GroupNormParams, MatmulDims, Pool2dParams, ReduceOp, UnaryOp};
 use crate::rng;
 use crate::shape::coalesce;
 use crate::{DType, Error, Layout, Result};
-use conv::Conv2dParams;
 use float::Float;
-use group_norm::GroupNormParams;
 use half::{bf16, f16};
-use pool::Pool2dParams;
 use rayon::prelude::*;
 
 /// Below this many elements, threads cost more than they save.

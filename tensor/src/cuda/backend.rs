@@ -4,9 +4,9 @@
 
 use super::{conv, copy, elementwise, group_norm, index, matmul, optim, pool, reduce, upsample, CudaStorage};
 use crate::backend::{AdamStep, BackendStorage, BinaryOp, CmpOp, MatmulDims, ReduceOp, UnaryOp};
-use crate::cpu::conv::Conv2dParams;
-use crate::cpu::group_norm::GroupNormParams;
-use crate::cpu::pool::Pool2dParams;
+use crate::backend::Conv2dParams;
+use crate::backend::GroupNormParams;
+use crate::backend::Pool2dParams;
 use crate::{DType, Layout, Result};
 
 impl BackendStorage for CudaStorage {

@@ -20,7 +20,7 @@
 use super::elementwise::{float_only, same_dtype};
 use super::matmul::{gemm, MatRef};
 use super::{check_u32, launch_cfg, CudaDevice, CudaResultExt, CudaStorage};
-use crate::cpu::conv::Conv2dParams;
+use crate::backend::Conv2dParams;
 use crate::{DType, Error, Layout, Result, Shape};
 use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 

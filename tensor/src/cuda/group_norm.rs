@@ -4,7 +4,7 @@
 
 use super::elementwise::{float_only, same_dtype};
 use super::{check_u32, launch_cfg, CudaResultExt, CudaStorage};
-use crate::cpu::group_norm::GroupNormParams;
+use crate::backend::GroupNormParams;
 use crate::{Error, Layout, Result};
 use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 

@@ -6,7 +6,7 @@
 
 use super::elementwise::{float_only, same_dtype};
 use super::{check_u32, launch_cfg, CudaResultExt, CudaStorage};
-use crate::cpu::pool::Pool2dParams;
+use crate::backend::Pool2dParams;
 use crate::{Error, Layout, Result};
 use cudarc::driver::{DeviceRepr, PushKernelArg};
 

@@ -3,9 +3,9 @@
 //! calls. All take and return NCHW tensors.
 
 use crate::backend::BackendStorage;
-use crate::cpu::conv::Conv2dParams;
-use crate::cpu::group_norm::GroupNormParams;
-use crate::cpu::pool::Pool2dParams;
+use crate::backend::Conv2dParams;
+use crate::backend::GroupNormParams;
+use crate::backend::Pool2dParams;
 use crate::storage::dispatch;
 use crate::{Error, Result, Shape, Tensor};
 
