@@ -1,8 +1,15 @@
 //! The seam between the tensor front end and the devices.
 //!
-//! `Tensor` methods check shapes and build layouts; then they call one method
-//! of `BackendStorage`, which both the CPU storage and the CUDA storage
-//! implement. Adding a device means implementing this trait, nothing else.
+//! `Tensor` methods (in `ops/`) check shapes and build layouts; then they
+//! call one method of `BackendStorage`, which the CPU storage (`cpu/`) and
+//! the CUDA storage (`cuda/`) implement. This file holds everything both
+//! sides agree on: the op descriptions (`UnaryOp`, `Conv2dParams`, ...) and
+//! the trait itself.
+//!
+//! Adding a device means implementing this trait for its storage, then
+//! giving it one variant in `Device` (device.rs) and in `Storage`, and one
+//! arm in each of `Storage`'s constructors and in `dispatch!` (storage.rs).
+//! Nothing in `ops/` or `tensor.rs` names a device.
 //!
 //! Conventions every implementation follows:
 //! - Inputs come with a `Layout` (any strides, any offset) unless the method
@@ -10,8 +17,12 @@
 //!   which is where their first element sits.
 //! - Outputs are fresh, contiguous storages.
 //! - Binary and ternary ops receive layouts already broadcast to one shape.
+//! - A few methods have default bodies built from the others; a backend
+//!   overrides them when it has a faster, fused kernel (the CPU does for
+//!   `silu_backward`, `dropout`, `add_assign` and `cat`).
 
-use crate::{DType, Layout, Result};
+use crate::cpu::CpuStorage;
+use crate::{DType, Layout, Result, Shape};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum UnaryOp {
@@ -168,6 +179,26 @@ pub struct GroupNormParams {
 
 /// One backend's storage: a flat buffer of one dtype on one device.
 pub trait BackendStorage: Sized {
+    /// What says where a new storage goes: `CpuDevice`, `CudaDevice`.
+    type Device;
+
+    // ---- creation and transfer ------------------------------------------
+
+    /// `n` copies of `value`, converted to `dtype`.
+    fn full(device: &Self::Device, n: usize, dtype: DType, value: f64) -> Result<Self>;
+    /// Uniform [lo, hi) values: element i is `rng::uniform_at(key, start, i, lo, hi)`.
+    #[allow(clippy::too_many_arguments)]
+    fn rand_uniform(device: &Self::Device, n: usize, dtype: DType, key: u64, start: u64, lo: f64, hi: f64) -> Result<Self>;
+    /// Normal values: element i is `mean + std * rng::normal_at(key, start, i)`.
+    #[allow(clippy::too_many_arguments)]
+    fn rand_normal(device: &Self::Device, n: usize, dtype: DType, key: u64, start: u64, mean: f64, std: f64) -> Result<Self>;
+    /// A copy of a host storage on `device`.
+    fn from_cpu(device: &Self::Device, cpu: &CpuStorage) -> Result<Self>;
+    /// A copy of the whole storage on the host.
+    fn to_cpu(&self) -> Result<CpuStorage>;
+    /// The device this storage lives on.
+    fn device(&self) -> Self::Device;
+
     fn dtype(&self) -> DType;
     /// Number of elements held.
     fn len(&self) -> usize;
@@ -223,4 +254,50 @@ pub trait BackendStorage: Sized {
     fn adam_update(&mut self, grad: &Self, m: &mut Self, v: &mut Self, step: &AdamStep) -> Result<()>;
     /// `self = decay * self + (1 - decay) * src`
     fn ema_update(&mut self, src: &Self, decay: f64) -> Result<()>;
+
+    // ---- fused fast paths, with plain defaults ---------------------------
+
+    /// `grad * silu'(self)`, the input gradient of silu; both layouts have
+    /// one shape and dtype. The default runs two kernels (silu' into a
+    /// temporary, then the product); a backend may fuse them into one pass.
+    fn silu_backward(&self, layout: &Layout, grad: &Self, grad_layout: &Layout) -> Result<Self> {
+        let slope = self.unary(layout, UnaryOp::SiluGrad)?;
+        grad.binary(grad_layout, &slope, &Layout::contiguous(layout.shape().clone()), BinaryOp::Mul)
+    }
+
+    /// Inverted dropout in one pass: `(x * mask, mask)` where `mask[i]` is
+    /// `scale` when element i's uniform draw `rng::uniform_at(key, start, i,
+    /// 0, 1)` is below `keep`, else 0. `None` (the default) when this
+    /// backend has no fused kernel for this dtype: the front end then draws
+    /// the same mask with `bernoulli` and multiplies.
+    #[allow(clippy::too_many_arguments)]
+    fn dropout(&self, _layout: &Layout, _keep: f64, _scale: f64, _key: u64, _start: u64) -> Result<Option<(Self, Self)>> {
+        Ok(None)
+    }
+
+    /// `self += src` in place, for a contiguous `src` with as many elements
+    /// as `self` (gradient accumulation). Returns false, having done
+    /// nothing, when the backend cannot (the default): the front end then
+    /// adds into a new storage.
+    fn add_assign(&mut self, _src: &Self, _src_layout: &Layout) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// Joins `parts` (one dtype, equal dims except `dim`) along `dim` into a
+    /// new contiguous storage. The default zero-fills the output and copies
+    /// each part into its window.
+    fn cat(parts: &[(&Self, &Layout)], dim: usize) -> Result<Self> {
+        let (first, first_layout) = parts[0];
+        let mut dims = first_layout.dims().to_vec();
+        dims[dim] = parts.iter().map(|(_, l)| l.dims()[dim]).sum();
+        let out_layout = Layout::contiguous(Shape::from(dims));
+        let mut out = Self::full(&first.device(), out_layout.elem_count(), first.dtype(), 0.0)?;
+        let mut start = 0;
+        for &(part, layout) in parts {
+            let window = out_layout.narrow(dim, start, layout.dims()[dim]);
+            out.copy_into(&window, part, layout)?;
+            start += layout.dims()[dim];
+        }
+        Ok(out)
+    }
 }

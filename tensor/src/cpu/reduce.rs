@@ -7,7 +7,10 @@
 //!
 //! CUDA twin: `cuda/reduce.cu`.
 
-use super::{float::Float, gather, StridedRows, PARALLEL_THRESHOLD};
+use super::copy::gather;
+use super::float::Float;
+use super::strided::StridedRows;
+use super::PARALLEL_THRESHOLD;
 use crate::backend::ReduceOp;
 use crate::Layout;
 use rayon::prelude::*;

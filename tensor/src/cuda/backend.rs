@@ -2,14 +2,41 @@
 //! the module that owns the kernel. Checks that concern every op (dtypes,
 //! devices, contiguity) live in those modules, next to the launches.
 
-use super::{conv, copy, elementwise, group_norm, index, matmul, optim, pool, reduce, upsample, CudaStorage};
+use super::{conv, copy, elementwise, group_norm, index, matmul, optim, pool, random, reduce, upsample, CudaDevice, CudaStorage};
 use crate::backend::{AdamStep, BackendStorage, BinaryOp, CmpOp, MatmulDims, ReduceOp, UnaryOp};
 use crate::backend::Conv2dParams;
 use crate::backend::GroupNormParams;
 use crate::backend::Pool2dParams;
+use crate::cpu::CpuStorage;
 use crate::{DType, Layout, Result};
 
 impl BackendStorage for CudaStorage {
+    type Device = CudaDevice;
+
+    fn full(device: &CudaDevice, n: usize, dtype: DType, value: f64) -> Result<Self> {
+        device.full(n, dtype, value)
+    }
+
+    fn rand_uniform(device: &CudaDevice, n: usize, dtype: DType, key: u64, start: u64, lo: f64, hi: f64) -> Result<Self> {
+        random::uniform(device, n, dtype, key, start, lo, hi)
+    }
+
+    fn rand_normal(device: &CudaDevice, n: usize, dtype: DType, key: u64, start: u64, mean: f64, std: f64) -> Result<Self> {
+        random::normal(device, n, dtype, key, start, mean, std)
+    }
+
+    fn from_cpu(device: &CudaDevice, cpu: &CpuStorage) -> Result<Self> {
+        device.from_cpu(cpu)
+    }
+
+    fn to_cpu(&self) -> Result<CpuStorage> {
+        CudaStorage::to_cpu(self)
+    }
+
+    fn device(&self) -> CudaDevice {
+        CudaStorage::device(self).clone()
+    }
+
     fn dtype(&self) -> DType {
         self.dtype
     }
@@ -112,5 +139,17 @@ impl BackendStorage for CudaStorage {
 
     fn ema_update(&mut self, src: &Self, decay: f64) -> Result<()> {
         optim::ema(self, src, decay)
+    }
+
+    fn dropout(&self, layout: &Layout, keep: f64, scale: f64, key: u64, start: u64) -> Result<Option<(Self, Self)>> {
+        // The kernel walks one contiguous run: gather a strided input first.
+        let gathered;
+        let (x, offset) = if layout.is_contiguous() {
+            (self, layout.offset())
+        } else {
+            gathered = copy::cast(self, layout, self.dtype)?;
+            (&gathered, 0)
+        };
+        random::dropout(x, offset, layout.elem_count(), keep, scale, key, start).map(Some)
     }
 }

@@ -444,14 +444,6 @@ impl CudaStorage {
         })
     }
 
-    /// Dropout of a contiguous run of `n` elements from `offset`: returns
-    /// (x * mask, mask), mask = `scale` with probability `keep`, else 0,
-    /// drawn from Philox counters `start..start + n` under `key`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn dropout(&self, offset: usize, n: usize, keep: f64, scale: f64, key: u64, start: u64) -> Result<(CudaStorage, CudaStorage)> {
-        random::dropout(self, offset, n, keep, scale, key, start)
-    }
-
     /// A copy of the whole storage on the same device.
     pub fn try_clone(&self) -> Result<CudaStorage> {
         let out = self.device.alloc(self.len, self.dtype)?;

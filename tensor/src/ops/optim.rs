@@ -3,7 +3,7 @@
 //! parameter's storage so that every holder of the tensor sees the update.
 
 use crate::backend::{AdamStep, BackendStorage};
-use crate::storage::{device_mismatch, Storage};
+use crate::storage::dispatch;
 use crate::{Error, Result, Tensor};
 
 fn check_whole(op: &'static str, t: &Tensor) -> Result<()> {
@@ -28,11 +28,7 @@ impl Tensor {
         let grad = grad.whole()?;
         let gs = grad.storage();
         let (mut ps, mut ms, mut vs) = (self.storage_mut(), m.storage_mut(), v.storage_mut());
-        match (&mut *ps, &*gs, &mut *ms, &mut *vs) {
-            (Storage::Cpu(p), Storage::Cpu(g), Storage::Cpu(m), Storage::Cpu(v)) => p.adam_update(g, m, v, step),
-            (Storage::Cuda(p), Storage::Cuda(g), Storage::Cuda(m), Storage::Cuda(v)) => p.adam_update(g, m, v, step),
-            (p, g, ..) => Err(device_mismatch("adam_update_", p, g)),
-        }
+        dispatch!("adam_update_", (&mut *ps, &*gs, &mut *ms, &mut *vs), |p, g, m, v; _wrap| p.adam_update(g, m, v, step))
     }
 
     /// `self = decay * self + (1 - decay) * src`, in place.
@@ -47,10 +43,6 @@ impl Tensor {
         }
         let ss = src.storage();
         let mut ds = self.storage_mut();
-        match (&mut *ds, &*ss) {
-            (Storage::Cpu(d), Storage::Cpu(s)) => d.ema_update(s, decay),
-            (Storage::Cuda(d), Storage::Cuda(s)) => d.ema_update(s, decay),
-            (d, s) => Err(device_mismatch("ema_update_", d, s)),
-        }
+        dispatch!("ema_update_", (&mut *ds, &*ss), |d, s; _wrap| d.ema_update(s, decay))
     }
 }
