@@ -83,6 +83,63 @@ pub enum ReduceOp {
     ArgMax,
 }
 
+impl UnaryOp {
+    /// How the op travels to a kernel that takes it as data: its number
+    /// (`U_*` in cuda/elementwise.cu) and up to two scalar parameters.
+    pub fn code(self) -> (u32, f64, f64) {
+        match self {
+            UnaryOp::Neg => (0, 0.0, 0.0),
+            UnaryOp::Exp => (1, 0.0, 0.0),
+            UnaryOp::Log => (2, 0.0, 0.0),
+            UnaryOp::Sqrt => (3, 0.0, 0.0),
+            UnaryOp::Sqr => (4, 0.0, 0.0),
+            UnaryOp::Recip => (5, 0.0, 0.0),
+            UnaryOp::Tanh => (6, 0.0, 0.0),
+            UnaryOp::Sigmoid => (7, 0.0, 0.0),
+            UnaryOp::Silu => (8, 0.0, 0.0),
+            UnaryOp::Relu => (9, 0.0, 0.0),
+            UnaryOp::Abs => (10, 0.0, 0.0),
+            UnaryOp::Sin => (11, 0.0, 0.0),
+            UnaryOp::Cos => (12, 0.0, 0.0),
+            UnaryOp::Powf(e) => (13, e, 0.0),
+            UnaryOp::Clamp(lo, hi) => (14, lo, hi),
+            UnaryOp::Affine { mul, add } => (15, mul, add),
+            UnaryOp::MaxScalar(s) => (16, s, 0.0),
+            UnaryOp::MinScalar(s) => (17, s, 0.0),
+            UnaryOp::SiluGrad => (18, 0.0, 0.0),
+            UnaryOp::Step => (19, 0.0, 0.0),
+        }
+    }
+}
+
+impl BinaryOp {
+    /// The op's number in the kernels (`B_*` in cuda/elementwise.cu).
+    pub fn code(self) -> u32 {
+        match self {
+            BinaryOp::Add => 0,
+            BinaryOp::Sub => 1,
+            BinaryOp::Mul => 2,
+            BinaryOp::Div => 3,
+            BinaryOp::Maximum => 4,
+            BinaryOp::Minimum => 5,
+        }
+    }
+}
+
+impl CmpOp {
+    /// The op's number in the kernels (`C_*` in cuda/elementwise.cu).
+    pub fn code(self) -> u32 {
+        match self {
+            CmpOp::Eq => 0,
+            CmpOp::Ne => 1,
+            CmpOp::Lt => 2,
+            CmpOp::Le => 3,
+            CmpOp::Gt => 4,
+            CmpOp::Ge => 5,
+        }
+    }
+}
+
 /// A batched matrix product: `batch` products of [m, k] @ [k, n]. Each
 /// operand's layout is [batch, rows, cols] (batch stride 0 when broadcast).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //! CUDA twin: `cuda/backend.rs`.
 
 use super::copy::{gather, scatter};
-use super::{check_same, conv, elementwise, group_norm, index, matmul, optim, pool, random, reduce, unsupported, upsample};
+use super::{check_same, conv, elementwise, group_norm, index_select, matmul, optim, pool, random, reduce, unsupported, upsample};
 use super::strided::contiguous_slice;
 use super::{CpuDevice, CpuStorage};
 use crate::backend::{AdamStep, BackendStorage, BinaryOp, CmpOp, Conv2dParams, GroupNormParams, MatmulDims, Pool2dParams, ReduceOp, UnaryOp};
@@ -292,23 +292,23 @@ impl BackendStorage for CpuStorage {
 
     fn index_select(&self, layout: &Layout, indices: &Self, il: &Layout, dim: usize) -> Result<Self> {
         let idx = indices_of("index_select", indices, il)?;
-        index::check_bounds("index_select", &idx, layout.dims()[dim])?;
+        index_select::check_bounds("index_select", &idx, layout.dims()[dim])?;
         Ok(match self {
-            CpuStorage::F32(v) => CpuStorage::F32(index::index_select(contiguous_slice(v, layout), layout.dims(), &idx, dim)),
-            CpuStorage::F64(v) => CpuStorage::F64(index::index_select(contiguous_slice(v, layout), layout.dims(), &idx, dim)),
-            CpuStorage::F16(v) => CpuStorage::F16(index::index_select(contiguous_slice(v, layout), layout.dims(), &idx, dim)),
-            CpuStorage::BF16(v) => CpuStorage::BF16(index::index_select(contiguous_slice(v, layout), layout.dims(), &idx, dim)),
-            CpuStorage::U32(v) => CpuStorage::U32(index::index_select(contiguous_slice(v, layout), layout.dims(), &idx, dim)),
+            CpuStorage::F32(v) => CpuStorage::F32(index_select::index_select(contiguous_slice(v, layout), layout.dims(), &idx, dim)),
+            CpuStorage::F64(v) => CpuStorage::F64(index_select::index_select(contiguous_slice(v, layout), layout.dims(), &idx, dim)),
+            CpuStorage::F16(v) => CpuStorage::F16(index_select::index_select(contiguous_slice(v, layout), layout.dims(), &idx, dim)),
+            CpuStorage::BF16(v) => CpuStorage::BF16(index_select::index_select(contiguous_slice(v, layout), layout.dims(), &idx, dim)),
+            CpuStorage::U32(v) => CpuStorage::U32(index_select::index_select(contiguous_slice(v, layout), layout.dims(), &idx, dim)),
         })
     }
 
     fn index_add(&mut self, dims: &[usize], indices: &Self, il: &Layout, src: &Self, sl: &Layout, dim: usize) -> Result<()> {
         let idx = indices_of("index_add", indices, il)?;
-        index::check_bounds("index_add", &idx, dims[dim])?;
+        index_select::check_bounds("index_add", &idx, dims[dim])?;
         check_same("index_add", self, src)?;
         match (self, src) {
-            (CpuStorage::F32(d), CpuStorage::F32(s)) => index::index_add(d, dims, &idx, &gather(s, sl), dim),
-            (CpuStorage::F64(d), CpuStorage::F64(s)) => index::index_add(d, dims, &idx, &gather(s, sl), dim),
+            (CpuStorage::F32(d), CpuStorage::F32(s)) => index_select::index_add(d, dims, &idx, &gather(s, sl), dim),
+            (CpuStorage::F64(d), CpuStorage::F64(s)) => index_select::index_add(d, dims, &idx, &gather(s, sl), dim),
             (d, _) => return Err(unsupported("index_add", d.dtype())),
         }
         Ok(())

@@ -19,7 +19,7 @@
 //! Pointwise convolutions (1x1, stride 1, no padding) skip the unfold: the
 //! image itself is the column matrix.
 //!
-//! CUDA twin: `cuda/conv.cu (im2col, col2im, bias) and cuda/conv.rs (the cuBLAS GEMMs)`.
+//! CUDA twin: `cuda/conv.rs` (launches, cuBLAS GEMMs) and `cuda/conv.cu` (im2col, col2im, bias).
 
 use rayon::prelude::*;
 

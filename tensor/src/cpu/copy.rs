@@ -1,7 +1,7 @@
 //! Moving elements: strided gathers and scatters, fills, dtype casts and
 //! concatenation.
 //!
-//! CUDA twin: `cuda/copy.rs` and `cuda/copy.cu`.
+//! CUDA twin: `cuda/copy.rs` (launches) and `cuda/copy.cu` (kernels).
 
 use super::strided::{contiguous_slice, fill_rows, StridedRows};
 use super::{CpuStorage, PARALLEL_THRESHOLD};

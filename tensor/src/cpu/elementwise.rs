@@ -4,7 +4,7 @@
 //! Each op is a scalar function applied along strided runs (see
 //! `StridedRows`); the contiguous same-shape case skips index arithmetic.
 //!
-//! CUDA twin: `cuda/elementwise.rs` and `cuda/elementwise.cu`.
+//! CUDA twin: `cuda/elementwise.rs` (launches) and `cuda/elementwise.cu` (kernels).
 
 use super::float::Float;
 use super::strided::{contiguous_slice, fill_rows, StridedRows};

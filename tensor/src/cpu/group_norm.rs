@@ -18,7 +18,7 @@
 //! only two per-channel sums, `sum(dy)` and `sum(dy * (x - mean))`; then
 //! `dx` is again one fused expression per element.
 //!
-//! CUDA twin: `cuda/group_norm.cu`.
+//! CUDA twin: `cuda/group_norm.rs` (launches) and `cuda/group_norm.cu` (kernels).
 
 use rayon::prelude::*;
 

@@ -3,7 +3,7 @@
 //! `gemm` takes arbitrary row and column strides, so transposed or sliced
 //! operands need no copy: the layout's strides go straight in.
 //!
-//! CUDA twin: `cuda/matmul.rs (cuBLAS)`.
+//! CUDA twin: `cuda/matmul.rs` (cuBLAS; no kernel file).
 
 use super::float::Float;
 use crate::backend::MatmulDims;

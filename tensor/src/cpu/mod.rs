@@ -13,7 +13,7 @@ mod copy;
 mod elementwise;
 pub mod float;
 pub mod group_norm;
-mod index;
+mod index_select;
 pub mod matmul;
 mod optim;
 pub mod pool;

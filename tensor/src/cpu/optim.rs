@@ -3,7 +3,7 @@
 //! separate tensor ops, an Adam step would read and write them about a
 //! dozen times).
 //!
-//! CUDA twin: `cuda/optim.rs` and `cuda/optim.cu`.
+//! CUDA twin: `cuda/optim.rs` (launches) and `cuda/optim.cu` (kernels).
 
 use super::float::Float;
 use super::PARALLEL_THRESHOLD;

@@ -7,7 +7,7 @@
 //! scatter into the input-sized gradient; windows may overlap when
 //! `stride < kernel`, so they accumulate rather than assign.
 //!
-//! CUDA twin: `cuda/pool.cu`.
+//! CUDA twin: `cuda/pool.rs` (launches) and `cuda/pool.cu` (kernels).
 
 use rayon::prelude::*;
 

@@ -4,7 +4,7 @@
 //! produce the same values, and a split of the work across threads changes
 //! nothing.
 //!
-//! CUDA twin: `cuda/random.rs` and `cuda/random.cu`.
+//! CUDA twin: `cuda/random.rs` (launches) and `cuda/random.cu` (kernels).
 
 use super::elementwise::{build, has_avx2, map1, zip_slice};
 use super::float::Float;

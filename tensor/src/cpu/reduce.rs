@@ -5,7 +5,7 @@
 //! one contiguous row. Sums accumulate in f64 so that large f32 reductions
 //! stay accurate.
 //!
-//! CUDA twin: `cuda/reduce.cu`.
+//! CUDA twin: `cuda/reduce.rs` (launches) and `cuda/reduce.cu` (kernels).
 
 use super::copy::gather;
 use super::float::Float;

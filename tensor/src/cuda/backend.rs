@@ -1,8 +1,10 @@
 //! `BackendStorage` for `CudaStorage`: the trait's methods, each handed to
 //! the module that owns the kernel. Checks that concern every op (dtypes,
 //! devices, contiguity) live in those modules, next to the launches.
+//!
+//! CPU twin: `cpu/backend.rs`.
 
-use super::{conv, copy, elementwise, group_norm, index, matmul, optim, pool, random, reduce, upsample, CudaDevice, CudaStorage};
+use super::{conv, copy, elementwise, group_norm, index_select, matmul, optim, pool, random, reduce, upsample, CudaDevice, CudaStorage};
 use crate::backend::{AdamStep, BackendStorage, BinaryOp, CmpOp, MatmulDims, ReduceOp, UnaryOp};
 use crate::backend::Conv2dParams;
 use crate::backend::GroupNormParams;
@@ -126,11 +128,11 @@ impl BackendStorage for CudaStorage {
     }
 
     fn index_select(&self, layout: &Layout, indices: &Self, il: &Layout, dim: usize) -> Result<Self> {
-        index::index_select(self, layout, indices, il, dim)
+        index_select::index_select(self, layout, indices, il, dim)
     }
 
     fn index_add(&mut self, dims: &[usize], indices: &Self, il: &Layout, src: &Self, sl: &Layout, dim: usize) -> Result<()> {
-        index::index_add(self, dims, indices, il, src, sl, dim)
+        index_select::index_add(self, dims, indices, il, src, sl, dim)
     }
 
     fn adam_update(&mut self, grad: &Self, m: &mut Self, v: &mut Self, step: &AdamStep) -> Result<()> {

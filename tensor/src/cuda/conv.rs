@@ -16,6 +16,8 @@
 //! forward and grad-input passes: the image itself is the column matrix.
 //! The unfolded matrix is built a chunk of images at a time, so its scratch
 //! memory stays under `MAX_COL_BYTES` whatever the batch size.
+//!
+//! CPU twin: `cpu/conv.rs`.
 
 use super::elementwise::{float_only, same_dtype};
 use super::matmul::{gemm, MatRef};

@@ -3,6 +3,8 @@
 //! Forward kernels run one thread per output pixel; backward kernels one
 //! thread per input pixel gathering from the windows that cover it, so they
 //! need no atomics and give the same result on every run.
+//!
+//! CPU twin: `cpu/pool.rs`.
 
 use super::elementwise::{float_only, same_dtype};
 use super::{check_u32, launch_cfg, CudaResultExt, CudaStorage};
