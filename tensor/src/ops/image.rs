@@ -34,6 +34,9 @@ pub fn conv2d_params(input: &[usize], weight: &[usize], stride: usize, padding: 
     let (&[n, c, h, w], &[co, ci, kh, kw]) = (input, weight) else {
         return Err(Error::ShapeMismatch { op: "conv2d", lhs: Shape::from(input), rhs: Shape::from(weight) });
     };
+    if kh == 0 || kw == 0 {
+        return Err(Error::BadShape { op: "conv2d", shape: Shape::from(weight), msg: format!("the kernel is {kh}x{kw}; it must be at least 1x1") });
+    }
     if ci != c || stride == 0 || kh > h + 2 * padding || kw > w + 2 * padding {
         return Err(Error::ShapeMismatch { op: "conv2d", lhs: Shape::from(input), rhs: Shape::from(weight) });
     }

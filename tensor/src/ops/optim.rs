@@ -26,6 +26,14 @@ impl Tensor {
             check_whole("adam_update_", t)?;
         }
         let grad = grad.whole()?;
+        // Four locks follow (one read, three writes); a storage named twice
+        // would wait on itself forever.
+        let named = [("parameter", self), ("gradient", &grad), ("m", m), ("v", v)];
+        for (i, (a, ta)) in named.iter().enumerate() {
+            if let Some((b, _)) = named[i + 1..].iter().find(|(_, tb)| ta.same_storage(tb)) {
+                return Err(Error::BadArgument { op: "adam_update_", msg: format!("the {a} and the {b} share one storage; each needs its own") });
+            }
+        }
         let gs = grad.storage();
         let (mut ps, mut ms, mut vs) = (self.storage_mut(), m.storage_mut(), v.storage_mut());
         dispatch!("adam_update_", (&mut *ps, &*gs, &mut *ms, &mut *vs), |p, g, m, v; _wrap| p.adam_update(g, m, v, step))
