@@ -320,6 +320,15 @@ fn conv2d_planned<T: Float>(
     if out.is_empty() {
         return out;
     }
+    if k == 0 {
+        // No input channels: each output is a sum over nothing plus its bias.
+        if let Some(b) = bias {
+            for (plane, &bv) in out.chunks_exact_mut(ohw).zip(b.iter().cycle()) {
+                plane.fill(bv);
+            }
+        }
+        return out;
+    }
     let w = row_major(weight, k);
     for_each_chunk(
         plan,
@@ -400,7 +409,8 @@ fn conv2d_backward_input_planned<T: Float>(
     assert_eq!(grad_out.len(), p.batch * p.out_image());
     assert_eq!(weight.len(), cout * k);
     let mut grad_in = vec![T::ZERO; p.batch * p.in_image()];
-    if grad_in.is_empty() || ohw == 0 {
+    if grad_in.is_empty() || ohw == 0 || cout == 0 {
+        // No output positions or channels: nothing flows back.
         return grad_in;
     }
     let wt = transposed(weight, k);

@@ -75,13 +75,17 @@ impl Tensor {
             .collect()
     }
 
-    /// `n` nearly equal pieces along `dim` (the last may be smaller), as torch.chunk.
+    /// `n` nearly equal pieces along `dim` (the last may be smaller), as
+    /// torch.chunk: an empty dim gives `n` empty pieces.
     pub fn chunk(&self, n: usize, dim: usize) -> Result<Vec<Tensor>> {
         self.check_dim("chunk", dim)?;
         if n == 0 {
             return Err(Error::BadArgument { op: "chunk", msg: "cannot split into 0 chunks".into() });
         }
         let size = self.dims()[dim];
+        if size == 0 {
+            return self.split(&vec![0; n], dim);
+        }
         let step = size.div_ceil(n).max(1);
         let mut sizes = Vec::new();
         let mut left = size;
