@@ -259,6 +259,9 @@ pub trait BackendStorage: Sized {
     fn dtype(&self) -> DType;
     /// Number of elements held.
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 
     fn to_dtype(&self, layout: &Layout, dtype: DType) -> Result<Self>;
     /// The elements of `layout`, gathered into a contiguous storage.

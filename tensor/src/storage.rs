@@ -111,6 +111,14 @@ impl Storage {
         })
     }
 
+    /// A host storage moved onto `device` (no copy when that is the host).
+    pub fn from_cpu(device: &Device, cpu: CpuStorage) -> Result<Storage> {
+        Ok(match device {
+            Device::Cpu => Storage::Cpu(cpu),
+            Device::Cuda(d) => Storage::Cuda(CudaStorage::from_cpu(d, &cpu)?),
+        })
+    }
+
     /// A copy of this storage on `device`, by way of the host unless it
     /// already is there.
     pub fn to_device(&self, device: &Device) -> Result<Storage> {

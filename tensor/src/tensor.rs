@@ -91,9 +91,7 @@ impl Tensor {
         if data.len() != shape.elem_count() {
             return Err(Error::DataLength { op: "from_vec", len: data.len(), shape });
         }
-        let cpu = Storage::Cpu(T::into_storage(data));
-        let storage = if device.is_cpu() { cpu } else { cpu.to_device(device)? };
-        Ok(Tensor::from_storage(storage, shape))
+        Ok(Tensor::from_storage(Storage::from_cpu(device, T::into_storage(data))?, shape))
     }
 
     pub fn from_slice<T: WithDType>(data: &[T], shape: impl Into<Shape>, device: &Device) -> Result<Tensor> {

@@ -101,8 +101,6 @@ impl CpuStorage {
         })
     }
 
-    /// The elements of `layout` as f64, for printing and tests.
-
     /// Joins `parts` (one dtype, equal dims except `dim`) along `dim` into
     /// a new contiguous storage. Each output element is written once, by
     /// copying whole blocks, instead of into zeros first (see
