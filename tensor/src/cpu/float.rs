@@ -2,6 +2,9 @@
 //!
 //! Kernels are generic over `Float`, so one source serves f32 (the working
 //! type) and f64 (references and gradient checks).
+//!
+//! CUDA twin: `cuda/common.cuh` (`Num<T>` and the math helpers every
+//! kernel is written over).
 
 use std::fmt::{Debug, Display};
 use std::iter::Sum;
