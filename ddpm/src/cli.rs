@@ -187,7 +187,7 @@ pub struct TrainArgs {
     pub tf32: bool,
     /// When stderr is not a terminal (a log file), print a progress line
     /// this often, in seconds.
-    #[arg(long, default_value_t = crate::train::PROGRESS_EVERY.as_secs_f64())]
+    #[arg(long, default_value_t = crate::train::PROGRESS_EVERY.as_secs_f64(), allow_negative_numbers = true)]
     pub progress_every: f64,
 }
 
@@ -610,4 +610,31 @@ fn sample(args: &SampleArgs) -> Result<()> {
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_report_prints_each_cause_once() {
+        #[derive(Debug)]
+        struct Source;
+        impl std::fmt::Display for Source {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("disk full")
+            }
+        }
+        impl std::error::Error for Source {}
+        // A context that already quotes its source, and one that does not.
+        let err = anyhow::Error::new(Source).context("cannot write a.png: disk full").context("saving the grid");
+        assert_eq!(error_report(&err), "error: saving the grid\n  caused by: cannot write a.png: disk full");
+    }
+
+    #[test]
+    fn counts_read_as_words() {
+        assert_eq!(plural(1, "image"), "1 image");
+        assert_eq!(plural(0, "image"), "0 images");
+        assert_eq!(plural(16, "image"), "16 images");
+    }
 }
