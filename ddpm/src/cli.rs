@@ -565,6 +565,9 @@ fn sample(args: &SampleArgs) -> Result<()> {
         None => initial_noise(args.n, s, &device, &mut rng)?,
     };
     let n = noise.dims()[0];
+    if n == 0 {
+        bail!("{}: the noise holds no images", args.noise.as_deref().unwrap_or(Path::new("--noise")).display());
+    }
     let schedule = Schedule::default();
     let total = match args.sampler {
         Sampler::Ddpm => schedule.steps(),
