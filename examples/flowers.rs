@@ -47,6 +47,12 @@ fn main() -> Result<()> {
     // Training frees and reallocates the same large buffers every step.
     tensor::cpu::keep_freed_memory();
     let mut args = Flowers::parse().train;
+    args.validate()?;
+    // A resumed run keeps its own choices where none are given (with the
+    // default run directory, those of the default recipe).
+    if args.out.is_some() {
+        args.take_choices_of_resumed_run()?;
+    }
     let device = args.device.resolve()?;
     let on_gpu = device.is_cuda();
     // Resolve once; the trainer gets the same device again.

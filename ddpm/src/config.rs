@@ -89,6 +89,19 @@ impl UNetConfig {
         if self.blocks_per_level == 0 {
             return bad("blocks_per_level must be at least 1".into());
         }
+        // Far beyond any preset, but small enough that building the model
+        // cannot ask for absurd memory: a damaged checkpoint is refused
+        // instead of aborting the process in the allocator.
+        let widest = self.channel_mults.iter().max().map_or(0, |m| m.saturating_mul(self.base_channels));
+        if self.image_size > 4096 || widest > 8192 || self.levels() > 12 || self.blocks_per_level > 64 {
+            return bad(format!(
+                "image_size {}, {} channels at the widest level, {} levels and {} blocks per level exceed the limits (4096, 8192, 12, 64)",
+                self.image_size,
+                widest,
+                self.levels(),
+                self.blocks_per_level
+            ));
+        }
         let levels = self.levels() as u32;
         if self.image_size == 0 || levels >= usize::BITS || self.image_size % (1usize << levels) != 0 {
             return bad(format!("image_size {} must be a positive multiple of 2^{levels} (one halving per level)", self.image_size));
@@ -130,13 +143,14 @@ mod tests {
     #[test]
     fn broken_configs_are_refused_with_the_field_named() {
         let base = Preset::Tiny.config();
-        let cases: [(&str, fn(&mut UNetConfig)); 6] = [
+        let cases: [(&str, fn(&mut UNetConfig)); 7] = [
             ("channel_mults is empty", |c| c.channel_mults.clear()),
             ("must all be at least 1", |c| c.channel_mults[1] = 0),
             ("blocks_per_level", |c| c.blocks_per_level = 0),
             ("image_size 30", |c| c.image_size = 30),
             ("groups 7", |c| c.groups = 7),
             ("dropout", |c| c.dropout = f64::NAN),
+            ("exceed the limits", |c| c.base_channels = 1 << 40),
         ];
         for (want, breaks) in cases {
             let mut c = base.clone();
