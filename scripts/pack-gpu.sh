@@ -39,7 +39,7 @@ for line in sys.stdin:
 # the pack past the 64 MiB a GPU machine is sent); PACK_ALL=1 packs all.
 while read -r exe; do
     case "${PACK_ALL:-0}:$(basename "$exe")" in
-        1:*|*:tensor-*|*:cuda-*|*:cuda_half_gemm-*|*:mixed_precision-*|*:unet_parity-*|*:train_resume-*) cp "$exe" "$PACK/tests/" ;;
+        1:*|*:tensor-*|*:cuda-*|*:cuda_half_gemm-*|*:mixed_precision-*|*:unet_parity-*|*:train_resume-*|*:doctor-*) cp "$exe" "$PACK/tests/" ;;
     esac
 done < "$PACK/.executables"
 rm "$PACK/.executables"
@@ -65,8 +65,9 @@ fi
 
 cat > "$PACK/run.sh" <<'RUN'
 #!/usr/bin/env bash
-# Runs petal's GPU tests, then `ddpm bench --device cuda` beside the PyTorch
-# eager reference on the same GPU, and prints a short report.
+# Runs `ddpm doctor` and the kernel compile test for every architecture
+# first, then petal's GPU tests, then `ddpm bench --device cuda` beside the
+# PyTorch eager reference on the same GPU, and prints a short report.
 #   run.sh            GPU tests and benchmarks
 #   run.sh tests      GPU tests only        run.sh bench    benchmarks only
 #   run.sh profile    per-kernel time of a training step (PETAL_CUDA_PROFILE=1)
@@ -92,6 +93,19 @@ failed=0
 record() { # name rc seconds log
     if [ "$2" -eq 0 ]; then report+=("PASS  $1 ($3 s)"); else report+=("FAIL  $1 (exit $2, $3 s; see $4)"); failed=1; fi
 }
+
+# First what says whether the rest can work at all: the setup as petal sees
+# it, and every kernel module compiled to a cubin for sm_75 ... sm_120.
+echo "== ddpm doctor"
+start=$(date +%s)
+timeout 120 ./ddpm doctor > logs/doctor.log 2>&1
+record doctor $? $(( $(date +%s) - start )) logs/doctor.log
+cat logs/doctor.log
+echo "== kernels compile for every architecture"
+start=$(date +%s)
+timeout 300 ./tests/tensor-* cuda::tests::nvrtc_compiles_every_kernel_for_every_arch --exact --nocapture > logs/arch-compile.log 2>&1
+record arch-compile $? $(( $(date +%s) - start )) logs/arch-compile.log
+grep -E "^(NVRTC|sm_)|test result|panicked" logs/arch-compile.log
 
 if [ "$what" = all ] || [ "$what" = tests ]; then
     for t in tests/*; do
