@@ -101,6 +101,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check the CUDA setup: driver, libraries, GPUs, a kernel and a GEMM.
+    Doctor,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -359,6 +361,7 @@ pub fn error_report(err: &anyhow::Error) -> String {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Info { preset, json } => info(preset, json),
+        Command::Doctor => crate::doctor::run(),
         Command::Train(mut args) => {
             args.validate()?;
             let out = args.out.clone().context("--out DIR is required (the run directory)")?;
@@ -450,7 +453,7 @@ pub fn train(args: &TrainArgs, data: PathBuf, preset: Preset, length: RunLength,
     let device = args.device.resolve()?;
     if args.tf32 {
         match &device {
-            Device::Cuda(gpu) => gpu.set_tf32(true),
+            Device::Cuda(gpu) => gpu.set_tf32(true)?,
             Device::Cpu => eprintln!("note: --tf32 applies to CUDA devices only; the CPU computes in full f32"),
         }
     }

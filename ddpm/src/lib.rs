@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod diffusion;
+pub mod doctor;
 pub mod download;
 pub mod evaluate;
 pub mod images;
