@@ -15,7 +15,8 @@
 //!   from a caching allocator (`allocator.rs`), so steady-state training does
 //!   no `cuMemAlloc`.
 //! - Kernels are CUDA C in `.cu` files next to the Rust that launches them,
-//!   compiled by NVRTC on first use (`compile.rs`). Kernel arguments are raw
+//!   compiled by NVRTC on first use for the GPU's own architecture
+//!   (`compile.rs`); which GPUs run, in which dtypes, is in `arch.rs`. Kernel arguments are raw
 //!   device addresses with the layout offset already applied, plus small
 //!   `#[repr(C)]` structs (shapes, strides) passed by value.
 //! - Matrix products (matmul, and conv2d after im2col) run on cuBLAS.
