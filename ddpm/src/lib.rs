@@ -9,19 +9,23 @@
 //! - `diffusion.rs`: the noise schedule and the DDPM and DDIM samplers.
 //! - `data.rs`, `download.rs`: images in; `images.rs`: grids, strips and loss curves out.
 //! - `train.rs`: the training loop; `evaluate.rs`: the held-out loss; `bench.rs`: throughput.
-//! - `cli.rs`: the `ddpm` command.
+//! - `cli.rs`: the `ddpm` command; `validate.rs`: its argument checks and memory estimate;
+//!   `signals.rs`: Ctrl-C and SIGTERM stop a run with a checkpoint.
 
 pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod data;
 pub mod diffusion;
+pub mod doctor;
 pub mod download;
 pub mod evaluate;
 pub mod images;
 pub mod model;
 pub mod train;
+pub mod signals;
 pub mod unet;
+pub mod validate;
 
 #[cfg(test)]
 mod test_util;
