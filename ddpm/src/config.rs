@@ -18,6 +18,16 @@ pub struct UNetConfig {
     pub dropout: f64,
 }
 
+/// ```
+/// use ddpm::config::Preset;
+///
+/// let tiny: Preset = "tiny".parse().unwrap();
+/// let c = tiny.config();
+/// assert_eq!((c.image_size, c.base_channels, c.levels()), (32, 32, 3));
+/// assert_eq!(c.channels(2), 64); // base channels times the multiplier of level 2
+/// assert_eq!(c.time_dim(), 128);
+/// assert!("huge".parse::<Preset>().unwrap_err().contains("tiny, flowers64, flowers160"));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Preset {
     Tiny,
