@@ -47,6 +47,12 @@ fn main() -> Result<()> {
     // Training frees and reallocates the same large buffers every step.
     tensor::cpu::keep_freed_memory();
     let mut args = Flowers::parse().train;
+    args.validate()?;
+    // A resumed run keeps its own choices where none are given (with the
+    // default run directory, those of the default recipe).
+    if args.out.is_some() {
+        args.take_choices_of_resumed_run()?;
+    }
     let device = args.device.resolve()?;
     let on_gpu = device.is_cuda();
     // Resolve once; the trainer gets the same device again.
@@ -61,7 +67,7 @@ fn main() -> Result<()> {
         (_, Some(s)) => (RunLength::Steps(s), "as asked".to_string()),
         (Some(e), None) => (RunLength::Epochs(e), "as asked".to_string()),
         (None, None) if on_gpu => (RunLength::Epochs(100), "the seed recipe's 100 epochs".to_string()),
-        (None, None) => (RunLength::Steps(CPU_STEPS), format!("{CPU_STEPS} steps of batch {} is about an hour on 2 cores", args.batch)),
+        (None, None) => (RunLength::Steps(CPU_STEPS), format!("{CPU_STEPS} steps of batch {} is about an hour on 2 cores", args.batch())),
     };
     let (data, why_data) = match args.data.clone() {
         Some(d) => (d, "as asked"),
@@ -72,7 +78,7 @@ fn main() -> Result<()> {
     println!("preset:  {preset} ({why_preset})");
     println!("length:  {length:?} ({why_length})");
     println!("data:    {} ({why_data})", data.display());
-    println!("recipe:  Adam lr {}, batch {}, cosine annealing, EMA 0.999, dropout 0.1, seed {}", args.lr, args.batch, args.seed);
+    println!("recipe:  Adam lr {}, batch {}, cosine annealing, EMA 0.999, dropout 0.1, seed {}", args.lr(), args.batch(), args.seed());
     println!("output:  {} (loss.csv, loss.png, samples/*.png, last.safetensors)", out.display());
     ddpm::cli::train(&args, data, preset, length, out)
 }

@@ -25,6 +25,7 @@
 //!   after `backward` nothing of the tape is left (the loss `Var` keeps only
 //!   its own value). A second `backward` through the same graph is an error.
 
+use crate::anomaly;
 use crate::var::{BackwardFn, Var, VarId};
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
@@ -98,6 +99,17 @@ pub fn is_grad_enabled() -> bool {
 /// constants and keep nothing for a backward pass (evaluation, sampling,
 /// optimizer arithmetic). Nests, and restores the previous mode even if `f`
 /// panics.
+///
+/// ```
+/// use autograd::{no_grad, Var};
+/// use autograd::tensor::{Device, Tensor};
+///
+/// let w = Var::param(Tensor::from_vec(vec![1.0f32, 2.0], 2, &Device::Cpu)?);
+/// let y = no_grad(|| w.mul_scalar(3.0))?;
+/// assert!(!y.requires_grad()); // a constant: nothing was recorded
+/// assert!(w.mul_scalar(3.0)?.requires_grad());
+/// # Ok::<(), autograd::tensor::Error>(())
+/// ```
 pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
     struct Restore(bool);
     impl Drop for Restore {
@@ -121,6 +133,18 @@ impl Grads {
         self.0.get(&v.id())
     }
     /// Takes the gradient of `v` out, e.g. to hand it to an optimizer.
+    ///
+    /// ```
+    /// use autograd::Var;
+    /// use autograd::tensor::{Device, Tensor};
+    ///
+    /// let w = Var::param(Tensor::from_vec(vec![3.0f64], 1, &Device::Cpu)?);
+    /// let mut grads = w.sqr()?.sum_all()?.backward()?; // d(w²)/dw = 2w
+    /// let g = grads.remove(&w).unwrap();
+    /// assert_eq!(g.to_vec::<f64>()?, vec![6.0]);
+    /// assert!(grads.is_empty());
+    /// # Ok::<(), autograd::tensor::Error>(())
+    /// ```
     pub fn remove(&mut self, v: &Var) -> Option<Tensor> {
         self.0.remove(&v.id())
     }
@@ -175,6 +199,14 @@ pub(crate) fn backward(root: &Var) -> Result<Grads> {
         return Err(Error::BadArgument { op: "backward", msg: "this value depends on no parameter (made from constants only, or under no_grad)".into() });
     }
     let mut list = wengert_list(root)?;
+    // Anomaly mode: refuse a tape that already holds NaN or Inf, naming the
+    // first op that made one; then check each rule's gradients as they come.
+    let anomaly_names = anomaly::is_anomaly_mode().then(|| crate::display::tape_names(root));
+    if let Some(names) = &anomaly_names {
+        if let Some(msg) = anomaly::check_tape(names, &list) {
+            return Err(Error::BadArgument { op: "backward", msg });
+        }
+    }
     let mut grads: HashMap<VarId, Tensor> = HashMap::new();
     grads.insert(root.id(), root.tensor().ones_like()?);
 
@@ -191,8 +223,11 @@ pub(crate) fn backward(root: &Var) -> Result<Grads> {
         if input_grads.len() != inputs.len() {
             return Err(Error::BadArgument { op: node.op(), msg: format!("backward rule gave {} gradients for {} inputs", input_grads.len(), inputs.len()) });
         }
-        for ((input, need), g) in inputs.iter().zip(needs).zip(input_grads) {
+        for (k, ((input, need), g)) in inputs.iter().zip(needs).zip(input_grads).enumerate() {
             let Some(g) = g.filter(|_| need) else { continue };
+            if let Some(msg) = anomaly_names.as_ref().and_then(|names| anomaly::check_gradient(names, &v, node.op(), k, &g)) {
+                return Err(Error::BadArgument { op: "backward", msg });
+            }
             if g.shape() != input.shape() {
                 return Err(Error::ShapeMismatch { op: node.op(), lhs: input.shape().clone(), rhs: g.shape().clone() });
             }
@@ -229,6 +264,19 @@ impl Var {
     /// gradient of every parameter it depends on. Consumes the tape: the
     /// graph behind `self` is freed as the walk goes, so a second call is an
     /// error.
+    ///
+    /// ```
+    /// use autograd::Var;
+    /// use autograd::tensor::{Device, Tensor};
+    ///
+    /// let x = Var::param(Tensor::from_vec(vec![1.0f64, 2.0, 3.0], 3, &Device::Cpu)?);
+    /// let loss = x.exp()?.sum_all()?;
+    /// let grads = loss.backward()?;
+    /// let e: Vec<f64> = [1.0f64, 2.0, 3.0].iter().map(|v| v.exp()).collect();
+    /// assert_eq!(grads.get(&x).unwrap().to_vec::<f64>()?, e);
+    /// assert!(loss.backward().is_err(), "the tape was consumed");
+    /// # Ok::<(), autograd::tensor::Error>(())
+    /// ```
     pub fn backward(&self) -> Result<Grads> {
         backward(self)
     }

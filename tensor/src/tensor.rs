@@ -23,6 +23,19 @@ impl TensorId {
     }
 }
 
+/// An n-dimensional array: storage shared by every view of it, and a layout
+/// (shape, strides, offset) saying where each element sits.
+/// ```
+/// use tensor::{Device, Tensor};
+///
+/// let t = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3], &Device::Cpu)?;
+/// assert_eq!(t.layout().strides(), &[3, 1]); // row-major: the next row is 3 elements on
+/// let tt = t.t()?; // a view: same storage, strides swapped
+/// assert!(tt.same_storage(&t) && !tt.is_contiguous());
+/// assert_eq!(tt.layout().strides(), &[1, 3]);
+/// assert_eq!(tt.to_vec::<f32>()?, vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+/// # Ok::<(), tensor::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct Tensor(Arc<TensorInner>);
 
