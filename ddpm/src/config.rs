@@ -113,11 +113,11 @@ impl UNetConfig {
             ));
         }
         let levels = self.levels() as u32;
-        if self.image_size == 0 || levels >= usize::BITS || self.image_size % (1usize << levels) != 0 {
+        if self.image_size == 0 || levels >= usize::BITS || !self.image_size.is_multiple_of(1usize << levels) {
             return bad(format!("image_size {} must be a positive multiple of 2^{levels} (one halving per level)", self.image_size));
         }
         let widths: Vec<usize> = (0..self.levels()).map(|i| self.channels(i)).collect();
-        if self.groups == 0 || std::iter::once(self.base_channels).chain(widths.iter().copied()).any(|c| c % self.groups != 0) {
+        if self.groups == 0 || std::iter::once(self.base_channels).chain(widths.iter().copied()).any(|c| !c.is_multiple_of(self.groups)) {
             return bad(format!("groups {} must divide base_channels {} and every level's channels {widths:?}", self.groups, self.base_channels));
         }
         if !(0.0..1.0).contains(&self.dropout) {

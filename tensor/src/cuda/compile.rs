@@ -36,7 +36,7 @@ pub fn all_kernel_sources() -> &'static [(&'static str, &'static str)] {
         ("pool", include_str!("pool.cu")),
         ("upsample", include_str!("upsample.cu")),
         ("group_norm", include_str!("group_norm.cu")),
-        ("index", include_str!("index.cu")),
+        ("index_select", include_str!("index_select.cu")),
         ("optim", include_str!("optim.cu")),
         ("random", include_str!("random.cu")),
     ]

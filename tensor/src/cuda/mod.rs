@@ -15,7 +15,8 @@
 //!   from a caching allocator (`allocator.rs`), so steady-state training does
 //!   no `cuMemAlloc`.
 //! - Kernels are CUDA C in `.cu` files next to the Rust that launches them,
-//!   compiled by NVRTC on first use (`compile.rs`). Kernel arguments are raw
+//!   compiled by NVRTC on first use for the GPU's own architecture
+//!   (`compile.rs`); which GPUs run, in which dtypes, is in `arch.rs`. Kernel arguments are raw
 //!   device addresses with the layout offset already applied, plus small
 //!   `#[repr(C)]` structs (shapes, strides) passed by value.
 //! - Matrix products (matmul, and conv2d after im2col) run on cuBLAS.
@@ -29,8 +30,8 @@ mod conv;
 mod copy;
 mod elementwise;
 mod group_norm;
-mod index;
-mod indexing;
+mod index_select;
+mod strided;
 mod matmul;
 mod optim;
 mod pool;
@@ -481,14 +482,6 @@ impl CudaStorage {
             DType::BF16 => CpuStorage::BF16(d.read_back(p, n)?),
             DType::U32 => CpuStorage::U32(d.read_back(p, n)?),
         })
-    }
-
-    /// Dropout of a contiguous run of `n` elements from `offset`: returns
-    /// (x * mask, mask), mask = `scale` with probability `keep`, else 0,
-    /// drawn from Philox counters `start..start + n` under `key`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn dropout(&self, offset: usize, n: usize, keep: f64, scale: f64, key: u64, start: u64) -> Result<(CudaStorage, CudaStorage)> {
-        random::dropout(self, offset, n, keep, scale, key, start)
     }
 
     /// A copy of the whole storage on the same device.

@@ -137,25 +137,31 @@ pub const CUDA12_LIBRARIES: &str = "pip install nvidia-cuda-nvrtc-cu12==12.8.93 
 /// mismatch would otherwise surface as an obscure failure at the first kernel
 /// or GEMM. Call it only once all three libraries are known to be present.
 pub fn check_library_versions() -> Result<()> {
-    let (driver, driver_minor) = driver_cuda_version()?;
+    let driver = driver_cuda_version()?;
     let nvrtc = compile::nvrtc_version()?.0 as u32;
     let cublas = cublas_version().map(|v| v[0] as u32);
+    match version_mismatch(driver, nvrtc, cublas) {
+        None => Ok(()),
+        Some(msg) => Err(Error::Cuda(msg)),
+    }
+}
+
+/// The complaint about libraries of a newer CUDA major version than the
+/// driver (`driver` is its CUDA version, the others are major versions).
+fn version_mismatch(driver: (u32, u32), nvrtc: u32, cublas: Option<u32>) -> Option<String> {
     let too_new: Vec<String> = [("libnvrtc", Some(nvrtc)), ("libcublas", cublas)]
         .into_iter()
-        .filter_map(|(lib, major)| major.filter(|m| *m > driver).map(|m| format!("{lib} is CUDA {m}")))
+        .filter_map(|(lib, major)| major.filter(|m| *m > driver.0).map(|m| format!("{lib} is CUDA {m}")))
         .collect();
     if too_new.is_empty() {
-        return Ok(());
+        return None;
     }
-    let fix = if driver == 12 {
+    let fix = if driver.0 == 12 {
         format!("update the NVIDIA driver to 580 or newer, or use the CUDA 12 libraries: {CUDA12_LIBRARIES}")
     } else {
         "update the NVIDIA driver to 580 or newer (petal needs a driver for CUDA 12 or 13)".to_string()
     };
-    Err(Error::Cuda(format!(
-        "the NVIDIA driver supports CUDA {driver}.{driver_minor}, but {}: {fix}",
-        too_new.join(" and ")
-    )))
+    Some(format!("the NVIDIA driver supports CUDA {}.{}, but {}: {fix}", driver.0, driver.1, too_new.join(" and ")))
 }
 
 /// Every GPU the driver reports, without opening a context on any of them.
@@ -204,6 +210,22 @@ mod tests {
             assert!(driver_cuda_version().unwrap_err().to_string().contains("libcuda"));
             assert!(gpus().unwrap_err().to_string().contains("libcuda"));
         }
+    }
+
+    #[test]
+    fn libraries_newer_than_the_driver_are_named_with_the_fix() {
+        assert_eq!(version_mismatch((13, 0), 13, Some(13)), None);
+        assert_eq!(version_mismatch((12, 8), 12, Some(12)), None);
+        // An older library on a newer driver is fine (the driver is backward compatible).
+        assert_eq!(version_mismatch((13, 0), 12, Some(12)), None);
+        let msg = version_mismatch((12, 4), 13, Some(12)).unwrap();
+        assert!(msg.contains("CUDA 12.4") && msg.contains("libnvrtc is CUDA 13"), "{msg}");
+        assert!(!msg.contains("libcublas is"), "{msg}");
+        assert!(msg.contains("580") && msg.contains("nvidia-cuda-nvrtc-cu12"), "{msg}");
+        let msg = version_mismatch((12, 2), 13, Some(13)).unwrap();
+        assert!(msg.contains("libnvrtc is CUDA 13 and libcublas is CUDA 13"), "{msg}");
+        let msg = version_mismatch((11, 8), 12, None).unwrap();
+        assert!(msg.contains("580"), "{msg}");
     }
 
     #[test]
