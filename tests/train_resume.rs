@@ -104,7 +104,7 @@ fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
     opts.length = RunLength::Steps(40);
     opts.lr = 1e30;
     let err = Trainer::new(opts).unwrap().run().err().expect("an absurd learning rate must diverge").to_string();
-    assert!(err.contains("diverged"), "{err}");
+    assert!(err.contains("diverged") && err.contains("PETAL_ANOMALY=1"), "{err}");
     // The checkpoint left behind is the last one written before the bad step.
     let ck = nn::load_checkpoint(dir.join("run/last.safetensors")).unwrap();
     let saved: u64 = ck.meta("step").unwrap().parse().unwrap();

@@ -306,7 +306,8 @@ impl Trainer {
                 None => "no checkpoint was written before it".to_string(),
             };
             bail!(
-                "the loss became {value} at step {}: training diverged; {kept}. Try a lower --lr{}",
+                "the loss became {value} at step {}: training diverged; {kept}. Try a lower --lr{}, \
+                 or run with PETAL_ANOMALY=1 to name the first op that made a NaN or an infinity",
                 self.step + 1,
                 if self.opts.precision.is_mixed() { " or --precision f32" } else { "" }
             );
