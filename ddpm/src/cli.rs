@@ -404,7 +404,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 validate::tf32_on(&Device::Cpu)?;
             }
             let device = device.resolve()?;
-            validate::fits_in_memory("--batch", batch, validate::training_bytes(&preset.config(), batch), &device)?;
+            validate::fits_in_memory("--batch", batch, validate::training_bytes(&preset.config(), batch, precision), &device, Some(precision))?;
             let r = bench::run(preset, batch, steps, &device, precision, tf32)?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
@@ -562,7 +562,7 @@ fn sample(args: &SampleArgs) -> Result<()> {
     let (model, weights) = load_for_inference(&args.checkpoint, args.preset, &device)?;
     let s = model.config().image_size;
     if args.noise.is_none() {
-        validate::fits_in_memory("--n", args.n, validate::sampling_bytes(model.config(), args.n), &device)?;
+        validate::fits_in_memory("--n", args.n, validate::sampling_bytes(model.config(), args.n), &device, None)?;
     }
     let mut rng = Rng::new(args.seed);
     let noise = match &args.noise {

@@ -206,7 +206,8 @@ impl Trainer {
                 );
             }
         }
-        crate::validate::fits_in_memory("--batch", opts.batch, crate::validate::training_bytes(&config, opts.batch), &opts.device)?;
+        let needed = crate::validate::training_bytes(&config, opts.batch, opts.precision);
+        crate::validate::fits_in_memory("--batch", opts.batch, needed, &opts.device, Some(opts.precision))?;
 
         let data = ImageFolder::open(&opts.data, config.image_size, opts.on_corrupt)?;
         let total_steps = opts.length.total_steps(data.len(), opts.batch)?;

@@ -5,9 +5,10 @@
 //! after minutes of allocation.
 
 use crate::config::UNetConfig;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use nn::Precision;
 use std::path::Path;
-use tensor::Device;
+use tensor::{DType, Device};
 
 /// `value` must be at least 1.
 pub fn at_least_one(flag: &str, value: u64) -> Result<()> {
@@ -76,10 +77,12 @@ fn parameter_floats(config: &UNetConfig) -> u64 {
 /// upper estimate. The activation factor (12 floats saved for backward per
 /// counted float) is the measured peak of one training step of `tiny` and
 /// `flowers64` on the CPU (`ddpm bench --steps 1 --json`, peak_train_bytes at
-/// batches 1 and 4: 7.3 MB and 108 MB per image), rounded up. The fixed part
-/// counts weights, gradients, two Adam moments, the EMA and the preview copy.
-pub fn training_bytes(config: &UNetConfig, batch: usize) -> u64 {
-    let per_image = 4 * 12 * activation_floats_per_image(config);
+/// batches 1 and 4: 7.3 MB and 108 MB per image), rounded up. Mixed precision
+/// stores activations in bf16/f16, half the bytes (reasoned, not measured).
+/// The fixed part counts weights, gradients, two Adam moments, the EMA and
+/// the preview copy, all f32 at every precision.
+pub fn training_bytes(config: &UNetConfig, batch: usize, precision: Precision) -> u64 {
+    let per_image = precision.dtype().size_in_bytes() as u64 * 12 * activation_floats_per_image(config);
     let fixed = 4 * 6 * parameter_floats(config);
     fixed.saturating_add(per_image.saturating_mul(batch as u64))
 }
@@ -91,39 +94,55 @@ pub fn sampling_bytes(config: &UNetConfig, n: usize) -> u64 {
     (4 * parameter_floats(config)).saturating_add(per_image.saturating_mul(n as u64))
 }
 
-/// `MemAvailable` of `/proc/meminfo` in bytes; `None` where there is none.
-pub fn available_cpu_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    parse_mem_available(&text)
-}
-
-fn parse_mem_available(meminfo: &str) -> Option<u64> {
-    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 fn gib(bytes: u64) -> String {
     format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
-/// Refuses `needed` bytes that the device cannot hold. On the CPU that is
-/// `MemAvailable`. On CUDA the tensor crate does not report the device's
-/// free memory, so a GPU run is not checked here; the caching allocator
-/// reports an out-of-memory error by itself there.
-pub fn fits_in_memory(flag: &str, value: usize, needed: u64, device: &Device) -> Result<()> {
-    if !matches!(device, Device::Cpu) {
+/// Refuses `needed` bytes that the device cannot hold: more than
+/// `MemAvailable` on the CPU, more than the free memory of a GPU. `flag` and
+/// `value` are the request to blame (`--batch 64`); `precision` is the
+/// run's, where the command has a `--precision` flag. Where the CPU's
+/// memory is unknown (no `/proc/meminfo`) the run goes ahead unchecked.
+pub fn fits_in_memory(flag: &str, value: usize, needed: u64, device: &Device, precision: Option<Precision>) -> Result<()> {
+    let memory = match device.memory_info() {
+        Ok(memory) => memory,
+        Err(_) if device.is_cpu() => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("checking that {flag} {value} fits on {device}")),
+    };
+    let place = match device {
+        Device::Cpu => Place::Cpu,
+        Device::Cuda(gpu) => Place::Gpu {
+            name: format!("{device} ({})", gpu.name()),
+            // bf16 needs Ampere or newer; an older GPU is not sent there.
+            suggest_bf16: precision == Some(Precision::F32) && gpu.check_dtype(DType::BF16).is_ok(),
+        },
+    };
+    check_fits(flag, value, needed, memory.free_bytes, &place)
+}
+
+/// Where the memory a request needs would come from, as a refusal names it.
+#[derive(Debug)]
+enum Place {
+    Cpu,
+    /// `name` reads like `cuda:0 (NVIDIA H200)`; `suggest_bf16` when the run
+    /// is in f32 and the GPU computes in bf16.
+    Gpu { name: String, suggest_bf16: bool },
+}
+
+/// The decision alone: `needed` bytes against `free` bytes, with the
+/// message that names the request, both amounts and the way out.
+fn check_fits(flag: &str, value: usize, needed: u64, free: u64, place: &Place) -> Result<()> {
+    if needed <= free {
         return Ok(());
     }
-    let Some(available) = available_cpu_memory() else { return Ok(()) };
-    if needed > available {
-        bail!(
-            "{flag} {value} needs about {} of memory, but only {} is available; use a smaller {flag}",
-            gib(needed),
-            gib(available)
-        );
+    let (needed, free) = (gib(needed), gib(free));
+    match place {
+        Place::Cpu => bail!("{flag} {value} needs about {needed} of memory, but only {free} is available; use a smaller {flag}"),
+        Place::Gpu { name, suggest_bf16 } => {
+            let bf16 = if *suggest_bf16 { ", or --precision bf16" } else { "" };
+            bail!("{flag} {value} needs about {needed} of GPU memory, but {name} has only {free} free; use a smaller {flag}{bf16}")
+        }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -165,31 +184,61 @@ mod tests {
     fn the_estimate_grows_with_the_batch_and_brackets_the_measured_peak() {
         // Measured peaks of one CPU training step (see `training_bytes`).
         for (preset, batch, measured) in [(Preset::Tiny, 4usize, 37_941_172u64), (Preset::Flowers64, 4, 630_127_412)] {
-            let estimate = training_bytes(&preset.config(), batch);
+            let estimate = training_bytes(&preset.config(), batch, Precision::F32);
             assert!(estimate >= measured && estimate < 3 * measured, "{preset}: estimate {estimate} vs measured {measured}");
         }
         let c = Preset::Tiny.config();
-        assert!(training_bytes(&c, 64) > training_bytes(&c, 32));
-        assert!(sampling_bytes(&c, 16) < training_bytes(&c, 16));
-        assert_eq!(training_bytes(&c, usize::MAX), u64::MAX, "saturates instead of overflowing");
+        assert!(training_bytes(&c, 64, Precision::F32) > training_bytes(&c, 32, Precision::F32));
+        assert!(training_bytes(&c, 64, Precision::Bf16) < training_bytes(&c, 64, Precision::F32));
+        assert!(sampling_bytes(&c, 16) < training_bytes(&c, 16, Precision::F32));
+        assert_eq!(training_bytes(&c, usize::MAX, Precision::F32), u64::MAX, "saturates instead of overflowing");
     }
 
     #[test]
     fn an_impossible_batch_is_refused_on_the_cpu() {
-        if available_cpu_memory().is_none() {
-            eprintln!("SKIPPED: no /proc/meminfo here");
+        if let Err(e) = Device::Cpu.memory_info() {
+            eprintln!("SKIPPED: {e}");
             return;
         }
-        let needed = training_bytes(&Preset::Tiny.config(), 100_000);
-        let err = fits_in_memory("--batch", 100_000, needed, &Device::Cpu).unwrap_err().to_string();
+        let tiny = Preset::Tiny.config();
+        let needed = training_bytes(&tiny, 100_000, Precision::F32);
+        let err = fits_in_memory("--batch", 100_000, needed, &Device::Cpu, Some(Precision::F32)).unwrap_err().to_string();
         assert!(err.contains("--batch 100000") && err.contains("GiB"), "{err}");
-        assert!(fits_in_memory("--batch", 1, training_bytes(&Preset::Tiny.config(), 1), &Device::Cpu).is_ok());
+        assert!(!err.contains("bf16"), "bf16 is CUDA only: {err}");
+        assert!(fits_in_memory("--batch", 1, training_bytes(&tiny, 1, Precision::F32), &Device::Cpu, None).is_ok());
     }
 
     #[test]
-    fn mem_available_is_read_in_kib() {
-        let text = "MemTotal:  100 kB\nMemFree:  5 kB\nMemAvailable:   2048 kB\n";
-        assert_eq!(parse_mem_available(text), Some(2048 * 1024));
-        assert_eq!(parse_mem_available("MemTotal: 1 kB\n"), None);
+    fn a_request_fits_up_to_the_last_free_byte() {
+        let gpu = Place::Gpu { name: "cuda:0 (NVIDIA H200)".into(), suggest_bf16: true };
+        for place in [&Place::Cpu, &gpu] {
+            assert!(check_fits("--batch", 8, 1 << 30, 1 << 30, place).is_ok(), "{place:?}");
+            assert!(check_fits("--batch", 8, 0, 0, place).is_ok(), "{place:?}");
+            assert!(check_fits("--batch", 8, (1 << 30) + 1, 1 << 30, place).is_err(), "{place:?}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_names_the_request_the_memory_and_the_way_out() {
+        let err = |flag, value, needed, free, place: &Place| check_fits(flag, value, needed, free, place).unwrap_err().to_string();
+        let h200 = |suggest_bf16| Place::Gpu { name: "cuda:0 (NVIDIA H200)".into(), suggest_bf16 };
+        assert_eq!(
+            err("--batch", 512, 40 << 30, 12 << 30, &h200(true)),
+            "--batch 512 needs about 40.0 GiB of GPU memory, but cuda:0 (NVIDIA H200) has only 12.0 GiB free; \
+             use a smaller --batch, or --precision bf16"
+        );
+        assert_eq!(
+            err("--batch", 512, 40 << 30, 12 << 30, &h200(false)),
+            "--batch 512 needs about 40.0 GiB of GPU memory, but cuda:0 (NVIDIA H200) has only 12.0 GiB free; \
+             use a smaller --batch"
+        );
+        assert_eq!(
+            err("--n", 4096, 3 << 29, 1 << 29, &h200(false)),
+            "--n 4096 needs about 1.5 GiB of GPU memory, but cuda:0 (NVIDIA H200) has only 0.5 GiB free; use a smaller --n"
+        );
+        assert_eq!(
+            err("--batch", 100, 5 << 30, 2 << 30, &Place::Cpu),
+            "--batch 100 needs about 5.0 GiB of memory, but only 2.0 GiB is available; use a smaller --batch"
+        );
     }
 }

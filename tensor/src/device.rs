@@ -26,6 +26,17 @@ impl Device {
         }
     }
 
+    /// How much memory this device has free and in all: `MemAvailable` and
+    /// `MemTotal` of `/proc/meminfo` for the CPU, the driver's count for a
+    /// GPU. An error (never a panic) where the answer cannot be had, e.g.
+    /// on a system without `/proc/meminfo`.
+    pub fn memory_info(&self) -> Result<MemoryInfo> {
+        match self {
+            Device::Cpu => crate::cpu::memory_info(),
+            Device::Cuda(d) => d.memory_info(),
+        }
+    }
+
     pub fn is_cpu(&self) -> bool {
         matches!(self, Device::Cpu)
     }
@@ -33,6 +44,14 @@ impl Device {
     pub fn is_cuda(&self) -> bool {
         matches!(self, Device::Cuda(_))
     }
+}
+
+/// A device's memory in bytes, as its owner (the kernel, the GPU driver)
+/// counts it: what is free for new allocations, and the whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryInfo {
+    pub free_bytes: u64,
+    pub total_bytes: u64,
 }
 
 impl fmt::Display for Device {

@@ -61,7 +61,7 @@ mod storage;
 mod tensor;
 
 pub use backend::{AdamStep, BinaryOp, CmpOp, Conv2dParams, GroupNormParams, MatmulDims, Pool2dParams, ReduceOp, UnaryOp};
-pub use device::Device;
+pub use device::{Device, MemoryInfo};
 pub use dtype::{DType, WithDType};
 pub use error::{Error, Result};
 pub use ops::image::conv2d_params;

@@ -14,6 +14,7 @@ mod elementwise;
 pub mod float;
 pub mod group_norm;
 mod index_select;
+mod memory;
 pub mod matmul;
 mod optim;
 pub mod pool;
@@ -23,6 +24,7 @@ mod strided;
 pub mod upsample;
 
 pub use allocator::keep_freed_memory;
+pub(crate) use memory::memory_info;
 
 use crate::backend::BackendStorage;
 use crate::{DType, Error, Layout, Result};

@@ -252,6 +252,16 @@ impl CudaDevice {
         self.inner.allocator.reset_peak()
     }
 
+    /// Free and total memory of this GPU as the driver counts them. Blocks
+    /// that petal's own allocator caches (`memory_stats().cached`) count as
+    /// used here, since the driver cannot see that petal would reuse them.
+    pub fn memory_info(&self) -> Result<crate::MemoryInfo> {
+        // cuMemGetInfo answers for the context current on this thread.
+        self.bind()?;
+        let (free, total) = drv::mem_get_info().ctx("asking the GPU for its free memory")?;
+        Ok(crate::MemoryInfo { free_bytes: free as u64, total_bytes: total as u64 })
+    }
+
     /// Hands every cached (free) block back to the driver.
     pub fn empty_cache(&self) -> Result<()> {
         self.inner.allocator.empty_cache().ctx("freeing cached device memory")

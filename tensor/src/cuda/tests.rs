@@ -5,7 +5,8 @@
 //!   kernel that does not compile for any of Turing to Blackwell fails the
 //!   build on machines without a GPU.
 //! - `cuda_device_errors_without_gpu` checks that a machine without a GPU
-//!   gets an error that says what is missing, not a panic.
+//!   gets an error that says what is missing, not a panic;
+//!   `gpu_memory_is_an_answer_or_an_error` does the same for `memory_info`.
 //! - The rest need a GPU and skip (loudly) without one, unless
 //!   `PETAL_REQUIRE_CUDA=1`. The CPU-agreement tests of every kernel live in
 //!   `tensor/tests/cuda.rs`.
@@ -115,6 +116,24 @@ fn cuda_device_errors_without_gpu() {
             assert!(!cuda_is_available());
             // Asking again gives the same answer, still without panicking.
             assert!(CudaDevice::new(0).is_err());
+        }
+    }
+}
+
+/// Asking a CUDA device for its memory is an error without a GPU (the
+/// device cannot be opened), never a panic; with one, the driver's total
+/// agrees with what `system::gpus` reports.
+#[test]
+fn gpu_memory_is_an_answer_or_an_error() {
+    match crate::Device::cuda(0).and_then(|d| d.memory_info()) {
+        Ok(m) => {
+            assert!(0 < m.free_bytes && m.free_bytes <= m.total_bytes, "{m:?}");
+            let gpu0 = &system::gpus().unwrap()[0];
+            assert_eq!(m.total_bytes, gpu0.total_memory_bytes as u64, "{gpu0:?}");
+        }
+        Err(e) => {
+            assert!(CudaDevice::new(0).is_err(), "the GPU opened but its memory could not be read: {e}");
+            eprintln!("SKIPPED the GPU half: no CUDA device ({e})");
         }
     }
 }
