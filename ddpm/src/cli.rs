@@ -4,11 +4,15 @@
 use crate::bench;
 use crate::config::{Preset, UNetConfig};
 use crate::data::{CorruptPolicy, ImageFolder};
-use crate::diffusion::{initial_noise, sample_ddim, sample_ddpm, Schedule};
+use crate::diffusion::{initial_noise, Schedule};
+use crate::guidance::Labels;
+use crate::recipe::{RecipeArgs, RecipeName};
+pub use crate::sampler::Sampler;
+use crate::sampler::{generate, SampleSpec};
 use crate::evaluate::heldout_loss;
 use crate::images::{save_grid, save_strip};
 use crate::model::{load_for_inference, Model};
-use crate::train::{to_tensor_error, RunLength, TrainOptions, Trainer};
+use crate::train::{RunLength, TrainOptions, Trainer};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use nn::Precision;
@@ -143,6 +147,8 @@ pub struct TrainArgs {
     /// for cuDNN convolutions; faster on Ampere and later GPUs.
     #[arg(long)]
     pub tf32: bool,
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -152,9 +158,11 @@ pub struct SampleArgs {
     /// Needed only for a bare PyTorch state_dict.
     #[arg(long)]
     pub preset: Option<Preset>,
-    #[arg(long, value_enum, default_value = "ddim")]
-    pub sampler: Sampler,
-    /// DDIM steps (DDPM always runs all 1000).
+    /// ddim (default for eps and v models), ddpm, dpm++ (DPM-Solver++(2M));
+    /// heun (default for flow models) or euler.
+    #[arg(long, value_enum)]
+    pub sampler: Option<Sampler>,
+    /// Sampling steps (DDPM always runs all 1000).
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
     #[arg(long, default_value_t = 16)]
@@ -174,12 +182,15 @@ pub struct SampleArgs {
     pub seed: u64,
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceChoice,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Sampler {
-    Ddpm,
-    Ddim,
+    /// Class-conditional checkpoints: a class (its folder name, e.g. 5, or
+    /// its label index as #4), `random` (one per image), or `rows` (one class
+    /// per grid row). Without it they sample unconditionally.
+    #[arg(long)]
+    pub class: Option<String>,
+    /// Classifier-free guidance weight: 1 is the conditional model as
+    /// trained, 0 the unconditional one, above 1 stronger class features.
+    #[arg(long, default_value_t = 1.0)]
+    pub guidance: f64,
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -198,7 +209,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 (Some(e), None) => RunLength::Epochs(e),
                 (None, None) => RunLength::Epochs(100),
             };
-            train(&args, data, preset, length, out)
+            train(&args, data, preset, length, out, RecipeName::Seed)
         }
         Command::Sample(args) => sample(&args),
         Command::Loss { checkpoint, preset, data, device, json } => {
@@ -207,9 +218,9 @@ pub fn run(cli: Cli) -> Result<()> {
             let folder = ImageFolder::open(&data, model.config().image_size, CorruptPolicy::Warn)?;
             let loss = heldout_loss(&model, &folder, &device)?;
             if json {
-                println!("{}", serde_json::json!({ "loss": loss, "images": folder.len(), "weights": format!("{weights:?}").to_lowercase() }));
+                println!("{}", serde_json::json!({ "loss": loss, "images": folder.len(), "weights": format!("{weights:?}").to_lowercase(), "objective": model.objective.name() }));
             } else {
-                println!("held-out loss {loss:.6} over {} images of {} ({weights:?} weights)", folder.len(), data.display());
+                println!("held-out loss {loss:.6} over {} images of {} ({weights:?} weights, {} objective)", folder.len(), data.display(), model.objective);
             }
             Ok(())
         }
@@ -254,7 +265,8 @@ fn data_of_run(out: Option<&Path>) -> Result<PathBuf> {
 }
 
 /// Runs (or resumes) training with the given choices and reports the end.
-pub fn train(args: &TrainArgs, data: PathBuf, preset: Preset, length: RunLength, out: PathBuf) -> Result<()> {
+/// `default_recipe` is the recipe used when `--recipe` is not given.
+pub fn train(args: &TrainArgs, data: PathBuf, preset: Preset, length: RunLength, out: PathBuf, default_recipe: RecipeName) -> Result<()> {
     let device = args.device.resolve()?;
     if args.tf32 {
         match &device {
@@ -278,6 +290,7 @@ pub fn train(args: &TrainArgs, data: PathBuf, preset: Preset, length: RunLength,
         on_corrupt: if args.strict_images { CorruptPolicy::Fail } else { CorruptPolicy::Warn },
         preview_steps: args.preview_steps,
         precision: args.precision,
+        recipe: args.recipe.resolve(default_recipe)?,
     };
     let out = opts.out.clone();
     let mut trainer = Trainer::new(opts)?;
@@ -375,12 +388,14 @@ fn sample(args: &SampleArgs) -> Result<()> {
         None => initial_noise(args.n, s, &device, &mut rng)?,
     };
     let n = noise.dims()[0];
-    let schedule = Schedule::default();
-    let total = match args.sampler {
-        Sampler::Ddpm => schedule.steps(),
-        Sampler::Ddim => crate::diffusion::ddim_steps(schedule.steps(), args.steps).len(),
-    };
-    eprintln!("sampling {n} images with {:?} ({total} steps, {weights:?} weights)", args.sampler);
+    let sampler = args.sampler.unwrap_or(Sampler::default_for(model.objective));
+    let labels = class_labels(args.class.as_deref(), &model.class_names, n, &mut rng)?;
+    if !(args.guidance.is_finite() && args.guidance >= 0.0) {
+        bail!("--guidance must be a number >= 0, got {}", args.guidance);
+    }
+    let spec = SampleSpec { sampler, steps: args.steps, labels, guidance: args.guidance };
+    let total = sampler.network_calls(Schedule::default().steps(), args.steps);
+    eprintln!("sampling {n} images with {sampler:?} ({total} network calls, {} objective, {weights:?} weights)", model.objective);
     let bar = indicatif::ProgressBar::new(total as u64);
     bar.set_style(indicatif::ProgressStyle::with_template("[{bar:30}] {pos}/{len} steps, ETA {eta}").expect("valid template"));
     // The strip keeps up to 4 samples at about 10 evenly spaced moments.
@@ -397,11 +412,7 @@ fn sample(args: &SampleArgs) -> Result<()> {
             }
         }
     };
-    let mut denoise = |x: &Tensor, t: &[u32]| model.unet.predict(x, t).map_err(to_tensor_error);
-    let samples = match args.sampler {
-        Sampler::Ddpm => sample_ddpm(&schedule, noise, &mut denoise, &mut rng, &mut on_step)?,
-        Sampler::Ddim => sample_ddim(&schedule, noise, args.steps, &mut denoise, &mut on_step)?,
-    };
+    let samples = generate(&model, noise, &spec, &mut rng, &mut on_step)?;
     bar.finish_and_clear();
     let cols = (n as f64).sqrt().ceil() as usize;
     save_grid(&args.out, &samples.to_vec::<f32>()?, n, s, cols)?;
@@ -417,4 +428,30 @@ fn sample(args: &SampleArgs) -> Result<()> {
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// The labels `--class` asks for (see `SampleArgs::class`).
+fn class_labels(class: Option<&str>, names: &[String], n: usize, rng: &mut Rng) -> Result<Labels> {
+    let Some(class) = class else { return Ok(Labels::Unconditional) };
+    if names.is_empty() {
+        bail!("--class {class}: this checkpoint is unconditional (trained without classes)");
+    }
+    let cols = (n as f64).sqrt().ceil() as usize;
+    Ok(match class {
+        "random" => Labels::random(n, names.len(), rng),
+        "rows" => {
+            let rows = n.div_ceil(cols);
+            Labels::Classes((0..n).map(|i| ((i / cols) * names.len() / rows.max(1)) as u32).collect())
+        }
+        _ => {
+            let index = match class.strip_prefix('#') {
+                Some(i) => i.parse::<usize>().ok().filter(|&i| i < names.len()),
+                None => names.iter().position(|c| c == class),
+            };
+            let Some(index) = index else {
+                bail!("--class {class}: not a class of this checkpoint; its classes are {} (or #0..#{}, random, rows)", names.join(", "), names.len() - 1)
+            };
+            Labels::all(index as u32, n)
+        }
+    })
 }

@@ -49,5 +49,6 @@ pub fn short_run(data: &Path, out: PathBuf) -> TrainOptions {
         on_corrupt: CorruptPolicy::Warn,
         preview_steps: 2,
         precision: nn::Precision::F32,
+        recipe: ddpm::recipe::Recipe::seed(),
     }
 }
