@@ -389,7 +389,7 @@ fn sample(args: &SampleArgs) -> Result<()> {
     };
     let n = noise.dims()[0];
     let sampler = args.sampler.unwrap_or(Sampler::default_for(model.objective));
-    let labels = class_labels(args.class.as_deref(), &model.class_names, n, &mut rng)?;
+    let labels = Labels::from_flag(args.class.as_deref(), &model.class_names, n, &mut rng)?;
     if !(args.guidance.is_finite() && args.guidance >= 0.0) {
         bail!("--guidance must be a number >= 0, got {}", args.guidance);
     }
@@ -430,28 +430,3 @@ fn sample(args: &SampleArgs) -> Result<()> {
     Ok(())
 }
 
-/// The labels `--class` asks for (see `SampleArgs::class`).
-fn class_labels(class: Option<&str>, names: &[String], n: usize, rng: &mut Rng) -> Result<Labels> {
-    let Some(class) = class else { return Ok(Labels::Unconditional) };
-    if names.is_empty() {
-        bail!("--class {class}: this checkpoint is unconditional (trained without classes)");
-    }
-    let cols = (n as f64).sqrt().ceil() as usize;
-    Ok(match class {
-        "random" => Labels::random(n, names.len(), rng),
-        "rows" => {
-            let rows = n.div_ceil(cols);
-            Labels::Classes((0..n).map(|i| ((i / cols) * names.len() / rows.max(1)) as u32).collect())
-        }
-        _ => {
-            let index = match class.strip_prefix('#') {
-                Some(i) => i.parse::<usize>().ok().filter(|&i| i < names.len()),
-                None => names.iter().position(|c| c == class),
-            };
-            let Some(index) = index else {
-                bail!("--class {class}: not a class of this checkpoint; its classes are {} (or #0..#{}, random, rows)", names.join(", "), names.len() - 1)
-            };
-            Labels::all(index as u32, n)
-        }
-    })
-}

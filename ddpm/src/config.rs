@@ -92,3 +92,53 @@ impl UNetConfig {
         self.base_channels * self.channel_mults[level]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parameters of the spec's U-Net counted layer by layer (conv
+    /// `k*k*cin*cout + cout`, linear `in*out + out`, GroupNorm `2c`), plus the
+    /// class table of a conditional model.
+    fn counted(c: &UNetConfig) -> usize {
+        let f = c.time_dim();
+        let conv = |k: usize, cin: usize, cout: usize| k * k * cin * cout + cout;
+        let block = |cin: usize, cout: usize| {
+            2 * cin + conv(3, cin, cout) + 2 * (f * cout + cout) + 2 * cout + conv(3, cout, cout) + if cin != cout { conv(1, cin, cout) } else { 0 }
+        };
+        let mut n = (c.base_channels * f + f) + (f * f + f) + conv(3, 3, c.base_channels);
+        let mut prev = c.base_channels;
+        for i in 0..c.levels() {
+            for j in 0..c.blocks_per_level {
+                n += block(if j == 0 { prev } else { c.channels(i) }, c.channels(i));
+            }
+            prev = c.channels(i);
+        }
+        n += 2 * block(prev, prev);
+        for i in (0..c.levels()).rev() {
+            for j in 0..c.blocks_per_level {
+                n += block(if j == 0 { prev + c.channels(i) } else { c.channels(i) }, c.channels(i));
+            }
+            prev = c.channels(i);
+        }
+        n += 2 * c.base_channels + conv(3, c.base_channels, 3);
+        if c.num_classes > 0 {
+            n += (c.num_classes + 1) * f;
+        }
+        n
+    }
+
+    #[test]
+    fn the_cpu32_preset_has_the_counted_parameters() {
+        let mut config = Preset::Cpu32.config();
+        assert_eq!((config.image_size, config.levels(), config.dropout), (32, 4, 0.0));
+        let params = |c: &UNetConfig| crate::model::Model::new(c, &tensor::Device::Cpu, 0).unwrap().store.num_params();
+        assert_eq!(params(&config), counted(&config));
+        assert_eq!(params(&config), 942_339);
+        // The flowers102 classes add one row of 4C per class and the null class.
+        config.num_classes = 102;
+        assert_eq!(params(&config), 942_339 + 103 * 128);
+        assert_eq!(params(&Preset::Tiny.config()), counted(&Preset::Tiny.config()));
+        assert_eq!("cpu32".parse::<Preset>().unwrap(), Preset::Cpu32);
+    }
+}

@@ -40,6 +40,36 @@ impl Labels {
         Labels::Classes((0..n).map(|_| rng.below(num_classes as u64) as u32).collect())
     }
 
+    /// The labels `sample --class` asks for, for `n` images in a grid of
+    /// `ceil(sqrt(n))` columns of a model with classes `names`: `None` is
+    /// unconditional; a class folder name (`5`) or label index (`#4`) gives
+    /// every image that class; `random` one drawn class per image; `rows`
+    /// one class per grid row, spread over all the classes.
+    pub fn from_flag(class: Option<&str>, names: &[String], n: usize, rng: &mut Rng) -> Result<Labels> {
+        let Some(class) = class else { return Ok(Labels::Unconditional) };
+        if names.is_empty() {
+            bail!("--class {class}: this checkpoint is unconditional (trained without classes)");
+        }
+        let cols = (n as f64).sqrt().ceil() as usize;
+        Ok(match class {
+            "random" => Labels::random(n, names.len(), rng),
+            "rows" => {
+                let rows = n.div_ceil(cols.max(1));
+                Labels::Classes((0..n).map(|i| ((i / cols) * names.len() / rows.max(1)) as u32).collect())
+            }
+            _ => {
+                let index = match class.strip_prefix('#') {
+                    Some(i) => i.parse::<usize>().ok().filter(|&i| i < names.len()),
+                    None => names.iter().position(|c| c == class),
+                };
+                let Some(index) = index else {
+                    bail!("--class {class}: not a class of this checkpoint; its classes are {} (or #0..#{}, random, rows)", names.join(", "), names.len() - 1)
+                };
+                Labels::all(index as u32, n)
+            }
+        })
+    }
+
     /// Refuses labels that do not fit a batch of `n` images or a model with
     /// `num_classes` classes (0 for an unconditional model).
     pub fn check(&self, n: usize, num_classes: usize) -> Result<()> {
@@ -146,6 +176,22 @@ mod tests {
         };
         let want = crate::sampler::sample_dpm_solver(&crate::diffusion::Schedule::default(), noise, 3, &mut by_hand, &mut |_, _| {}).unwrap();
         assert!(same(&uncond, &want));
+    }
+
+    #[test]
+    fn class_flags_name_folders_indices_rows_or_random() {
+        let names: Vec<String> = ["1", "2", "10", "11"].iter().map(|s| s.to_string()).collect();
+        let rng = &mut Rng::new(0);
+        assert_eq!(Labels::from_flag(None, &names, 4, rng).unwrap(), Labels::Unconditional);
+        assert_eq!(Labels::from_flag(Some("10"), &names, 2, rng).unwrap(), Labels::Classes(vec![2, 2]));
+        assert_eq!(Labels::from_flag(Some("#3"), &names, 1, rng).unwrap(), Labels::Classes(vec![3]));
+        assert_eq!(Labels::from_flag(Some("rows"), &names, 4, rng).unwrap(), Labels::Classes(vec![0, 0, 2, 2]));
+        let Labels::Classes(random) = Labels::from_flag(Some("random"), &names, 50, rng).unwrap() else { panic!() };
+        assert!(random.iter().all(|&l| l < 4) && random.iter().any(|&l| l != random[0]));
+        let err = Labels::from_flag(Some("7"), &names, 1, rng).unwrap_err().to_string();
+        assert!(err.contains("--class 7") && err.contains("1, 2, 10, 11"), "{err}");
+        assert!(Labels::from_flag(Some("#4"), &names, 1, rng).is_err());
+        assert!(Labels::from_flag(Some("1"), &[], 1, rng).unwrap_err().to_string().contains("unconditional"));
     }
 
     #[test]
