@@ -395,7 +395,7 @@ fn sample(args: &SampleArgs) -> Result<()> {
     }
     let spec = SampleSpec { sampler, steps: args.steps, labels, guidance: args.guidance };
     let total = sampler.network_calls(Schedule::default().steps(), args.steps);
-    eprintln!("sampling {n} images with {sampler:?} ({total} network calls, {} objective, {weights:?} weights)", model.objective);
+    eprintln!("sampling {n} images with {} ({total} network calls, {} objective, {weights:?} weights)", sampler.name(), model.objective);
     let bar = indicatif::ProgressBar::new(total as u64);
     bar.set_style(indicatif::ProgressStyle::with_template("[{bar:30}] {pos}/{len} steps, ETA {eta}").expect("valid template"));
     // The strip keeps up to 4 samples at about 10 evenly spaced moments.

@@ -63,7 +63,8 @@ impl Labels {
                     None => names.iter().position(|c| c == class),
                 };
                 let Some(index) = index else {
-                    bail!("--class {class}: not a class of this checkpoint; its classes are {} (or #0..#{}, random, rows)", names.join(", "), names.len() - 1)
+                    let shown = if names.len() > 12 { format!("{}, ... {}", names[..10].join(", "), names[names.len() - 1]) } else { names.join(", ") };
+                    bail!("--class {class}: not a class of this checkpoint; its {} classes are {shown} (or #0..#{}, random, rows)", names.len(), names.len() - 1)
                 };
                 Labels::all(index as u32, n)
             }

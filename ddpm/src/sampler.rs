@@ -42,6 +42,17 @@ pub enum Sampler {
 }
 
 impl Sampler {
+    /// The name `--sampler` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Sampler::Ddpm => "ddpm",
+            Sampler::Ddim => "ddim",
+            Sampler::DpmSolver => "dpm++",
+            Sampler::Euler => "euler",
+            Sampler::Heun => "heun",
+        }
+    }
+
     /// The sampler used when none is asked for: the seed's DDIM for `eps`
     /// and `v` models, Heun for flow models.
     pub fn default_for(objective: Objective) -> Sampler {
@@ -183,8 +194,8 @@ pub fn generate(model: &Model, x: Tensor, spec: &SampleSpec, rng: &mut Rng, on_s
     let objective = model.objective;
     if !spec.sampler.supports(objective) {
         bail!(
-            "--sampler {:?} cannot sample a model trained with the {objective} objective; use {}",
-            spec.sampler,
+            "--sampler {} cannot sample a model trained with the {objective} objective; use {}",
+            spec.sampler.name(),
             match objective {
                 Objective::Flow => "euler or heun",
                 _ => "ddpm, ddim or dpm++",
