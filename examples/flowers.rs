@@ -16,8 +16,7 @@
 //! filled from the official Oxford Flowers 102 archive when empty.
 
 use anyhow::Result;
-use clap::parser::ValueSource;
-use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
+use clap::{Parser, ValueEnum};
 use ddpm::cli::{DeviceChoice, TrainArgs};
 use ddpm::config::Preset;
 use ddpm::recipe::RecipeName;
@@ -63,8 +62,7 @@ fn find_data() -> Result<(PathBuf, &'static str)> {
 fn main() -> Result<()> {
     // Training frees and reallocates the same large buffers every step.
     tensor::cpu::keep_freed_memory();
-    let matches = Flowers::command().get_matches();
-    let mut args = Flowers::from_arg_matches(&matches)?.train;
+    let mut args = Flowers::parse().train;
     let recipe = args.recipe.recipe.unwrap_or_default();
     let cpu_hour = recipe == RecipeName::CpuHour;
     let device = args.device.resolve()?;
@@ -78,15 +76,15 @@ fn main() -> Result<()> {
         None if cpu_hour => (Preset::Cpu32, "no GPU, --recipe cpu-hour: the CPU-sized preset"),
         None => (Preset::Tiny, "no GPU: the small model that trains on a CPU in about an hour"),
     };
-    if cpu_hour && !on_gpu && matches.value_source("lr") == Some(ValueSource::DefaultValue) {
-        args.lr = CPU_HOUR_LR;
+    if cpu_hour && !on_gpu && args.lr.is_none() {
+        args.lr = Some(CPU_HOUR_LR);
     }
     let (length, why_length) = match (args.epochs, args.steps) {
         (_, Some(s)) => (RunLength::Steps(s), "as asked".to_string()),
         (Some(e), None) => (RunLength::Epochs(e), "as asked".to_string()),
         (None, None) if on_gpu => (RunLength::Epochs(100), "the seed recipe's 100 epochs".to_string()),
-        (None, None) if cpu_hour => (RunLength::Steps(CPU_HOUR_STEPS), format!("{CPU_HOUR_STEPS} steps of batch {} is about an hour on 2 cores", args.batch)),
-        (None, None) => (RunLength::Steps(CPU_STEPS), format!("{CPU_STEPS} steps of batch {} is about an hour on 2 cores", args.batch)),
+        (None, None) if cpu_hour => (RunLength::Steps(CPU_HOUR_STEPS), format!("{CPU_HOUR_STEPS} steps of batch {} is about an hour on 2 cores", args.batch())),
+        (None, None) => (RunLength::Steps(CPU_STEPS), format!("{CPU_STEPS} steps of batch {} is about an hour on 2 cores", args.batch())),
     };
     let (data, why_data) = match args.data.clone() {
         Some(d) => (d, "as asked"),
@@ -99,17 +97,13 @@ fn main() -> Result<()> {
     println!("data:    {} ({why_data})", data.display());
     let levers = args.recipe.resolve(RecipeName::Seed)?;
     println!(
-        "recipe:  {} (objective {}, min-SNR gamma {:?}, class conditioning {}, LR warm-up {} steps, EMA warm-up {}), Adam lr {}, batch {}, cosine annealing, EMA 0.999, dropout {}, seed {}",
+        "recipe:  {} ({}), Adam lr {}, batch {}, cosine annealing, EMA 0.999, dropout {}, seed {}",
         recipe.to_possible_value().expect("named").get_name(),
-        levers.objective,
-        levers.min_snr_gamma,
-        levers.class_cond,
-        levers.lr_warmup_steps,
-        levers.ema_warmup,
-        args.lr,
-        args.batch,
+        levers.describe(),
+        args.lr(),
+        args.batch(),
         preset.config().dropout,
-        args.seed
+        args.seed()
     );
     println!("output:  {} (loss.csv, loss.png, samples/*.png, last.safetensors)", out.display());
     ddpm::cli::train(&args, data, preset, length, out, RecipeName::Seed)

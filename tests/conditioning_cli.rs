@@ -39,7 +39,7 @@ fn a_class_conditional_run_samples_classes_with_guidance() {
     let args = ["sample", "--checkpoint", ck, "--class", "rows", "--guidance", "2", "--sampler", "dpm++", "--steps", "3", "--n", "4"];
     let out = ddpm(&[&args[..], &["--out", grid.to_str().unwrap(), "--device", "cpu"]].concat());
     ok(&out);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("dpm++ (3 network calls, v objective"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DPM-Solver++(2M) (3 steps, v objective"));
     assert!(grid.exists());
     ok(&ddpm(&["sample", "--checkpoint", ck, "--class", "3", "--steps", "2", "--n", "1", "--out", grid.to_str().unwrap(), "--device", "cpu"]));
 

@@ -7,8 +7,9 @@ mod common;
 use ddpm::objective::Objective;
 use ddpm::recipe::Recipe;
 use ddpm::train::{RunLength, TrainOptions, Trainer};
+use std::collections::BTreeMap;
 use std::path::Path;
-use tensor::Device;
+use tensor::{Device, Tensor};
 
 
 #[test]
@@ -112,6 +113,35 @@ fn check_resume_with(dir: &Path, data: &Path, device: Device, recipe: Recipe) {
     let ck = nn::load_checkpoint(dir.join("straight/last.safetensors")).unwrap();
     assert!(ck.ema.is_some() && ck.optim.is_some());
     assert_eq!(ck.meta("step"), Some("6"));
+    // Equal losses could hide a drifted state; the final checkpoints must be
+    // identical in every tensor and every metadata entry.
+    let resumed = nn::load_checkpoint(dir.join("resumed/last.safetensors")).unwrap();
+    assert_same_checkpoint(&ck, &resumed);
+}
+
+/// Every tensor bit for bit (weights, Adam's moments and step counts, EMA
+/// weights) and every metadata entry (step, generator state, and for f16
+/// runs the loss scaler's scale and growth tracker).
+fn assert_same_checkpoint(a: &nn::Checkpoint, b: &nn::Checkpoint) {
+    fn same_tensors(what: &str, a: &BTreeMap<String, Tensor>, b: &BTreeMap<String, Tensor>) {
+        assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>(), "{what}: different tensor names");
+        assert!(!a.is_empty(), "{what}: no tensors");
+        for (name, x) in a {
+            let y = &b[name];
+            assert_eq!((x.dtype(), x.dims()), (y.dtype(), y.dims()), "{what} `{name}`");
+            let bits = |t: &Tensor| t.to_f64_vec().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert!(bits(x) == bits(y), "{what} `{name}` differs after resuming");
+        }
+    }
+    same_tensors("weights", &a.model, &b.model);
+    let (oa, ob) = (a.optim.as_ref().unwrap(), b.optim.as_ref().unwrap());
+    assert_eq!((oa.step, &oa.param_steps), (ob.step, &ob.param_steps), "optimizer step counts");
+    for name in a.model.keys() {
+        assert!(oa.tensors.contains_key(&format!("{name}.m")) && oa.tensors.contains_key(&format!("{name}.v")), "no Adam moments for {name}");
+    }
+    same_tensors("Adam moments", &oa.tensors, &ob.tensors);
+    same_tensors("EMA", a.ema.as_ref().unwrap(), b.ema.as_ref().unwrap());
+    assert_eq!(a.metadata, b.metadata, "metadata");
 }
 
 #[test]
@@ -138,5 +168,62 @@ fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
     let ck = nn::load_checkpoint(dir.join("run/last.safetensors")).unwrap();
     let saved: u64 = ck.meta("step").unwrap().parse().unwrap();
     assert!(err.contains(&format!("at step {}", saved + 1)), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_run_diverging_before_its_first_checkpoint_does_not_claim_one() {
+    let dir = common::temp_dir("diverge-early");
+    let data = common::synthetic_images(&dir, 8);
+    let mut opts = common::short_run(&data, dir.join("run"));
+    // Batch 1 over 8 images: the first checkpoint would come at step 8.
+    (opts.batch, opts.length, opts.lr) = (1, RunLength::Steps(40), 1e30);
+    let err = Trainer::new(opts).unwrap().run().err().expect("an absurd learning rate must diverge").to_string();
+    assert!(err.contains("diverged") && err.contains("no checkpoint was written"), "{err}");
+    assert!(!err.contains("kept in"), "{err}");
+    assert!(!dir.join("run/last.safetensors").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_fresh_run_never_overwrites_an_earlier_one() {
+    let dir = common::temp_dir("no-overwrite");
+    let data = common::synthetic_images(&dir, 4);
+    let mut opts = common::short_run(&data, dir.join("run"));
+    opts.length = RunLength::Steps(1);
+    Trainer::new(opts.clone()).unwrap().run().unwrap();
+    let before = std::fs::read(dir.join("run/last.safetensors")).unwrap();
+    let err = Trainer::new(opts.clone()).err().expect("the directory holds a run").to_string();
+    assert!(err.contains("--resume") && err.contains("--out"), "{err}");
+    assert_eq!(std::fs::read(dir.join("run/last.safetensors")).unwrap(), before);
+
+    // Resuming with a different batch is refused, not silently overridden.
+    opts.resume = true;
+    opts.batch = 2;
+    let err = Trainer::new(opts).err().expect("a changed batch").to_string();
+    assert!(err.contains("--batch 2 differs"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_options_are_errors_naming_the_flag_and_create_nothing() {
+    let dir = common::temp_dir("bad-options");
+    let data = common::synthetic_images(&dir, 2);
+    let run = dir.join("run");
+    let cases: [(&str, fn(&mut TrainOptions)); 6] = [
+        ("--batch", |o| o.batch = 0),
+        ("--lr", |o| o.lr = f64::NAN),
+        ("--preview-steps", |o| o.preview_steps = 0),
+        ("--stop-at", |o| o.stop_at = Some(0)),
+        ("--epochs", |o| o.length = RunLength::Epochs(u64::MAX)),
+        ("--stop-at 7", |o| o.stop_at = Some(7)),
+    ];
+    for (flag, breaks) in cases {
+        let mut opts = common::short_run(&data, run.clone());
+        breaks(&mut opts);
+        let err = Trainer::new(opts).err().unwrap_or_else(|| panic!("{flag}: accepted")).to_string();
+        assert!(err.contains(flag), "{err}");
+        assert!(!run.exists(), "{flag}: a failed start created the run directory");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -37,6 +37,11 @@ fn names(list: &[(Var, Vec<Var>)]) -> HashMap<VarId, String> {
     list.iter().enumerate().map(|(i, (v, _))| (v.id(), format!("v{i}"))).collect()
 }
 
+/// The name (`v0, v1, ...`) `tape_summary` gives each value behind `root`.
+pub(crate) fn tape_names(root: &Var) -> HashMap<VarId, String> {
+    names(&reachable(root))
+}
+
 impl Var {
     /// The tape behind this value, one line per value in execution order:
     /// `v2 = conv2d(v0 [2, 3, 8, 8], v1 [4, 3, 3, 3]) -> [2, 4, 8, 8]`.

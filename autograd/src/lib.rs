@@ -36,16 +36,24 @@
 //!   - `src/ops/view.rs`: reshape, permute, narrow, broadcast, cat, split...
 //! - `src/gradcheck.rs`: `check_gradients`, which tests any rule (or any
 //!   composition) against finite differences.
+//! - `src/custom.rs`: `CustomOp` and `Var::custom`, to add a differentiable
+//!   op from outside the crates (`examples/custom_op.rs` does).
+//! - `src/anomaly.rs`: anomaly mode (`PETAL_ANOMALY=1`), which names the
+//!   first op whose output holds a NaN or an infinity.
 //!
 //! Values that reach no parameter record nothing, and neither does anything
 //! inside `no_grad(|| ...)`: their results are plain constants.
 
+pub mod anomaly;
+mod custom;
 mod display;
 pub mod gradcheck;
 mod ops;
 mod tape;
 mod var;
 
+pub use anomaly::{clear_anomaly, first_anomaly, is_anomaly_mode, set_anomaly_mode, Anomaly};
+pub use custom::CustomOp;
 pub use gradcheck::check_gradients;
 pub use tape::{is_grad_enabled, no_grad, Grads};
 pub use tensor;

@@ -25,6 +25,7 @@
 //!   after `backward` nothing of the tape is left (the loss `Var` keeps only
 //!   its own value). A second `backward` through the same graph is an error.
 
+use crate::anomaly;
 use crate::var::{BackwardFn, Var, VarId};
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
@@ -175,6 +176,14 @@ pub(crate) fn backward(root: &Var) -> Result<Grads> {
         return Err(Error::BadArgument { op: "backward", msg: "this value depends on no parameter (made from constants only, or under no_grad)".into() });
     }
     let mut list = wengert_list(root)?;
+    // Anomaly mode: refuse a tape that already holds NaN or Inf, naming the
+    // first op that made one; then check each rule's gradients as they come.
+    let anomaly_names = anomaly::is_anomaly_mode().then(|| crate::display::tape_names(root));
+    if let Some(names) = &anomaly_names {
+        if let Some(msg) = anomaly::check_tape(names, &list) {
+            return Err(Error::BadArgument { op: "backward", msg });
+        }
+    }
     let mut grads: HashMap<VarId, Tensor> = HashMap::new();
     grads.insert(root.id(), root.tensor().ones_like()?);
 
@@ -191,8 +200,11 @@ pub(crate) fn backward(root: &Var) -> Result<Grads> {
         if input_grads.len() != inputs.len() {
             return Err(Error::BadArgument { op: node.op(), msg: format!("backward rule gave {} gradients for {} inputs", input_grads.len(), inputs.len()) });
         }
-        for ((input, need), g) in inputs.iter().zip(needs).zip(input_grads) {
+        for (k, ((input, need), g)) in inputs.iter().zip(needs).zip(input_grads).enumerate() {
             let Some(g) = g.filter(|_| need) else { continue };
+            if let Some(msg) = anomaly_names.as_ref().and_then(|names| anomaly::check_gradient(names, &v, node.op(), k, &g)) {
+                return Err(Error::BadArgument { op: "backward", msg });
+            }
             if g.shape() != input.shape() {
                 return Err(Error::ShapeMismatch { op: node.op(), lhs: input.shape().clone(), rhs: g.shape().clone() });
             }

@@ -8,6 +8,7 @@
 //! - an **op result**: holds the `Node` (see `tape.rs`) that records which
 //!   op made it, from which parent `Var`s, and what its backward rule needs.
 
+use crate::anomaly;
 use crate::tape::{self, Node};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -66,19 +67,26 @@ impl Var {
     /// mapping the output gradient to the input gradients. When no input
     /// asks for a gradient, or inside `no_grad`, nothing is recorded (the
     /// closure, and the tensors it saved, are dropped right away) and the
-    /// result is a constant.
+    /// result is a constant. In anomaly mode the output is checked for NaN
+    /// and Inf.
     pub(crate) fn from_op(
         op: &'static str,
         out: Tensor,
         inputs: &[&Var],
         backward: impl FnOnce(&Tensor, &[bool]) -> Result<Vec<Option<Tensor>>> + Send + 'static,
     ) -> Var {
-        if !tracks(inputs) {
-            return Var::constant(out);
+        let result = if tracks(inputs) {
+            let parents = inputs.iter().map(|&v| v.clone()).collect();
+            let node = Node::new(op, parents, Box::new(backward));
+            Var(Arc::new(VarInner { id: VarId::fresh(), tensor: out, requires_grad: true, node: Some(Arc::new(node)) }))
+        } else {
+            Var::constant(out)
+        };
+        // Off, this is one atomic load (see `anomaly.rs`).
+        if anomaly::is_anomaly_mode() {
+            anomaly::check_output(op, &result, inputs);
         }
-        let inputs = inputs.iter().map(|&v| v.clone()).collect();
-        let node = Node::new(op, inputs, Box::new(backward));
-        Var(Arc::new(VarInner { id: VarId::fresh(), tensor: out, requires_grad: true, node: Some(Arc::new(node)) }))
+        result
     }
 
     pub(crate) fn node(&self) -> Option<&Arc<Node>> {

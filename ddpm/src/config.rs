@@ -91,10 +91,80 @@ impl UNetConfig {
     pub fn channels(&self, level: usize) -> usize {
         self.base_channels * self.channel_mults[level]
     }
+
+    /// Whether these numbers describe a U-Net that can be built: a config
+    /// read from a checkpoint's metadata may hold anything.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let bad = |msg: String| Err(ConfigError(format!("U-Net config `{}`: {msg}", self.name)));
+        if self.channel_mults.is_empty() {
+            return bad("channel_mults is empty; the U-Net needs at least one level".into());
+        }
+        if self.base_channels == 0 || self.channel_mults.contains(&0) {
+            return bad(format!("base_channels {} and channel_mults {:?} must all be at least 1", self.base_channels, self.channel_mults));
+        }
+        if self.blocks_per_level == 0 {
+            return bad("blocks_per_level must be at least 1".into());
+        }
+        let levels = self.levels() as u32;
+        if self.image_size == 0 || levels >= usize::BITS || self.image_size % (1usize << levels) != 0 {
+            return bad(format!("image_size {} must be a positive multiple of 2^{levels} (one halving per level)", self.image_size));
+        }
+        let widths: Vec<usize> = (0..self.levels()).map(|i| self.channels(i)).collect();
+        if self.groups == 0 || std::iter::once(self.base_channels).chain(widths.iter().copied()).any(|c| c % self.groups != 0) {
+            return bad(format!("groups {} must divide base_channels {} and every level's channels {widths:?}", self.groups, self.base_channels));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!("dropout {} must lie in [0, 1)", self.dropout));
+        }
+        Ok(())
+    }
 }
+
+/// A config that describes no buildable U-Net.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_is_buildable() {
+        for p in Preset::ALL {
+            p.config().check().unwrap();
+        }
+    }
+
+    #[test]
+    fn broken_configs_are_refused_with_the_field_named() {
+        let base = Preset::Tiny.config();
+        let cases: [(&str, fn(&mut UNetConfig)); 6] = [
+            ("channel_mults is empty", |c| c.channel_mults.clear()),
+            ("must all be at least 1", |c| c.channel_mults[1] = 0),
+            ("blocks_per_level", |c| c.blocks_per_level = 0),
+            ("image_size 30", |c| c.image_size = 30),
+            ("groups 7", |c| c.groups = 7),
+            ("dropout", |c| c.dropout = f64::NAN),
+        ];
+        for (want, breaks) in cases {
+            let mut c = base.clone();
+            breaks(&mut c);
+            let err = c.check().unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod cpu32_tests {
     use super::*;
 
     /// Parameters of the spec's U-Net counted layer by layer (conv

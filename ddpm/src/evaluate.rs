@@ -19,12 +19,18 @@ use tensor::{DType, Device, Rng, Tensor};
 pub const EVAL_STEPS: [u32; 5] = [50, 250, 500, 750, 950];
 /// The noise seed: fixed, so the loss depends on the model alone.
 pub const EVAL_SEED: u64 = 2024;
-const EVAL_BATCH: usize = 64;
+/// Images per forward pass.
+pub const EVAL_BATCH: usize = 64;
 
 /// Mean squared error of the predicted noise over every image of `data` at
 /// each of `EVAL_STEPS`, in eval mode. Image `i` at step index `j` always
 /// gets the same noise, however the images are batched.
 pub fn heldout_loss(model: &Model, data: &ImageFolder, device: &Device) -> Result<f64> {
+    heldout_loss_reporting(model, data, device, &mut |_| {})
+}
+
+/// [`heldout_loss`], calling `on_batch` with the images of each batch done.
+pub fn heldout_loss_reporting(model: &Model, data: &ImageFolder, device: &Device, on_batch: &mut dyn FnMut(usize)) -> Result<f64> {
     let schedule = Schedule::default();
     let s = data.size();
     let per_image = (3 * s * s) as u64;
@@ -43,6 +49,7 @@ pub fn heldout_loss(model: &Model, data: &ImageFolder, device: &Device) -> Resul
             let sq = eps.sub(&noise)?.sqr()?.to_dtype(DType::F64)?.sum_all()?.to_scalar()?;
             total += sq;
             count += n * 3 * s * s;
+            on_batch(n);
         }
     }
     Ok(total / count as f64)

@@ -13,7 +13,8 @@
 //!   `recipe.rs`: the seed and cpu-hour training recipes.
 //! - `data.rs`, `download.rs`: images in; `images.rs`: grids, strips and loss curves out.
 //! - `train.rs`: the training loop; `evaluate.rs`: the held-out loss; `bench.rs`: throughput.
-//! - `cli.rs`: the `ddpm` command.
+//! - `cli.rs`: the `ddpm` command; `validate.rs`: its argument checks and memory estimate;
+//!   `signals.rs`: Ctrl-C and SIGTERM stop a run with a checkpoint.
 
 pub mod bench;
 pub mod cli;
@@ -29,7 +30,9 @@ pub mod objective;
 pub mod recipe;
 pub mod sampler;
 pub mod train;
+pub mod signals;
 pub mod unet;
+pub mod validate;
 
 #[cfg(test)]
 mod test_util;

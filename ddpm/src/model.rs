@@ -24,6 +24,7 @@ pub struct Model {
 impl Model {
     /// A freshly initialised model, drawn from `seed`.
     pub fn new(config: &UNetConfig, device: &Device, seed: u64) -> Result<Model> {
+        config.check()?;
         let store = ParamStore::new(device.clone(), DType::F32, Rng::new(seed));
         let unet = UNet::new(&store.root(), config)?;
         Ok(Model { store, unet, objective: Objective::Eps, class_names: Vec::new() })
@@ -41,10 +42,24 @@ pub enum Weights {
     Raw,
 }
 
+impl Weights {
+    /// `ema` or `raw`, as the JSON reports print it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Weights::Ema => "ema",
+            Weights::Raw => "raw",
+        }
+    }
+}
+
 /// The config recorded in a petal checkpoint, if it has one.
 pub fn checkpoint_config(ck: &nn::Checkpoint) -> Result<Option<UNetConfig>> {
     match ck.meta("config") {
-        Some(json) => Ok(Some(serde_json::from_str(json).context("checkpoint metadata `config` is not a valid U-Net config")?)),
+        Some(json) => {
+            let config: UNetConfig = serde_json::from_str(json).context("checkpoint metadata `config` is not a valid U-Net config")?;
+            config.check().context("checkpoint metadata `config` describes no buildable U-Net")?;
+            Ok(Some(config))
+        }
         None => Ok(None),
     }
 }
@@ -99,5 +114,11 @@ pub fn load_for_inference(path: &Path, preset: Option<Preset>, device: &Device) 
             Weights::Raw
         }
     };
+    // NaN weights would otherwise give a black grid or a NaN loss in silence.
+    for (name, var) in model.store.named() {
+        if var.tensor().has_non_finite()? {
+            bail!("{}: {} tensor `{name}` holds NaN or infinite values", path.display(), weights.name().to_uppercase());
+        }
+    }
     Ok((model, weights))
 }

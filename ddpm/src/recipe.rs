@@ -72,6 +72,18 @@ impl Recipe {
         }
     }
 
+    /// The recipe in words, for logs.
+    pub fn describe(&self) -> String {
+        let gamma = self.min_snr_gamma.map_or("off".to_string(), |g| g.to_string());
+        let classes = if self.class_cond { format!("on, {}% null labels", self.cond_drop * 100.0) } else { "off".to_string() };
+        format!(
+            "objective {}, min-SNR gamma {gamma}, class conditioning {classes}, LR warm-up {} steps, EMA warm-up {}",
+            self.objective,
+            self.lr_warmup_steps,
+            if self.ema_warmup { "on" } else { "off" }
+        )
+    }
+
     /// Refuses values no run can use, naming the flag.
     pub fn check(&self) -> Result<()> {
         if let Some(g) = self.min_snr_gamma {

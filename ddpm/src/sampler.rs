@@ -81,6 +81,18 @@ impl Sampler {
     }
 }
 
+impl std::fmt::Display for Sampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Sampler::Ddpm => "DDPM",
+            Sampler::Ddim => "DDIM",
+            Sampler::DpmSolver => "DPM-Solver++(2M)",
+            Sampler::Euler => "Euler",
+            Sampler::Heun => "Heun",
+        })
+    }
+}
+
 /// One step of first-order DPM-Solver++ from noise level `(a, s)` to
 /// `(a_next, s_next)`, given the clean-image prediction `d`:
 /// `x_next = (s_next / s) x - a_next (exp(-h) - 1) d`, `h = lambda_next - lambda`.

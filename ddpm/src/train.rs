@@ -31,8 +31,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use nn::{Adam, AdamConfig, CosineAnnealing, Ctx, Ema, LinearWarmup, LossScaler, LrSchedule, Optimizer, Precision};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
 use tensor::{DType, Device, Rng, Tensor};
 
 /// Everything that defines a run.
@@ -69,24 +69,20 @@ pub enum RunLength {
 }
 
 impl RunLength {
-    pub fn total_steps(self, dataset_len: usize, batch: usize) -> u64 {
+    /// Optimizer steps for a dataset of `dataset_len` images at `batch`.
+    /// An absurd `--epochs` is an error rather than an overflow.
+    pub fn total_steps(self, dataset_len: usize, batch: usize) -> Result<u64> {
+        if batch == 0 {
+            bail!("--batch must be at least 1, got 0");
+        }
         match self {
-            RunLength::Steps(s) => s,
-            RunLength::Epochs(e) => (e * dataset_len as u64).div_ceil(batch as u64),
+            RunLength::Steps(s) => Ok(s),
+            RunLength::Epochs(e) => match e.checked_mul(dataset_len as u64) {
+                Some(images) => Ok(images.div_ceil(batch as u64)),
+                None => bail!("--epochs {e} is too large: {e} epochs of {dataset_len} images overflow the step counter"),
+            },
         }
     }
-}
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-/// Ctrl-C asks the loop to save a checkpoint and stop after the current step.
-fn install_interrupt_handler() {
-    // A second installation (a second run in one process) keeps the first.
-    let _ = ctrlc::set_handler(|| {
-        if INTERRUPTED.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-    });
 }
 
 /// How a run ended.
@@ -120,13 +116,66 @@ pub struct Trainer {
     losses: Vec<(u64, f32)>,
     /// Dynamic loss scaling, for f16 only.
     scaler: Option<LossScaler>,
+    /// The step held by `last.safetensors`, if one was written (or resumed).
+    saved_step: Option<u64>,
+    /// A plain progress line this often when stderr is not a terminal (a
+    /// log file shows nothing of the progress bar).
+    progress_every: Duration,
 }
+
+/// Default interval of the plain progress lines.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(30);
+
+/// Checks options that would otherwise fail late or make no sense, naming
+/// the command-line flag of each.
+fn check_options(opts: &TrainOptions) -> Result<()> {
+    crate::validate::at_least_one("--batch", opts.batch as u64)?;
+    crate::validate::learning_rate("--lr", opts.lr)?;
+    crate::validate::at_least_one("--sample-every", opts.sample_every_epochs)?;
+    crate::validate::at_least_one("--preview-steps", opts.preview_steps as u64)?;
+    if let Some(stop) = opts.stop_at {
+        crate::validate::at_least_one("--stop-at", stop)?;
+    }
+    if let RunLength::Steps(0) = opts.length {
+        bail!("--steps must be at least 1, got 0");
+    }
+    if let RunLength::Epochs(0) = opts.length {
+        bail!("--epochs must be at least 1, got 0");
+    }
+    if !(0.0..1.0).contains(&opts.ema_decay) {
+        bail!("the EMA decay must lie in [0, 1), got {}", opts.ema_decay);
+    }
+    Ok(())
+}
+
+/// Files whose presence means `dir` holds a run that a fresh start would
+/// overwrite.
+const RUN_FILES: [&str; 3] = ["last.safetensors", "loss.csv", "checkpoints"];
+
+/// A fresh run never replaces another: forgetting `--resume` after an
+/// interruption would otherwise wipe its progress.
+fn refuse_to_overwrite(out: &Path) -> Result<()> {
+    if let Some(found) = RUN_FILES.iter().find(|f| out.join(f).exists()) {
+        bail!(
+            "{} already holds a run ({found} exists): continue it with --resume, or choose a new --out for a fresh run",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
 
 impl Trainer {
     /// Sets up a run, restoring it from `out/last.safetensors` on `--resume`.
+    ///
+    /// A fresh run refuses a directory that already holds one. A resumed run
+    /// keeps the batch, learning rate, seed, preset and data of its
+    /// checkpoint and refuses different ones; its length follows `length`,
+    /// so a finished run can be extended with a larger `--steps` or
+    /// `--epochs`. Nothing is created on disk until every check passed.
     pub fn new(mut opts: TrainOptions) -> Result<Trainer> {
+        check_options(&opts)?;
         opts.precision.check_device(&opts.device)?;
-        std::fs::create_dir_all(&opts.out).with_context(|| format!("cannot create run directory {}", opts.out.display()))?;
         let last = opts.out.join("last.safetensors");
         let resumed = if opts.resume {
             if !last.exists() {
@@ -134,21 +183,56 @@ impl Trainer {
             }
             let ck = nn::load_checkpoint(&last)?;
             let config = checkpoint_config(&ck)?.context("checkpoint has no config metadata")?;
-            opts.preset = config.name.parse().map_err(anyhow::Error::msg)?;
             // The recipe is part of the run: a resumed run keeps its own.
-            if let Some(json) = ck.meta("recipe") {
-                opts.recipe = serde_json::from_str(json).context("checkpoint metadata `recipe` is not a valid recipe")?;
-            } else {
-                opts.recipe = Recipe::seed();
+            let recorded = match ck.meta("recipe") {
+                Some(json) => serde_json::from_str(json).context("checkpoint metadata `recipe` is not a valid recipe")?,
+                None => Recipe::seed(),
+            };
+            if opts.recipe != recorded && opts.recipe != Recipe::seed() {
+                eprintln!("note: this run was trained with {}; continuing with it", recorded.describe());
             }
+            opts.recipe = recorded;
             Some((ck, config))
         } else {
+            refuse_to_overwrite(&opts.out)?;
             None
         };
         opts.recipe.check()?;
         let mut config: UNetConfig = resumed.as_ref().map(|(_, c)| c.clone()).unwrap_or_else(|| opts.preset.config());
 
+        let mut step = 0;
+        if let Some((ck, config)) = &resumed {
+            let meta = |k: &str| ck.meta_u64(k)?.with_context(|| format!("{} lacks metadata `{k}`", last.display()));
+            step = meta("step")?;
+            let lr: f64 = ck.meta("lr").context("checkpoint lacks `lr`")?.parse().context("bad `lr` metadata")?;
+            let recorded = [
+                ("--batch", opts.batch.to_string(), meta("batch")?.to_string()),
+                ("--lr", opts.lr.to_string(), lr.to_string()),
+                ("--seed", opts.seed.to_string(), meta("seed")?.to_string()),
+                ("--preset", opts.preset.name().to_string(), config.name.clone()),
+            ];
+            for (flag, given, was) in recorded {
+                if given != was {
+                    bail!("{flag} {given} differs from the resumed run's {flag} {was}: a resumed run keeps its {flag} (leave {flag} out, or start a new run with a new --out)");
+                }
+            }
+            if let Some(was) = ck.meta("data").filter(|&d| Path::new(d) != opts.data) {
+                bail!(
+                    "--data {} differs from the resumed run's --data {was}: a resumed run keeps its data (leave --data out, or start a new run with a new --out)",
+                    opts.data.display()
+                );
+            }
+        }
+        crate::validate::fits_in_memory("--batch", opts.batch, crate::validate::training_bytes(&config, opts.batch), &opts.device)?;
+
         let data = ImageFolder::open(&opts.data, config.image_size, opts.on_corrupt)?;
+        let total_steps = opts.length.total_steps(data.len(), opts.batch)?;
+        if total_steps < step {
+            bail!("the run is already at step {step}, past the requested length of {total_steps} steps; ask for more --steps or --epochs");
+        }
+        if let Some(stop) = opts.stop_at.filter(|&s| s <= step || s > total_steps) {
+            bail!("--stop-at {stop} must lie after the current step {step} and at most at the run's end, step {total_steps}");
+        }
         if opts.recipe.class_cond {
             config.num_classes = class_count(&data, resumed.as_ref().map(|(ck, _)| ck), &opts.data)?;
         }
@@ -160,18 +244,10 @@ impl Trainer {
         }
         let mut opt = Adam::new(&model.store, AdamConfig::adam(opts.lr))?;
         let mut ema = Ema::new(&model.store, opts.ema_decay)?;
-        let mut total_steps = opts.length.total_steps(data.len(), opts.batch);
-        let mut step = 0;
         let mut rng = Rng::new(opts.seed ^ TRAIN_STREAM);
         let mut scaler = opts.precision.needs_loss_scaling().then(LossScaler::new);
 
         if let Some((ck, _)) = &resumed {
-            let meta = |k: &str| ck.meta_u64(k)?.with_context(|| format!("{} lacks metadata `{k}`", last.display()));
-            step = meta("step")?;
-            total_steps = meta("total_steps")?;
-            opts.batch = meta("batch")? as usize;
-            opts.seed = meta("seed")?;
-            opts.lr = ck.meta("lr").context("checkpoint lacks `lr`")?.parse().context("bad `lr` metadata")?;
             ck.load_into(&model.store, true)?;
             ck.load_optimizer(&mut opt)?;
             opt.set_lr(opts.lr);
@@ -183,10 +259,40 @@ impl Trainer {
             if let Some(scaler) = scaler.as_mut() {
                 scaler.load_meta(ck)?;
             }
+            let recorded_total = ck.meta_u64("total_steps")?.with_context(|| format!("{} lacks metadata `total_steps`", last.display()))?;
+            if recorded_total != total_steps {
+                eprintln!(
+                    "note: the run's length changes from {recorded_total} to {total_steps} steps; the cosine learning-rate schedule now ends at step {total_steps}"
+                );
+            }
         }
         let losses = read_losses(&opts.out.join("loss.csv"), step)?;
         let lr_schedule = LinearWarmup::wrap(CosineAnnealing { base: opts.lr, min: 0.0, total_steps }, opts.recipe.lr_warmup_steps);
-        Ok(Trainer { opts, data, model, preview, opt, ema, schedule: Schedule::default(), lr_schedule, total_steps, step, rng, losses, scaler })
+        std::fs::create_dir_all(&opts.out).with_context(|| format!("cannot create run directory {}", opts.out.display()))?;
+        let saved_step = resumed.is_some().then_some(step);
+        Ok(Trainer {
+            opts,
+            data,
+            model,
+            preview,
+            opt,
+            ema,
+            schedule: Schedule::default(),
+            lr_schedule,
+            total_steps,
+            step,
+            rng,
+            losses,
+            scaler,
+            saved_step,
+            progress_every: PROGRESS_EVERY,
+        })
+    }
+
+    /// How often a plain progress line is printed when stderr is not a
+    /// terminal (default [`PROGRESS_EVERY`]).
+    pub fn set_progress_every(&mut self, every: Duration) {
+        self.progress_every = every;
     }
 
     pub fn dataset_len(&self) -> usize {
@@ -233,11 +339,13 @@ impl Trainer {
         };
         let value = loss.tensor().to_scalar()? as f32;
         if !value.is_finite() {
+            let kept = match self.saved_step {
+                Some(saved) => format!("the last good checkpoint, from step {saved}, is kept in {}", self.opts.out.join("last.safetensors").display()),
+                None => "no checkpoint was written before it".to_string(),
+            };
             bail!(
-                "the loss became {value} at step {}: training diverged. The last good checkpoint is kept in {}; \
-                 try a lower --lr{}",
+                "the loss became {value} at step {}: training diverged; {kept}. Try a lower --lr{}",
                 self.step + 1,
-                self.opts.out.join("last.safetensors").display(),
                 if self.opts.precision.is_mixed() { " or --precision f32" } else { "" }
             );
         }
@@ -262,7 +370,7 @@ impl Trainer {
 
     /// Trains until the end of the run, an interrupt, or `stop_at`.
     pub fn run(&mut self) -> Result<RunSummary> {
-        install_interrupt_handler();
+        crate::signals::install();
         let mut shuffler = Shuffler::resume(self.data.len(), self.opts.seed, self.step * self.opts.batch as u64);
         let mut log = open_loss_log(&self.opts.out.join("loss.csv"), &self.losses)?;
         let bar = ProgressBar::new(self.total_steps).with_position(self.step);
@@ -274,7 +382,15 @@ impl Trainer {
         let steps_per_epoch = self.steps_per_epoch();
         let (mut last_loss, mut interrupted) = (self.losses.last().map(|l| l.1), false);
         let mut recent_rate = RateMeter::default();
+        // The bar draws nothing into a log file; plain lines do instead.
+        let plain_progress = !std::io::stderr().is_terminal();
+        let mut last_report = Instant::now();
         while self.step < self.total_steps {
+            // A signal during a checkpoint or preview grid stops here.
+            if crate::signals::stop_requested() {
+                interrupted = true;
+                break;
+            }
             let started = Instant::now();
             let loss = self.train_step(&mut shuffler)?;
             self.step += 1;
@@ -287,16 +403,26 @@ impl Trainer {
             let epoch = (self.step - 1) / steps_per_epoch + 1;
             bar.set_message(format!("epoch {epoch} loss {loss:.4} {:.1} img/s", recent_rate.images_per_s()));
             bar.set_position(self.step);
+            if plain_progress && last_report.elapsed() >= self.progress_every {
+                last_report = Instant::now();
+                eprintln!(
+                    "step {}/{} (epoch {epoch}): loss {loss:.4}, {:.1} images/s, {} elapsed",
+                    self.step,
+                    self.total_steps,
+                    recent_rate.images_per_s(),
+                    format_duration(bar.elapsed())
+                );
+            }
 
             let epoch_done = self.step % steps_per_epoch == 0;
             let finished = self.step == self.total_steps;
-            if INTERRUPTED.load(Ordering::SeqCst) || self.opts.stop_at == Some(self.step) {
+            if crate::signals::stop_requested() || self.opts.stop_at == Some(self.step) {
                 interrupted = !finished;
                 break;
             }
             if epoch_done || finished {
                 log.flush()?;
-                self.checkpoint(&self.opts.out.join("last.safetensors"))?;
+                self.save_last()?;
                 save_loss_curve(&self.opts.out.join("loss.png"), &self.losses)?;
                 let epoch = self.step.div_ceil(steps_per_epoch);
                 if finished || (epoch_done && epoch % self.opts.sample_every_epochs.max(1) == 0) {
@@ -309,11 +435,19 @@ impl Trainer {
             }
         }
         log.flush()?;
-        let last = self.opts.out.join("last.safetensors");
-        self.checkpoint(&last)?;
+        let last = self.save_last()?;
         save_loss_curve(&self.opts.out.join("loss.png"), &self.losses)?;
         bar.finish();
         Ok(RunSummary { step: self.step, total_steps: self.total_steps, last_loss, interrupted, checkpoint: last })
+    }
+
+    /// Writes `last.safetensors`; a stop signal meanwhile waits for it.
+    fn save_last(&mut self) -> Result<PathBuf> {
+        let last = self.opts.out.join("last.safetensors");
+        let _saving = crate::signals::Saving::start();
+        self.checkpoint(&last)?;
+        self.saved_step = Some(self.step);
+        Ok(last)
     }
 
     /// Writes model, Adam state, EMA weights, step and generator state.
@@ -393,6 +527,16 @@ pub(crate) fn to_tensor_error(e: nn::NnError) -> tensor::Error {
     match e {
         nn::NnError::Tensor(e) => e,
         other => tensor::Error::BadArgument { op: "unet", msg: other.to_string() },
+    }
+}
+
+/// `1h02m03s`, `4m05s` or `6s`.
+fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, s / 60 % 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, m, sec) => format!("{m}m{sec:02}s"),
+        (h, m, sec) => format!("{h}h{m:02}m{sec:02}s"),
     }
 }
 
