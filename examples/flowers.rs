@@ -63,6 +63,12 @@ fn main() -> Result<()> {
     // Training frees and reallocates the same large buffers every step.
     tensor::cpu::keep_freed_memory();
     let mut args = Flowers::parse().train;
+    args.validate()?;
+    // A resumed run keeps its own choices where none are given (with the
+    // default run directory, those of the default recipe).
+    if args.out.is_some() {
+        args.take_choices_of_resumed_run()?;
+    }
     let recipe = args.recipe.recipe.unwrap_or_default();
     let cpu_hour = recipe == RecipeName::CpuHour;
     let device = args.device.resolve()?;
@@ -95,11 +101,13 @@ fn main() -> Result<()> {
     println!("preset:  {preset} ({why_preset})");
     println!("length:  {length:?} ({why_length})");
     println!("data:    {} ({why_data})", data.display());
-    let levers = args.recipe.resolve(RecipeName::Seed)?;
+    // A resumed run trains on with the recipe its checkpoint records.
+    let levers = match args.resume {
+        true => "the resumed run's own recipe".to_string(),
+        false => format!("{} ({})", recipe.to_possible_value().expect("named").get_name(), args.recipe.resolve(RecipeName::Seed)?.describe()),
+    };
     println!(
-        "recipe:  {} ({}), Adam lr {}, batch {}, cosine annealing, EMA 0.999, dropout {}, seed {}",
-        recipe.to_possible_value().expect("named").get_name(),
-        levers.describe(),
+        "recipe:  {levers}, Adam lr {}, batch {}, cosine annealing, EMA 0.999, dropout {}, seed {}",
         args.lr(),
         args.batch(),
         preset.config().dropout,

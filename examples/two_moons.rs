@@ -99,7 +99,7 @@ pub fn train(steps: usize, seed: u64) -> Result<(Mlp, f64)> {
 }
 
 /// Paints the plane `[-1.5, 2.5] x [-1, 1.5]` by the model's answer (blue:
-/// upper moon, orange: lower, a dark line where it is unsure) and draws
+/// upper moon, orange: lower, a white line where it is unsure) and draws
 /// `points` on top in their true colours. `width` pixels wide.
 pub fn render(model: &Mlp, points: &[f32], labels: &[f32], width: u32) -> Result<image::RgbImage> {
     let (x0, x1, y0, y1) = (-1.5f32, 2.5f32, -1.0f32, 1.5f32);
@@ -120,7 +120,7 @@ pub fn render(model: &Mlp, points: &[f32], labels: &[f32], width: u32) -> Result
     let mut img = image::RgbImage::from_fn(width, height, |px, py| {
         let p = 1.0 / (1.0 + (-logits[(py * width + px) as usize]).exp()); // P(upper moon)
         let tint: [f32; 3] = std::array::from_fn(|c| p * blue[c] + (1.0 - p) * orange[c]);
-        // Pale background; a dark line where the model is near 50/50.
+        // Pale background; a white line where the model is near 50/50.
         let pale = if (p - 0.5).abs() < 0.04 { 0.1 } else { 0.35 };
         image::Rgb(tint.map(|v| (255.0 - pale * (255.0 - v)).round() as u8))
     });

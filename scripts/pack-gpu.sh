@@ -39,7 +39,7 @@ for line in sys.stdin:
 # the pack past the 64 MiB a GPU machine is sent); PACK_ALL=1 packs all.
 while read -r exe; do
     case "${PACK_ALL:-0}:$(basename "$exe")" in
-        1:*|*:tensor-*|*:cuda-*|*:cuda_half_gemm-*|*:mixed_precision-*|*:unet_parity-*|*:train_resume-*) cp "$exe" "$PACK/tests/" ;;
+        1:*|*:tensor-*|*:cuda-*|*:cuda_half_gemm-*|*:mixed_precision-*|*:unet_parity-*|*:train_resume-*|*:doctor-*) cp "$exe" "$PACK/tests/" ;;
     esac
 done < "$PACK/.executables"
 rm "$PACK/.executables"
@@ -65,8 +65,9 @@ fi
 
 cat > "$PACK/run.sh" <<'RUN'
 #!/usr/bin/env bash
-# Runs petal's GPU tests, then `ddpm bench --device cuda` beside the PyTorch
-# eager reference on the same GPU, and prints a short report.
+# Runs `ddpm doctor` and the kernel compile test for every architecture
+# first, then petal's GPU tests, then `ddpm bench --device cuda` beside the
+# PyTorch eager reference on the same GPU, and prints a short report.
 #   run.sh            GPU tests and benchmarks
 #   run.sh tests      GPU tests only        run.sh bench    benchmarks only
 #   run.sh profile    per-kernel time of a training step (PETAL_CUDA_PROFILE=1)
@@ -93,12 +94,29 @@ record() { # name rc seconds log
     if [ "$2" -eq 0 ]; then report+=("PASS  $1 ($3 s)"); else report+=("FAIL  $1 (exit $2, $3 s; see $4)"); failed=1; fi
 }
 
+# First what says whether the rest can work at all: the setup as petal sees
+# it, then (with the tests) every kernel module compiled to a cubin for each
+# of sm_75 ... sm_120.
+echo "== ddpm doctor"
+start=$(date +%s)
+timeout 120 ./ddpm doctor > logs/doctor.log 2>&1
+record doctor $? $(( $(date +%s) - start )) logs/doctor.log
+cat logs/doctor.log
+arch_test=cuda::tests::nvrtc_compiles_every_kernel_for_every_arch
+
 if [ "$what" = all ] || [ "$what" = tests ]; then
+    echo "== kernels compile for every architecture"
+    start=$(date +%s)
+    timeout 300 ./tests/tensor-* "$arch_test" --exact --nocapture > logs/arch-compile.log 2>&1
+    record arch-compile $? $(( $(date +%s) - start )) logs/arch-compile.log
+    grep -E "^(NVRTC|sm_)|test result|panicked" logs/arch-compile.log
     for t in tests/*; do
         name=$(basename "$t")
         echo "== $name"
+        skip=()
+        case "$name" in tensor-*) skip=(--skip "$arch_test") ;; esac
         start=$(date +%s)
-        timeout 240 "./$t" > "logs/$name.log" 2>&1
+        timeout 240 "./$t" ${skip[@]+"${skip[@]}"} > "logs/$name.log" 2>&1
         rc=$?
         grep -E "^test .*(FAILED|ok)$|SKIPPED|panicked|test result" "logs/$name.log" | grep -v " ok$" | tail -n 30
         record "$name" $rc $(( $(date +%s) - start )) "logs/$name.log"

@@ -27,12 +27,7 @@ fn info_counts_parameters_exactly_as_pytorch() {
 }
 
 fn fixture_weights() -> Option<std::path::PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/tiny/weights.safetensors");
-    if p.exists() {
-        return Some(p);
-    }
-    eprintln!("SKIPPED: no PyTorch fixture weights at {}", p.display());
-    None
+    common::fixtures().map(|dir| dir.join("weights.safetensors"))
 }
 
 #[test]

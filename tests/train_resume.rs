@@ -178,7 +178,7 @@ fn a_run_diverging_before_its_first_checkpoint_does_not_claim_one() {
     let mut opts = common::short_run(&data, dir.join("run"));
     // Batch 1 over 8 images: the first checkpoint would come at step 8.
     (opts.batch, opts.length, opts.lr) = (1, RunLength::Steps(40), 1e30);
-    let err = Trainer::new(opts).unwrap().run().err().expect("an absurd learning rate must diverge").to_string();
+    let err = Trainer::new(opts).unwrap().run().expect_err("an absurd learning rate must diverge").to_string();
     assert!(err.contains("diverged") && err.contains("no checkpoint was written"), "{err}");
     assert!(!err.contains("kept in"), "{err}");
     assert!(!dir.join("run/last.safetensors").exists());
@@ -210,7 +210,8 @@ fn bad_options_are_errors_naming_the_flag_and_create_nothing() {
     let dir = common::temp_dir("bad-options");
     let data = common::synthetic_images(&dir, 2);
     let run = dir.join("run");
-    let cases: [(&str, fn(&mut TrainOptions)); 6] = [
+    type Breaks = fn(&mut TrainOptions);
+    let cases: [(&str, Breaks); 6] = [
         ("--batch", |o| o.batch = 0),
         ("--lr", |o| o.lr = f64::NAN),
         ("--preview-steps", |o| o.preview_steps = 0),

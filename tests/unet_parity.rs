@@ -3,6 +3,8 @@
 //! samples must match the fixtures in `shared/fixtures/tiny` within the
 //! tolerances stated in their README.
 
+mod common;
+
 use autograd::Var;
 use ddpm::config::Preset;
 use ddpm::diffusion::{sample_ddim, Schedule};
@@ -13,19 +15,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tensor::{DType, Device, Rng, Tensor};
 
-/// `PETAL_FIXTURES` names the folder when the tests run away from the
-/// source tree (a GPU pack); otherwise `shared/fixtures/tiny` beside it.
+/// The fixtures folder, or None (skip) without it; see `common::fixtures`.
 fn fixtures() -> Option<PathBuf> {
-    let dir = match std::env::var_os("PETAL_FIXTURES") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/tiny"),
-    };
-    if dir.join("case.safetensors").exists() {
-        Some(dir)
-    } else {
-        eprintln!("SKIPPED: PyTorch fixtures not found at {}", dir.display());
-        None
-    }
+    common::fixtures()
 }
 
 /// Every tensor of a safetensors file: floats as f32 tensors, integers as

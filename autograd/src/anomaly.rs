@@ -35,6 +35,22 @@ static MODE: AtomicU8 = AtomicU8::new(0);
 
 /// Switches anomaly mode on or off for the whole process, overriding
 /// `PETAL_ANOMALY`.
+///
+/// ```
+/// use autograd::{first_anomaly, set_anomaly_mode, Var};
+/// use autograd::tensor::{Device, Tensor};
+///
+/// set_anomaly_mode(true);
+/// let x = Var::param(Tensor::from_vec(vec![4.0f64, -1.0], 2, &Device::Cpu)?);
+/// let y = x.sqrt()?.mul_scalar(2.0)?; // sqrt(-1) is NaN
+/// let first = first_anomaly().expect("sqrt made a NaN");
+/// assert_eq!((first.op, first.nan_count), ("sqrt", 1));
+/// // backward refuses the tape and names the op that broke it
+/// let err = y.sum_all()?.backward().unwrap_err();
+/// assert!(err.to_string().contains("`sqrt`"));
+/// set_anomaly_mode(false);
+/// # Ok::<(), autograd::tensor::Error>(())
+/// ```
 pub fn set_anomaly_mode(on: bool) {
     MODE.store(if on { 2 } else { 1 }, Ordering::Relaxed);
 }

@@ -45,6 +45,16 @@ pub(crate) fn tape_names(root: &Var) -> HashMap<VarId, String> {
 impl Var {
     /// The tape behind this value, one line per value in execution order:
     /// `v2 = conv2d(v0 [2, 3, 8, 8], v1 [4, 3, 3, 3]) -> [2, 4, 8, 8]`.
+    ///
+    /// ```
+    /// use autograd::Var;
+    /// use autograd::tensor::{Device, Tensor};
+    ///
+    /// let x = Var::param(Tensor::from_vec(vec![1.0f32, 2.0], 2, &Device::Cpu)?);
+    /// let y = x.tanh()?.sum_all()?;
+    /// assert_eq!(y.tape_summary(), "v0 = param [2]\nv1 = tanh(v0 [2]) -> [2]\nv2 = sum(v1 [2]) -> []\n");
+    /// # Ok::<(), autograd::tensor::Error>(())
+    /// ```
     pub fn tape_summary(&self) -> String {
         let list = reachable(self);
         let names = names(&list);
@@ -64,6 +74,18 @@ impl Var {
     /// The tape as a Graphviz digraph (`dot -Tsvg`): boxes for leaves
     /// (parameters filled, constants dashed), ellipses for ops, edges from
     /// inputs to results.
+    ///
+    /// ```
+    /// use autograd::Var;
+    /// use autograd::tensor::{Device, Tensor};
+    ///
+    /// let a = Var::param(Tensor::from_vec(vec![1.0f32], 1, &Device::Cpu)?);
+    /// let b = Var::constant(Tensor::from_vec(vec![2.0f32], 1, &Device::Cpu)?);
+    /// let dot = a.mul(&b)?.to_dot();
+    /// assert!(dot.contains("v0 -> v2;") && dot.contains("v1 -> v2;"));
+    /// std::fs::write(std::env::temp_dir().join("petal-doc-tape.dot"), dot)?; // then: dot -Tsvg
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn to_dot(&self) -> String {
         let list = reachable(self);
         let names = names(&list);

@@ -19,6 +19,21 @@ const TINY: f64 = 1e-12;
 /// The largest relative error `‖analytic − numeric‖ / max(‖numeric‖, tiny)`
 /// over the inputs of `f`, each differentiated as a parameter. The numeric
 /// side evaluates `f` under `no_grad`.
+///
+/// ```
+/// use autograd::{check_gradients, Var};
+/// use autograd::tensor::{Device, Tensor};
+///
+/// // f(a, b) = sum over rows of (a @ b) * tanh(a @ b)
+/// let a = Tensor::from_vec(vec![0.1f64, -0.4, 0.7, 0.3, 0.2, -0.9], [2, 3], &Device::Cpu)?;
+/// let b = Tensor::from_vec(vec![0.5f64, -1.0, 0.25, 0.8, -0.6, 0.1], [3, 2], &Device::Cpu)?;
+/// let f = |v: &[Var]| {
+///     let ab = v[0].matmul(&v[1])?;
+///     ab.mul(&ab.tanh()?)?.sum(&[1], false)
+/// };
+/// assert!(check_gradients(f, &[a, b], 1e-6)? < 1e-7);
+/// # Ok::<(), autograd::tensor::Error>(())
+/// ```
 pub fn check_gradients(f: impl Fn(&[Var]) -> Result<Var>, inputs: &[Tensor], eps: f64) -> Result<f64> {
     let params: Vec<Var> = inputs.iter().map(|t| Var::param(t.clone())).collect();
     let out = f(&params)?;

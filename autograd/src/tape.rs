@@ -99,6 +99,17 @@ pub fn is_grad_enabled() -> bool {
 /// constants and keep nothing for a backward pass (evaluation, sampling,
 /// optimizer arithmetic). Nests, and restores the previous mode even if `f`
 /// panics.
+///
+/// ```
+/// use autograd::{no_grad, Var};
+/// use autograd::tensor::{Device, Tensor};
+///
+/// let w = Var::param(Tensor::from_vec(vec![1.0f32, 2.0], 2, &Device::Cpu)?);
+/// let y = no_grad(|| w.mul_scalar(3.0))?;
+/// assert!(!y.requires_grad()); // a constant: nothing was recorded
+/// assert!(w.mul_scalar(3.0)?.requires_grad());
+/// # Ok::<(), autograd::tensor::Error>(())
+/// ```
 pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
     struct Restore(bool);
     impl Drop for Restore {
@@ -122,6 +133,18 @@ impl Grads {
         self.0.get(&v.id())
     }
     /// Takes the gradient of `v` out, e.g. to hand it to an optimizer.
+    ///
+    /// ```
+    /// use autograd::Var;
+    /// use autograd::tensor::{Device, Tensor};
+    ///
+    /// let w = Var::param(Tensor::from_vec(vec![3.0f64], 1, &Device::Cpu)?);
+    /// let mut grads = w.sqr()?.sum_all()?.backward()?; // d(w²)/dw = 2w
+    /// let g = grads.remove(&w).unwrap();
+    /// assert_eq!(g.to_vec::<f64>()?, vec![6.0]);
+    /// assert!(grads.is_empty());
+    /// # Ok::<(), autograd::tensor::Error>(())
+    /// ```
     pub fn remove(&mut self, v: &Var) -> Option<Tensor> {
         self.0.remove(&v.id())
     }
@@ -241,6 +264,19 @@ impl Var {
     /// gradient of every parameter it depends on. Consumes the tape: the
     /// graph behind `self` is freed as the walk goes, so a second call is an
     /// error.
+    ///
+    /// ```
+    /// use autograd::Var;
+    /// use autograd::tensor::{Device, Tensor};
+    ///
+    /// let x = Var::param(Tensor::from_vec(vec![1.0f64, 2.0, 3.0], 3, &Device::Cpu)?);
+    /// let loss = x.exp()?.sum_all()?;
+    /// let grads = loss.backward()?;
+    /// let e: Vec<f64> = [1.0f64, 2.0, 3.0].iter().map(|v| v.exp()).collect();
+    /// assert_eq!(grads.get(&x).unwrap().to_vec::<f64>()?, e);
+    /// assert!(loss.backward().is_err(), "the tape was consumed");
+    /// # Ok::<(), autograd::tensor::Error>(())
+    /// ```
     pub fn backward(&self) -> Result<Grads> {
         backward(self)
     }

@@ -59,6 +59,17 @@ impl Var {
     }
 
     /// The same tensor, as a constant with no history.
+    ///
+    /// ```
+    /// use autograd::Var;
+    /// use autograd::tensor::{Device, Tensor};
+    ///
+    /// let w = Var::param(Tensor::from_vec(vec![3.0f64], 1, &Device::Cpu)?);
+    /// // d/dw (stop_gradient(w²) * w) = w² = 9: the detached factor is a constant
+    /// let loss = w.sqr()?.detach().mul(&w)?.sum_all()?;
+    /// assert_eq!(loss.backward()?.get(&w).unwrap().to_vec::<f64>()?, vec![9.0]);
+    /// # Ok::<(), autograd::tensor::Error>(())
+    /// ```
     pub fn detach(&self) -> Var {
         Var::constant(self.tensor().clone())
     }

@@ -58,7 +58,7 @@ pub fn run(preset: Preset, batch: usize, steps: usize, device: &Device, precisio
         Device::Cpu => None,
     };
     if let Some(gpu) = &gpu {
-        gpu.set_tf32(tf32);
+        gpu.set_tf32(tf32)?;
     }
     let dtype = precision.dtype();
     let mut scaler = precision.needs_loss_scaling().then(LossScaler::new);

@@ -105,6 +105,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check the CUDA setup: driver, libraries, GPUs, a kernel and a GEMM.
+    Doctor,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -231,8 +233,22 @@ impl TrainArgs {
         Ok(())
     }
 
-    /// On `--resume`, takes each choice left out from the run's checkpoint.
-    /// Choices given that differ from the run's are refused by the trainer.
+    /// On `--resume`, takes each choice left out (data, preset, length,
+    /// batch, learning rate, seed) from the run's newest checkpoint, so that
+    /// only choices actually given are compared with the run's (the trainer
+    /// refuses different ones). Does nothing without `--resume`.
+    pub fn take_choices_of_resumed_run(&mut self) -> Result<()> {
+        if !self.resume {
+            return Ok(());
+        }
+        let out = self.out.clone().context("--resume needs --out DIR (the run directory)")?;
+        let last = out.join("last.safetensors");
+        if !last.exists() {
+            bail!("--resume: {} does not exist (no earlier run in {})", last.display(), out.display());
+        }
+        self.fill_from_run(&nn::load_checkpoint(&last)?)
+    }
+
     fn fill_from_run(&mut self, ck: &nn::Checkpoint) -> Result<()> {
         let meta = |k: &str| ck.meta(k).with_context(|| format!("the run's checkpoint lacks metadata `{k}`"));
         if self.batch.is_none() {
@@ -347,16 +363,11 @@ pub fn error_report(err: &anyhow::Error) -> String {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Info { preset, json } => info(preset, json),
+        Command::Doctor => crate::doctor::run(),
         Command::Train(mut args) => {
             args.validate()?;
             let out = args.out.clone().context("--out DIR is required (the run directory)")?;
-            if args.resume {
-                let last = out.join("last.safetensors");
-                if !last.exists() {
-                    bail!("--resume: {} does not exist (no earlier run in {})", last.display(), out.display());
-                }
-                args.fill_from_run(&nn::load_checkpoint(&last)?)?;
-            }
+            args.take_choices_of_resumed_run()?;
             let data = args.data.clone().context("--data DIR is required (a folder of training images)")?;
             let preset = match args.preset {
                 Some(p) => p,
@@ -451,7 +462,7 @@ pub fn train(args: &TrainArgs, data: PathBuf, preset: Preset, length: RunLength,
     let device = args.device.resolve()?;
     if args.tf32 {
         match &device {
-            Device::Cuda(gpu) => gpu.set_tf32(true),
+            Device::Cuda(gpu) => gpu.set_tf32(true)?,
             Device::Cpu => eprintln!("note: --tf32 applies to CUDA devices only; the CPU computes in full f32"),
         }
     }
@@ -575,6 +586,9 @@ fn sample(args: &SampleArgs) -> Result<()> {
         None => initial_noise(args.n, s, &device, &mut rng)?,
     };
     let n = noise.dims()[0];
+    if n == 0 {
+        bail!("{}: the noise holds no images", args.noise.as_deref().unwrap_or(Path::new("--noise")).display());
+    }
     let sampler = args.sampler.unwrap_or(Sampler::default_for(model.objective));
     let labels = Labels::from_flag(args.class.as_deref(), &model.class_names, n, &mut rng)?;
     if !(args.guidance.is_finite() && args.guidance >= 0.0) {

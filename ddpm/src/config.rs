@@ -27,6 +27,16 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
+/// ```
+/// use ddpm::config::Preset;
+///
+/// let tiny: Preset = "tiny".parse().unwrap();
+/// let c = tiny.config();
+/// assert_eq!((c.image_size, c.base_channels, c.levels()), (32, 32, 3));
+/// assert_eq!(c.channels(2), 64); // base channels times the multiplier of level 2
+/// assert_eq!(c.time_dim(), 128);
+/// assert!("huge".parse::<Preset>().unwrap_err().contains("tiny, flowers64, flowers160"));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Preset {
     Tiny,
@@ -105,12 +115,25 @@ impl UNetConfig {
         if self.blocks_per_level == 0 {
             return bad("blocks_per_level must be at least 1".into());
         }
+        // Far beyond any preset, but small enough that building the model
+        // cannot ask for absurd memory: a damaged checkpoint is refused
+        // instead of aborting the process in the allocator.
+        let widest = self.channel_mults.iter().max().map_or(0, |m| m.saturating_mul(self.base_channels));
+        if self.image_size > 4096 || widest > 8192 || self.levels() > 12 || self.blocks_per_level > 64 {
+            return bad(format!(
+                "image_size {}, {} channels at the widest level, {} levels and {} blocks per level exceed the limits (4096, 8192, 12, 64)",
+                self.image_size,
+                widest,
+                self.levels(),
+                self.blocks_per_level
+            ));
+        }
         let levels = self.levels() as u32;
-        if self.image_size == 0 || levels >= usize::BITS || self.image_size % (1usize << levels) != 0 {
+        if self.image_size == 0 || levels >= usize::BITS || !self.image_size.is_multiple_of(1usize << levels) {
             return bad(format!("image_size {} must be a positive multiple of 2^{levels} (one halving per level)", self.image_size));
         }
         let widths: Vec<usize> = (0..self.levels()).map(|i| self.channels(i)).collect();
-        if self.groups == 0 || std::iter::once(self.base_channels).chain(widths.iter().copied()).any(|c| c % self.groups != 0) {
+        if self.groups == 0 || std::iter::once(self.base_channels).chain(widths.iter().copied()).any(|c| !c.is_multiple_of(self.groups)) {
             return bad(format!("groups {} must divide base_channels {} and every level's channels {widths:?}", self.groups, self.base_channels));
         }
         if !(0.0..1.0).contains(&self.dropout) {
@@ -146,13 +169,14 @@ mod tests {
     #[test]
     fn broken_configs_are_refused_with_the_field_named() {
         let base = Preset::Tiny.config();
-        let cases: [(&str, fn(&mut UNetConfig)); 6] = [
+        let cases: [(&str, fn(&mut UNetConfig)); 7] = [
             ("channel_mults is empty", |c| c.channel_mults.clear()),
             ("must all be at least 1", |c| c.channel_mults[1] = 0),
             ("blocks_per_level", |c| c.blocks_per_level = 0),
             ("image_size 30", |c| c.image_size = 30),
             ("groups 7", |c| c.groups = 7),
             ("dropout", |c| c.dropout = f64::NAN),
+            ("exceed the limits", |c| c.base_channels = 1 << 40),
         ];
         for (want, breaks) in cases {
             let mut c = base.clone();

@@ -11,6 +11,22 @@ use tensor::{DType, Device, Result, Rng, Tensor};
 pub const T: usize = 1000;
 
 /// The linear beta schedule and its running products, in f64.
+///
+/// ```
+/// use ddpm::diffusion::Schedule;
+/// use tensor::{DType, Device, Tensor};
+///
+/// let s = Schedule::default(); // 1000 steps, beta from 1e-4 to 0.02
+/// assert_eq!(s.steps(), 1000);
+/// assert!(s.alpha_bar(0) > 0.9998 && s.alpha_bar(999) < 1e-4); // the signal fades to noise
+/// // x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) noise
+/// let x0 = Tensor::ones([2, 3, 4, 4], DType::F32, &Device::Cpu)?;
+/// let noise = Tensor::zeros([2, 3, 4, 4], DType::F32, &Device::Cpu)?;
+/// let xt = s.add_noise(&x0, &noise, &[0, 999])?.to_vec::<f32>()?;
+/// assert!((xt[0] as f64 - s.alpha_bar(0).sqrt()).abs() < 1e-6);
+/// assert!((xt[48] as f64 - s.alpha_bar(999).sqrt()).abs() < 1e-6);
+/// # Ok::<(), tensor::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Schedule {
     pub betas: Vec<f64>,
@@ -109,12 +125,32 @@ pub fn sample_ddpm(
 }
 
 /// The DDIM steps for K sampling steps: k * (T / K) for k = K-1 down to 0.
+///
+/// ```
+/// assert_eq!(ddpm::diffusion::ddim_steps(1000, 4), vec![750, 500, 250, 0]);
+/// ```
 pub fn ddim_steps(total: usize, k: usize) -> Vec<usize> {
     let stride = (total / k.max(1)).max(1);
     (0..k.min(total)).rev().map(|i| i * stride).collect()
 }
 
 /// Deterministic DDIM (eta = 0) in `k` steps.
+///
+/// With a denoiser that always predicts zero noise: the visited steps, and
+/// the last step returns the guess of x0, clipped to `[-1, 1]`:
+/// ```
+/// use ddpm::diffusion::{sample_ddim, Schedule};
+/// use tensor::{Device, Tensor};
+///
+/// let x = Tensor::from_vec(vec![0.5f32, -2.0], [1, 2, 1, 1], &Device::Cpu)?;
+/// let mut zero_noise = |x: &Tensor, _t: &[u32]| x.zeros_like();
+/// let mut seen = Vec::new();
+/// let out = sample_ddim(&Schedule::default(), x, 10, &mut zero_noise, &mut |t, _| seen.push(t))?;
+/// assert_eq!(seen, vec![900, 800, 700, 600, 500, 400, 300, 200, 100, 0]);
+/// let v = out.to_vec::<f32>()?;
+/// assert!(v[0] > 0.0 && v[1] < 0.0 && v.iter().all(|x| x.abs() <= 1.0));
+/// # Ok::<(), tensor::Error>(())
+/// ```
 pub fn sample_ddim(
     schedule: &Schedule,
     x: Tensor,

@@ -21,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod diffusion;
+pub mod doctor;
 pub mod download;
 pub mod evaluate;
 pub mod guidance;
@@ -36,3 +37,26 @@ pub mod validate;
 
 #[cfg(test)]
 mod test_util;
+
+/// The chapters of `docs/book/`, whose Rust listings run as doctests of
+/// these items (`cargo test -p ddpm --doc`); `tests/book.rs` checks the
+/// excerpts and that every chapter is listed here.
+#[cfg(doctest)]
+mod book {
+    #[doc = include_str!("../../docs/book/01-tensors.md")]
+    struct Chapter1;
+    #[doc = include_str!("../../docs/book/02-autograd.md")]
+    struct Chapter2;
+    #[doc = include_str!("../../docs/book/03-writing-an-op.md")]
+    struct Chapter3;
+    #[doc = include_str!("../../docs/book/04-nn-and-optimizers.md")]
+    struct Chapter4;
+    #[doc = include_str!("../../docs/book/05-training-a-classifier.md")]
+    struct Chapter5;
+    #[doc = include_str!("../../docs/book/06-diffusion-and-the-unet.md")]
+    struct Chapter6;
+    #[doc = include_str!("../../docs/book/07-the-gpu.md")]
+    struct Chapter7;
+    #[doc = include_str!("../../docs/book/08-performance.md")]
+    struct Chapter8;
+}

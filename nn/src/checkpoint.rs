@@ -197,6 +197,27 @@ fn to_raw(t: &Tensor) -> Result<Raw> {
 
 /// Writes `ck` to `path` atomically: the data goes to `<path>.tmp` in the
 /// same directory, is flushed to disk, then renamed over `path`.
+///
+/// ```
+/// use nn::{load_checkpoint, save_checkpoint, Checkpoint, Init, ParamStore};
+/// use nn::autograd::tensor::{DType, Device, Rng};
+///
+/// let store = ParamStore::new(Device::Cpu, DType::F32, Rng::new(0));
+/// store.root().pp("layer").param("weight", [2, 2], Init::Normal { std: 1.0 })?;
+/// let mut ck = Checkpoint::new(&store);
+/// ck.set_meta("epoch", 3);
+/// let path = std::env::temp_dir().join(format!("petal-doc-{}.safetensors", std::process::id()));
+/// save_checkpoint(&path, &ck)?;
+///
+/// let fresh = ParamStore::new(Device::Cpu, DType::F32, Rng::new(1));
+/// fresh.root().pp("layer").param("weight", [2, 2], Init::Const(0.0))?;
+/// let loaded = load_checkpoint(&path)?;
+/// loaded.load_into(&fresh, true)?;
+/// assert_eq!(loaded.meta("epoch"), Some("3"));
+/// assert_eq!(fresh.tensors()["layer.weight"].to_vec::<f32>()?, store.tensors()["layer.weight"].to_vec::<f32>()?);
+/// std::fs::remove_file(&path).ok();
+/// # Ok::<(), nn::NnError>(())
+/// ```
 pub fn save_checkpoint(path: impl AsRef<Path>, ck: &Checkpoint) -> Result<()> {
     let path = path.as_ref();
     let fail = |msg: String| NnError::Checkpoint { path: path.to_path_buf(), msg };

@@ -25,6 +25,21 @@ impl Ctx {
     }
 }
 
+/// A layer is anything that maps a `Var` to a `Var`:
+/// ```
+/// use nn::{Ctx, Module};
+/// use nn::autograd::{tensor::{Device, Tensor}, Var};
+///
+/// struct Tanh;
+/// impl Module for Tanh {
+///     fn forward(&self, x: &Var, _ctx: &mut Ctx) -> nn::Result<Var> {
+///         Ok(x.tanh()?)
+///     }
+/// }
+/// let x = Var::constant(Tensor::from_vec(vec![0.0f32], 1, &Device::Cpu)?);
+/// assert_eq!(Tanh.forward(&x, &mut Ctx::eval())?.tensor().to_vec::<f32>()?, vec![0.0]);
+/// # Ok::<(), nn::NnError>(())
+/// ```
 pub trait Module {
     fn forward(&self, x: &Var, ctx: &mut Ctx) -> Result<Var>;
 }
@@ -36,6 +51,19 @@ impl<M: Module + ?Sized> Module for Box<M> {
 }
 
 /// Modules applied one after another.
+///
+/// ```
+/// use nn::{Ctx, Linear, Module, ParamStore, Sequential, SiLU};
+/// use nn::autograd::{tensor::{DType, Device, Rng, Tensor}, Var};
+///
+/// let store = ParamStore::new(Device::Cpu, DType::F32, Rng::new(0));
+/// let root = store.root();
+/// let mlp = Sequential::new().with(Linear::new(&root.pp(0), 2, 16, true)?).with(SiLU).with(Linear::new(&root.pp(2), 16, 1, true)?);
+/// let x = Var::constant(Tensor::zeros([8, 2], DType::F32, &Device::Cpu)?);
+/// assert_eq!(mlp.forward(&x, &mut Ctx::eval())?.dims(), &[8, 1]);
+/// assert_eq!(mlp.len(), 3);
+/// # Ok::<(), nn::NnError>(())
+/// ```
 #[derive(Default)]
 pub struct Sequential {
     layers: Vec<Box<dyn Module>>,

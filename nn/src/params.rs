@@ -67,6 +67,20 @@ struct Inner {
 }
 
 /// All parameters of a model. Cloning gives another handle to the same store.
+///
+/// ```
+/// use nn::{Init, Linear, ParamStore};
+/// use nn::autograd::tensor::{DType, Device, Rng};
+///
+/// let store = ParamStore::new(Device::Cpu, DType::F32, Rng::new(0));
+/// let root = store.root();
+/// let _encoder = Linear::new(&root.pp("encoder").pp(0), 4, 8, true)?;
+/// let _scale = root.pp("head").param("scale", [8], Init::Const(1.0))?;
+/// let names: Vec<String> = store.named().into_iter().map(|(name, _)| name).collect();
+/// assert_eq!(names, ["encoder.0.bias", "encoder.0.weight", "head.scale"]);
+/// assert_eq!(store.num_params(), 8 * 4 + 8 + 8);
+/// # Ok::<(), nn::NnError>(())
+/// ```
 #[derive(Clone)]
 pub struct ParamStore(Arc<Mutex<Inner>>);
 

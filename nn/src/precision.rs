@@ -69,13 +69,17 @@ impl Precision {
     }
 
     /// Fails, with a message that says why, when `device` cannot run this
-    /// precision: the CPU backend computes in f32/f64 only.
+    /// precision: the CPU backend computes in f32/f64 only, and GPUs older
+    /// than Ampere have no bf16.
     pub fn check_device(self, device: &Device) -> Result<()> {
         if self.is_mixed() && !device.is_cuda() {
             return Err(NnError::bad(
                 "precision",
                 format!("{self} on {device}: mixed precision needs a CUDA device; the CPU backend computes in f32/f64 (use f32 there)"),
             ));
+        }
+        if let Device::Cuda(gpu) = device {
+            gpu.check_dtype(self.dtype())?;
         }
         Ok(())
     }

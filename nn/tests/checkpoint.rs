@@ -401,3 +401,102 @@ fn saving_replaces_an_existing_file_and_rejects_reserved_names() {
     assert!(err.contains("x.safetensors"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A checkpoint with every part a training run writes: weights, Adam state
+/// with per-parameter steps, EMA weights, metadata and a generator state.
+fn full_checkpoint_bytes() -> Vec<u8> {
+    let dir = tmp_dir("fuzz-source");
+    let s = store(5);
+    let _net = Net::new(&s);
+    let opt = Adam::new(&s, AdamConfig::adam(1e-3)).unwrap();
+    let ema = Ema::new(&s, 0.9).unwrap();
+    let mut ck = Checkpoint::new(&s).with_optimizer(&opt).with_ema(&ema);
+    ck.set_meta("step", 3);
+    ck.set_rng("train_rng", &Rng::new(9));
+    let path = dir.join("full.safetensors");
+    save_checkpoint(&path, &ck).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+    bytes
+}
+
+/// Loads `bytes` as a checkpoint and, if that works, uses every part of it
+/// the way a resumed run does. Errors are fine; a panic is a bug.
+fn load_and_use(bytes: &[u8], path: &std::path::Path) -> std::result::Result<(), String> {
+    std::fs::write(path, bytes).unwrap();
+    let ck = load_checkpoint(path).map_err(|e| e.to_string())?;
+    let s = store(5);
+    let _net = Net::new(&s);
+    let mut opt = Adam::new(&s, AdamConfig::adam(1e-3)).unwrap();
+    let mut ema = Ema::new(&s, 0.9).unwrap();
+    let _ = ck.meta_u64("step");
+    let _ = ck.rng("train_rng");
+    ck.load_into(&s, true).map_err(|e| e.to_string())?;
+    ck.load_optimizer(&mut opt).map_err(|e| e.to_string())?;
+    ck.load_ema(&mut ema).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+mod corrupted {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What to do to a good file.
+    #[derive(Debug, Clone)]
+    enum Corruption {
+        /// Cut the file to this fraction of its length.
+        Truncate(f64),
+        /// Overwrite bytes at these fractions of the length with these values.
+        Overwrite(Vec<(f64, u8)>),
+        /// Overwrite bytes of the JSON header only (where damage matters most).
+        Header(Vec<(f64, u8)>),
+        /// A different 8-byte header length.
+        HeaderLength(u64),
+    }
+
+    fn corruption() -> impl Strategy<Value = Corruption> {
+        let edits = || prop::collection::vec((0.0..1.0f64, any::<u8>()), 1..8);
+        prop_oneof![
+            (0.0..1.0f64).prop_map(Corruption::Truncate),
+            edits().prop_map(Corruption::Overwrite),
+            edits().prop_map(Corruption::Header),
+            any::<u64>().prop_map(Corruption::HeaderLength),
+        ]
+    }
+
+    fn apply(good: &[u8], c: &Corruption) -> Vec<u8> {
+        let mut b = good.to_vec();
+        let header_len = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+        let at = |f: f64, len: usize| ((f * len as f64) as usize).min(len - 1);
+        match c {
+            Corruption::Truncate(f) => b.truncate(at(*f, good.len())),
+            Corruption::Overwrite(edits) => edits.iter().for_each(|&(f, v)| b[at(f, good.len())] = v),
+            Corruption::Header(edits) => edits.iter().for_each(|&(f, v)| b[8 + at(f, header_len)] = v),
+            Corruption::HeaderLength(n) => b[..8].copy_from_slice(&n.to_le_bytes()),
+        }
+        b
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        #[test]
+        fn corrupted_checkpoints_give_errors_never_panics(c in corruption()) {
+            let good = full_checkpoint_bytes();
+            let bytes = apply(&good, &c);
+            let dir = tmp_dir("fuzz");
+            let path = dir.join(format!("corrupt-{}.safetensors", std::thread::current().name().unwrap_or("t").replace("::", "-")));
+            let outcome = std::panic::catch_unwind(|| load_and_use(&bytes, &path));
+            let _ = std::fs::remove_file(&path);
+            let result = outcome.map_err(|_| TestCaseError::fail(format!("panicked on {c:?}")))?;
+            match (&c, result) {
+                // A shorter file or a different header length never loads.
+                (Corruption::Truncate(_) | Corruption::HeaderLength(_), Ok(())) if bytes != good => {
+                    return Err(TestCaseError::fail(format!("{c:?} loaded")));
+                }
+                (_, Err(msg)) => prop_assert!(msg.contains("corrupt-"), "the error names the file: {msg}"),
+                _ => {}
+            }
+        }
+    }
+}

@@ -11,10 +11,11 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use tensor::cpu::conv::{self, Conv2dParams};
-use tensor::cpu::group_norm::{self, GroupNormParams};
+use tensor::backend::{Conv2dParams, GroupNormParams, Pool2dParams};
+use tensor::cpu::conv;
+use tensor::cpu::group_norm;
 use tensor::cpu::matmul;
-use tensor::cpu::pool::{self, Pool2dParams};
+use tensor::cpu::pool;
 use tensor::cpu::upsample;
 
 /// (median, best) seconds per call of `f`, after warm-up, over 3..50 timed

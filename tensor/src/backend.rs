@@ -1,8 +1,15 @@
 //! The seam between the tensor front end and the devices.
 //!
-//! `Tensor` methods check shapes and build layouts; then they call one method
-//! of `BackendStorage`, which both the CPU storage and the CUDA storage
-//! implement. Adding a device means implementing this trait, nothing else.
+//! `Tensor` methods (in `ops/`) check shapes and build layouts; then they
+//! call one method of `BackendStorage`, which the CPU storage (`cpu/`) and
+//! the CUDA storage (`cuda/`) implement. This file holds everything both
+//! sides agree on: the op descriptions (`UnaryOp`, `Conv2dParams`, ...) and
+//! the trait itself.
+//!
+//! Adding a device means implementing this trait for its storage, then
+//! giving it one variant in `Device` (device.rs) and in `Storage`, and one
+//! arm in each of `Storage`'s constructors and in `dispatch!` (storage.rs).
+//! Nothing in `ops/` or `tensor.rs` names a device.
 //!
 //! Conventions every implementation follows:
 //! - Inputs come with a `Layout` (any strides, any offset) unless the method
@@ -10,11 +17,12 @@
 //!   which is where their first element sits.
 //! - Outputs are fresh, contiguous storages.
 //! - Binary and ternary ops receive layouts already broadcast to one shape.
+//! - A few methods have default bodies built from the others; a backend
+//!   overrides them when it has a faster, fused kernel (the CPU does for
+//!   `silu_backward`, `dropout`, `add_assign` and `cat`).
 
-use crate::cpu::conv::Conv2dParams;
-use crate::cpu::group_norm::GroupNormParams;
-use crate::cpu::pool::Pool2dParams;
-use crate::{DType, Layout, Result};
+use crate::cpu::CpuStorage;
+use crate::{DType, Layout, Result, Shape};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum UnaryOp {
@@ -75,6 +83,63 @@ pub enum ReduceOp {
     ArgMax,
 }
 
+impl UnaryOp {
+    /// How the op travels to a kernel that takes it as data: its number
+    /// (`U_*` in cuda/elementwise.cu) and up to two scalar parameters.
+    pub fn code(self) -> (u32, f64, f64) {
+        match self {
+            UnaryOp::Neg => (0, 0.0, 0.0),
+            UnaryOp::Exp => (1, 0.0, 0.0),
+            UnaryOp::Log => (2, 0.0, 0.0),
+            UnaryOp::Sqrt => (3, 0.0, 0.0),
+            UnaryOp::Sqr => (4, 0.0, 0.0),
+            UnaryOp::Recip => (5, 0.0, 0.0),
+            UnaryOp::Tanh => (6, 0.0, 0.0),
+            UnaryOp::Sigmoid => (7, 0.0, 0.0),
+            UnaryOp::Silu => (8, 0.0, 0.0),
+            UnaryOp::Relu => (9, 0.0, 0.0),
+            UnaryOp::Abs => (10, 0.0, 0.0),
+            UnaryOp::Sin => (11, 0.0, 0.0),
+            UnaryOp::Cos => (12, 0.0, 0.0),
+            UnaryOp::Powf(e) => (13, e, 0.0),
+            UnaryOp::Clamp(lo, hi) => (14, lo, hi),
+            UnaryOp::Affine { mul, add } => (15, mul, add),
+            UnaryOp::MaxScalar(s) => (16, s, 0.0),
+            UnaryOp::MinScalar(s) => (17, s, 0.0),
+            UnaryOp::SiluGrad => (18, 0.0, 0.0),
+            UnaryOp::Step => (19, 0.0, 0.0),
+        }
+    }
+}
+
+impl BinaryOp {
+    /// The op's number in the kernels (`B_*` in cuda/elementwise.cu).
+    pub fn code(self) -> u32 {
+        match self {
+            BinaryOp::Add => 0,
+            BinaryOp::Sub => 1,
+            BinaryOp::Mul => 2,
+            BinaryOp::Div => 3,
+            BinaryOp::Maximum => 4,
+            BinaryOp::Minimum => 5,
+        }
+    }
+}
+
+impl CmpOp {
+    /// The op's number in the kernels (`C_*` in cuda/elementwise.cu).
+    pub fn code(self) -> u32 {
+        match self {
+            CmpOp::Eq => 0,
+            CmpOp::Ne => 1,
+            CmpOp::Lt => 2,
+            CmpOp::Le => 3,
+            CmpOp::Gt => 4,
+            CmpOp::Ge => 5,
+        }
+    }
+}
+
 /// A batched matrix product: `batch` products of [m, k] @ [k, n]. Each
 /// operand's layout is [batch, rows, cols] (batch stride 0 when broadcast).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,11 +166,102 @@ pub struct AdamStep {
     pub bias_correction2: f64,
 }
 
+/// A 2-D convolution of [batch, in_channels, in_h, in_w] by
+/// [out_channels, in_channels, kernel_h, kernel_w], checked by
+/// `conv2d_params` (kernel at least 1x1 and no larger than the padded input).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dParams {
+    pub batch: usize,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub kernel_h: usize,
+    pub kernel_w: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl Conv2dParams {
+    pub fn out_h(&self) -> usize {
+        (self.in_h + 2 * self.padding - self.kernel_h) / self.stride + 1
+    }
+
+    pub fn out_w(&self) -> usize {
+        (self.in_w + 2 * self.padding - self.kernel_w) / self.stride + 1
+    }
+
+    /// Multiply-adds counted as two flops: `2*N*Cout*Cin*kh*kw*OH*OW`.
+    pub fn flops(&self) -> f64 {
+        let patch = self.in_channels * self.kernel_h * self.kernel_w;
+        2.0 * (self.batch * self.out_channels * patch * self.out_h() * self.out_w()) as f64
+    }
+}
+
+/// A square pooling window of `kernel` moved by `stride` over
+/// [batch, channels, in_h, in_w]; windows never hang off the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pool2dParams {
+    pub batch: usize,
+    pub channels: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub kernel: usize,
+    pub stride: usize,
+}
+
+impl Pool2dParams {
+    /// `(in - kernel) / stride + 1`: windows never hang off the edge.
+    pub fn out_h(&self) -> usize {
+        (self.in_h - self.kernel) / self.stride + 1
+    }
+
+    pub fn out_w(&self) -> usize {
+        (self.in_w - self.kernel) / self.stride + 1
+    }
+}
+
+/// Group normalisation of [batch, channels, spatial...]: channels split
+/// into `groups` equal groups, each normalised over its channels and the
+/// spatial positions of one image.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GroupNormParams {
+    pub batch: usize,
+    pub channels: usize,
+    /// H*W
+    pub spatial: usize,
+    pub groups: usize,
+    pub eps: f64,
+}
+
 /// One backend's storage: a flat buffer of one dtype on one device.
 pub trait BackendStorage: Sized {
+    /// What says where a new storage goes: `CpuDevice`, `CudaDevice`.
+    type Device;
+
+    // ---- creation and transfer ------------------------------------------
+
+    /// `n` copies of `value`, converted to `dtype`.
+    fn full(device: &Self::Device, n: usize, dtype: DType, value: f64) -> Result<Self>;
+    /// Uniform [lo, hi) values: element i is `rng::uniform_at(key, start, i, lo, hi)`.
+    #[allow(clippy::too_many_arguments)]
+    fn rand_uniform(device: &Self::Device, n: usize, dtype: DType, key: u64, start: u64, lo: f64, hi: f64) -> Result<Self>;
+    /// Normal values: element i is `mean + std * rng::normal_at(key, start, i)`.
+    #[allow(clippy::too_many_arguments)]
+    fn rand_normal(device: &Self::Device, n: usize, dtype: DType, key: u64, start: u64, mean: f64, std: f64) -> Result<Self>;
+    /// A copy of a host storage on `device`.
+    fn from_cpu(device: &Self::Device, cpu: &CpuStorage) -> Result<Self>;
+    /// A copy of the whole storage on the host.
+    fn to_cpu(&self) -> Result<CpuStorage>;
+    /// The device this storage lives on.
+    fn device(&self) -> Self::Device;
+
     fn dtype(&self) -> DType;
     /// Number of elements held.
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 
     fn to_dtype(&self, layout: &Layout, dtype: DType) -> Result<Self>;
     /// The elements of `layout`, gathered into a contiguous storage.
@@ -158,4 +314,50 @@ pub trait BackendStorage: Sized {
     fn adam_update(&mut self, grad: &Self, m: &mut Self, v: &mut Self, step: &AdamStep) -> Result<()>;
     /// `self = decay * self + (1 - decay) * src`
     fn ema_update(&mut self, src: &Self, decay: f64) -> Result<()>;
+
+    // ---- fused fast paths, with plain defaults ---------------------------
+
+    /// `grad * silu'(self)`, the input gradient of silu; both layouts have
+    /// one shape and dtype. The default runs two kernels (silu' into a
+    /// temporary, then the product); a backend may fuse them into one pass.
+    fn silu_backward(&self, layout: &Layout, grad: &Self, grad_layout: &Layout) -> Result<Self> {
+        let slope = self.unary(layout, UnaryOp::SiluGrad)?;
+        grad.binary(grad_layout, &slope, &Layout::contiguous(layout.shape().clone()), BinaryOp::Mul)
+    }
+
+    /// Inverted dropout in one pass: `(x * mask, mask)` where `mask[i]` is
+    /// `scale` when element i's uniform draw `rng::uniform_at(key, start, i,
+    /// 0, 1)` is below `keep`, else 0. `None` (the default) when this
+    /// backend has no fused kernel for this dtype: the front end then draws
+    /// the same mask with `bernoulli` and multiplies.
+    #[allow(clippy::too_many_arguments)]
+    fn dropout(&self, _layout: &Layout, _keep: f64, _scale: f64, _key: u64, _start: u64) -> Result<Option<(Self, Self)>> {
+        Ok(None)
+    }
+
+    /// `self += src` in place, for a contiguous `src` with as many elements
+    /// as `self` (gradient accumulation). Returns false, having done
+    /// nothing, when the backend cannot (the default): the front end then
+    /// adds into a new storage.
+    fn add_assign(&mut self, _src: &Self, _src_layout: &Layout) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// Joins `parts` (one dtype, equal dims except `dim`) along `dim` into a
+    /// new contiguous storage. The default zero-fills the output and copies
+    /// each part into its window.
+    fn cat(parts: &[(&Self, &Layout)], dim: usize) -> Result<Self> {
+        let (first, first_layout) = parts[0];
+        let mut dims = first_layout.dims().to_vec();
+        dims[dim] = parts.iter().map(|(_, l)| l.dims()[dim]).sum();
+        let out_layout = Layout::contiguous(Shape::from(dims));
+        let mut out = Self::full(&first.device(), out_layout.elem_count(), first.dtype(), 0.0)?;
+        let mut start = 0;
+        for &(part, layout) in parts {
+            let window = out_layout.narrow(dim, start, layout.dims()[dim]);
+            out.copy_into(&window, part, layout)?;
+            start += layout.dims()[dim];
+        }
+        Ok(out)
+    }
 }

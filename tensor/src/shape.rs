@@ -38,6 +38,16 @@ impl Shape {
     }
 
     /// NumPy broadcasting: align trailing dims; a dim of 1 stretches.
+    ///
+    /// ```
+    /// use tensor::Shape;
+    ///
+    /// let batch = Shape::from([8, 1, 5]);
+    /// assert_eq!(batch.broadcast_with(&Shape::from([3, 1]), "add")?.dims(), &[8, 3, 5]);
+    /// let err = batch.broadcast_with(&Shape::from([4]), "add").unwrap_err();
+    /// assert_eq!(err.to_string(), "add: shapes [8, 1, 5] and [4] are incompatible");
+    /// # Ok::<(), tensor::Error>(())
+    /// ```
     pub fn broadcast_with(&self, other: &Shape, op: &'static str) -> Result<Shape> {
         let rank = self.rank().max(other.rank());
         let mut dims = vec![0; rank];

@@ -5,9 +5,10 @@
 //! benchmarks can check that training does not leak memory.
 
 use crate::backend::BackendStorage;
-use crate::cpu::CpuStorage;
+use crate::cpu::{CpuDevice, CpuStorage};
 use crate::cuda::CudaStorage;
-use crate::{DType, Device, Error, Result};
+use crate::{DType, Device, Error, Layout, Result};
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -67,14 +68,14 @@ impl Storage {
     pub fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(s) => s.dtype(),
-            Storage::Cuda(s) => BackendStorage::dtype(s),
+            Storage::Cuda(s) => s.dtype(),
         }
     }
 
     pub fn len(&self) -> usize {
         match self {
-            Storage::Cpu(s) => BackendStorage::len(s),
-            Storage::Cuda(s) => BackendStorage::len(s),
+            Storage::Cpu(s) => s.len(),
+            Storage::Cuda(s) => s.len(),
         }
     }
 
@@ -91,74 +92,126 @@ impl Storage {
 
     pub fn full(device: &Device, n: usize, dtype: DType, value: f64) -> Result<Storage> {
         Ok(match device {
-            Device::Cpu => Storage::Cpu(CpuStorage::full(n, dtype, value)),
-            Device::Cuda(d) => Storage::Cuda(d.full(n, dtype, value)?),
+            Device::Cpu => Storage::Cpu(CpuStorage::full(&CpuDevice, n, dtype, value)?),
+            Device::Cuda(d) => Storage::Cuda(CudaStorage::full(d, n, dtype, value)?),
         })
     }
 
     pub fn rand_uniform(device: &Device, n: usize, dtype: DType, key: u64, start: u64, lo: f64, hi: f64) -> Result<Storage> {
         Ok(match device {
-            Device::Cpu => Storage::Cpu(CpuStorage::rand_uniform(n, dtype, key, start, lo, hi)?),
-            Device::Cuda(d) => Storage::Cuda(d.rand_uniform(n, dtype, key, start, lo, hi)?),
+            Device::Cpu => Storage::Cpu(CpuStorage::rand_uniform(&CpuDevice, n, dtype, key, start, lo, hi)?),
+            Device::Cuda(d) => Storage::Cuda(CudaStorage::rand_uniform(d, n, dtype, key, start, lo, hi)?),
         })
     }
 
     pub fn rand_normal(device: &Device, n: usize, dtype: DType, key: u64, start: u64, mean: f64, std: f64) -> Result<Storage> {
         Ok(match device {
-            Device::Cpu => Storage::Cpu(CpuStorage::rand_normal(n, dtype, key, start, mean, std)?),
-            Device::Cuda(d) => Storage::Cuda(d.rand_normal(n, dtype, key, start, mean, std)?),
+            Device::Cpu => Storage::Cpu(CpuStorage::rand_normal(&CpuDevice, n, dtype, key, start, mean, std)?),
+            Device::Cuda(d) => Storage::Cuda(CudaStorage::rand_normal(d, n, dtype, key, start, mean, std)?),
         })
     }
 
-    /// A copy of this storage on `device`.
+    /// A host storage moved onto `device` (no copy when that is the host).
+    pub fn from_cpu(device: &Device, cpu: CpuStorage) -> Result<Storage> {
+        Ok(match device {
+            Device::Cpu => Storage::Cpu(cpu),
+            Device::Cuda(d) => Storage::Cuda(CudaStorage::from_cpu(d, &cpu)?),
+        })
+    }
+
+    /// A copy of this storage on `device`, by way of the host unless it
+    /// already is there.
     pub fn to_device(&self, device: &Device) -> Result<Storage> {
-        Ok(match (self, device) {
-            (Storage::Cpu(s), Device::Cpu) => Storage::Cpu(s.clone()),
-            (Storage::Cpu(s), Device::Cuda(d)) => Storage::Cuda(d.from_cpu(s)?),
-            (Storage::Cuda(s), Device::Cpu) => Storage::Cpu(s.to_cpu()?),
-            (Storage::Cuda(s), Device::Cuda(d)) => Storage::Cuda(d.from_cpu(&s.to_cpu()?)?),
+        let host = self.to_cpu()?;
+        Ok(match device {
+            Device::Cpu => Storage::Cpu(host.into_owned()),
+            Device::Cuda(d) => Storage::Cuda(CudaStorage::from_cpu(d, &host)?),
         })
     }
 
     /// The CPU storage, copying from the device when needed.
-    pub fn to_cpu(&self) -> Result<std::borrow::Cow<'_, CpuStorage>> {
+    pub fn to_cpu(&self) -> Result<Cow<'_, CpuStorage>> {
         Ok(match self {
-            Storage::Cpu(s) => std::borrow::Cow::Borrowed(s),
-            Storage::Cuda(s) => std::borrow::Cow::Owned(s.to_cpu()?),
+            Storage::Cpu(s) => Cow::Borrowed(s),
+            Storage::Cuda(s) => Cow::Owned(BackendStorage::to_cpu(s)?),
+        })
+    }
+
+    /// Joins `parts` along `dim` on whichever backend holds them all.
+    pub fn cat(op: &'static str, parts: &[(&Storage, &Layout)], dim: usize) -> Result<Storage> {
+        fn all<'a, S>(parts: &[(&'a Storage, &'a Layout)], pick: impl Fn(&'a Storage) -> Option<&'a S>) -> Option<Vec<(&'a S, &'a Layout)>> {
+            parts.iter().map(|&(s, l)| pick(s).map(|s| (s, l))).collect()
+        }
+        let storages: Vec<&Storage> = parts.iter().map(|&(s, _)| s).collect();
+        let mismatch = || device_mismatch_among(op, &storages);
+        Ok(match parts[0].0 {
+            Storage::Cpu(_) => {
+                let cpu = all(parts, |s| if let Storage::Cpu(s) = s { Some(s) } else { None }).ok_or_else(mismatch)?;
+                Storage::Cpu(CpuStorage::cat(&cpu, dim)?)
+            }
+            Storage::Cuda(_) => {
+                let cuda = all(parts, |s| if let Storage::Cuda(s) = s { Some(s) } else { None }).ok_or_else(mismatch)?;
+                Storage::Cuda(CudaStorage::cat(&cuda, dim)?)
+            }
         })
     }
 }
 
-pub(crate) fn device_mismatch(op: &'static str, a: &Storage, b: &Storage) -> Error {
-    Error::DeviceMismatch { op, lhs: a.device().to_string(), rhs: b.device().to_string() }
+/// The error for operands on different devices: names the first operand's
+/// device and the first that differs from it.
+pub(crate) fn device_mismatch_among(op: &'static str, operands: &[&Storage]) -> Error {
+    let lhs = operands[0].device();
+    let rhs = operands.iter().map(|s| s.device()).find(|d| *d != lhs).unwrap_or_else(|| lhs.clone());
+    Error::DeviceMismatch { op, lhs: lhs.to_string(), rhs: rhs.to_string() }
 }
 
-/// Calls the same `BackendStorage` method on whichever backend holds the
-/// operands, after checking they share a device.
+/// Runs one `BackendStorage` call on whichever backend holds the operands,
+/// after checking that they all share it: the one place where the front
+/// end meets the list of backends.
+///
+/// The short forms bind each operand to a backend storage and wrap the
+/// call's result (a backend storage) back into a `Storage`:
+///
+/// ```ignore
+/// let out = dispatch!("unary", &*x.storage(), |s| s.unary(x.layout(), op));
+/// ```
+///
+/// The general form takes any number of operands in parentheses (shared or
+/// `&mut`) and also binds `wrap`, the `Storage` variant of the backend in
+/// use, for calls that return something else (a tuple, nothing, a flag):
+///
+/// ```ignore
+/// let (y, stats) = dispatch!("op", (&*a, &mut *b), |x, y; wrap| {
+///     let (y, stats) = x.op(y)?;
+///     (wrap(y), wrap(stats))
+/// });
+/// ```
+///
+/// Operands on different backends return `Error::DeviceMismatch` from the
+/// enclosing function.
 macro_rules! dispatch {
-    ($op:literal, $s:expr, |$x:ident| $body:expr) => {
-        match $s {
-            $crate::storage::Storage::Cpu($x) => $crate::storage::Storage::Cpu($body?),
-            $crate::storage::Storage::Cuda($x) => $crate::storage::Storage::Cuda($body?),
+    ($op:literal, ($($s:expr),+ $(,)?), |$($x:ident),+ ; $wrap:ident| $body:expr) => {
+        match ($($s,)+) {
+            ($($crate::storage::Storage::Cpu($x),)+) => {
+                let $wrap = $crate::storage::Storage::Cpu;
+                $body
+            }
+            ($($crate::storage::Storage::Cuda($x),)+) => {
+                let $wrap = $crate::storage::Storage::Cuda;
+                $body
+            }
+            #[allow(unreachable_patterns)]
+            ($($x,)+) => return Err($crate::storage::device_mismatch_among($op, &[$(&*$x),+])),
         }
+    };
+    ($op:literal, $a:expr, |$x:ident| $body:expr) => {
+        $crate::storage::dispatch!($op, ($a), |$x; wrap| wrap($body?))
     };
     ($op:literal, $a:expr, $b:expr, |$x:ident, $y:ident| $body:expr) => {
-        match ($a, $b) {
-            ($crate::storage::Storage::Cpu($x), $crate::storage::Storage::Cpu($y)) => $crate::storage::Storage::Cpu($body?),
-            ($crate::storage::Storage::Cuda($x), $crate::storage::Storage::Cuda($y)) => $crate::storage::Storage::Cuda($body?),
-            (a, b) => return Err($crate::storage::device_mismatch($op, a, b)),
-        }
+        $crate::storage::dispatch!($op, ($a, $b), |$x, $y; wrap| wrap($body?))
     };
     ($op:literal, $a:expr, $b:expr, $c:expr, |$x:ident, $y:ident, $z:ident| $body:expr) => {
-        match ($a, $b, $c) {
-            ($crate::storage::Storage::Cpu($x), $crate::storage::Storage::Cpu($y), $crate::storage::Storage::Cpu($z)) => {
-                $crate::storage::Storage::Cpu($body?)
-            }
-            ($crate::storage::Storage::Cuda($x), $crate::storage::Storage::Cuda($y), $crate::storage::Storage::Cuda($z)) => {
-                $crate::storage::Storage::Cuda($body?)
-            }
-            (a, b, _) => return Err($crate::storage::device_mismatch($op, a, b)),
-        }
+        $crate::storage::dispatch!($op, ($a, $b, $c), |$x, $y, $z; wrap| wrap($body?))
     };
 }
 pub(crate) use dispatch;

@@ -7,7 +7,7 @@
 
 use crate::backend::BackendStorage;
 use crate::rng::Rng;
-use crate::storage::{Storage, StorageCell};
+use crate::storage::{dispatch, Storage, StorageCell};
 use crate::{DType, Device, Error, Layout, Result, Shape, WithDType};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,6 +23,19 @@ impl TensorId {
     }
 }
 
+/// An n-dimensional array: storage shared by every view of it, and a layout
+/// (shape, strides, offset) saying where each element sits.
+/// ```
+/// use tensor::{Device, Tensor};
+///
+/// let t = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3], &Device::Cpu)?;
+/// assert_eq!(t.layout().strides(), &[3, 1]); // row-major: the next row is 3 elements on
+/// let tt = t.t()?; // a view: same storage, strides swapped
+/// assert!(tt.same_storage(&t) && !tt.is_contiguous());
+/// assert_eq!(tt.layout().strides(), &[1, 3]);
+/// assert_eq!(tt.to_vec::<f32>()?, vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+/// # Ok::<(), tensor::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct Tensor(Arc<TensorInner>);
 
@@ -91,9 +104,7 @@ impl Tensor {
         if data.len() != shape.elem_count() {
             return Err(Error::DataLength { op: "from_vec", len: data.len(), shape });
         }
-        let cpu = Storage::Cpu(T::into_storage(data));
-        let storage = if device.is_cpu() { cpu } else { cpu.to_device(device)? };
-        Ok(Tensor::from_storage(storage, shape))
+        Ok(Tensor::from_storage(Storage::from_cpu(device, T::into_storage(data))?, shape))
     }
 
     pub fn from_slice<T: WithDType>(data: &[T], shape: impl Into<Shape>, device: &Device) -> Result<Tensor> {
@@ -220,7 +231,7 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
-        let out = crate::storage::dispatch!("to_dtype", &*self.storage(), |s| s.to_dtype(self.layout(), dtype));
+        let out = dispatch!("to_dtype", &*self.storage(), |s| s.to_dtype(self.layout(), dtype));
         Ok(Tensor::from_storage(out, self.shape()))
     }
 
@@ -242,13 +253,13 @@ impl Tensor {
         if self.is_contiguous() {
             return Ok(self.clone());
         }
-        let out = crate::storage::dispatch!("contiguous", &*self.storage(), |s| s.copy_strided(self.layout()));
+        let out = dispatch!("contiguous", &*self.storage(), |s| s.copy_strided(self.layout()));
         Ok(Tensor::from_storage(out, self.shape()))
     }
 
     /// A deep copy that shares nothing with `self`.
     pub fn copy(&self) -> Result<Tensor> {
-        let out = crate::storage::dispatch!("copy", &*self.storage(), |s| s.copy_strided(self.layout()));
+        let out = dispatch!("copy", &*self.storage(), |s| s.copy_strided(self.layout()));
         Ok(Tensor::from_storage(out, self.shape()))
     }
 
@@ -282,31 +293,30 @@ impl Tensor {
         }
         let src_storage = src.storage();
         let mut dst = self.storage_mut();
-        match (&mut *dst, &*src_storage) {
-            (Storage::Cpu(d), Storage::Cpu(s)) => d.copy_into(self.layout(), s, src.layout()),
-            (Storage::Cuda(d), Storage::Cuda(s)) => d.copy_into(self.layout(), s, src.layout()),
-            (d, s) => Err(crate::storage::device_mismatch("assign", d, s)),
-        }
+        dispatch!("assign", (&mut *dst, &*src_storage), |d, s; _wrap| d.copy_into(self.layout(), s, src.layout()))
     }
 }
 
 impl Tensor {
     /// `self + other` for two tensors of one shape and dtype. When `self`
-    /// is the only handle on its (contiguous, CPU) storage, as a gradient
-    /// being accumulated usually is, the sum is written into that buffer
-    /// instead of a new one; otherwise this is `self.add(other)`.
+    /// is the only handle on its contiguous storage, as a gradient being
+    /// accumulated usually is, and the backend can add in place (the CPU
+    /// can), the sum is written into that buffer instead of a new one;
+    /// otherwise this is `self.add(other)`.
     pub fn add_into(mut self, other: &Tensor) -> Result<Tensor> {
-        let fits = self.shape() == other.shape() && self.dtype() == other.dtype() && other.is_contiguous();
+        let fits = self.shape() == other.shape()
+            && self.dtype() == other.dtype()
+            && self.device() == other.device()
+            && other.is_contiguous();
         if fits && self.is_contiguous() && self.layout().offset() == 0 {
             if let Some(inner) = Arc::get_mut(&mut self.0) {
                 if let Some(cell) = Arc::get_mut(&mut inner.storage) {
                     let src = other.storage();
                     let mut dst = cell.write();
-                    if let (Storage::Cpu(d), Storage::Cpu(s)) = (&mut *dst, &*src) {
-                        if d.add_assign(s, other.layout()) {
-                            drop(dst);
-                            return Ok(self);
-                        }
+                    let added = dispatch!("add_into", (&mut *dst, &*src), |d, s; _wrap| d.add_assign(s, other.layout())?);
+                    drop(dst);
+                    if added {
+                        return Ok(self);
                     }
                 }
             }

@@ -12,10 +12,10 @@
 
 use proptest::prelude::*;
 use tensor::backend::{AdamStep, BackendStorage, BinaryOp, CmpOp, MatmulDims, ReduceOp, UnaryOp};
-use tensor::cpu::conv::Conv2dParams;
-use tensor::cpu::group_norm::GroupNormParams;
-use tensor::cpu::pool::Pool2dParams;
-use tensor::cpu::CpuStorage;
+use tensor::backend::Conv2dParams;
+use tensor::backend::GroupNormParams;
+use tensor::backend::Pool2dParams;
+use tensor::cpu::{CpuDevice, CpuStorage};
 use tensor::cuda::{CudaDevice, CudaStorage};
 use tensor::{DType, Layout, Shape};
 
@@ -470,9 +470,9 @@ proptest! {
         let dev = need_gpu!();
         let t = match dtype { DType::F64 => 1e-12, DType::F32 => 1e-6, _ => 1e-2 };
         let got = dev.rand_uniform(n, dtype, key, start, -1.0, 3.0).unwrap().to_cpu().unwrap();
-        assert_close("rand_uniform", &got, &CpuStorage::rand_uniform(n, dtype, key, start, -1.0, 3.0).unwrap(), t)?;
+        assert_close("rand_uniform", &got, &CpuStorage::rand_uniform(&CpuDevice, n, dtype, key, start, -1.0, 3.0).unwrap(), t)?;
         let got = dev.rand_normal(n, dtype, key, start, 0.5, 2.0).unwrap().to_cpu().unwrap();
-        assert_close("rand_normal", &got, &CpuStorage::rand_normal(n, dtype, key, start, 0.5, 2.0).unwrap(), t)?;
+        assert_close("rand_normal", &got, &CpuStorage::rand_normal(&CpuDevice, n, dtype, key, start, 0.5, 2.0).unwrap(), t)?;
     }
 }
 

@@ -73,6 +73,10 @@ fn cat_ref(pieces: &[Nd], dim: usize) -> Nd {
 /// torch.chunk's piece sizes: ceil(size / n) each, the last one smaller,
 /// so there may be fewer than n pieces.
 fn torch_chunk_sizes(size: usize, n: usize) -> Vec<usize> {
+    // torch.chunk gives n empty chunks of an empty dim.
+    if size == 0 {
+        return vec![0; n];
+    }
     let step = size.div_ceil(n);
     let count = size.div_ceil(step);
     (0..count).map(|i| step.min(size - i * step)).collect()
@@ -172,7 +176,7 @@ proptest! {
         let t = non_contiguous_of(&x, DType::F32, kind);
         let dim = picks.0.index(dims.len());
         let size = dims[dim];
-        let start = picks.1.index(size);
+        let start = picks.1.index(size + 1);
         let len = picks.2.index(size - start + 1);
         let nw = t.narrow(dim, start, len).unwrap();
         prop_assert!(nw.same_storage(&t));

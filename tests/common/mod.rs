@@ -65,3 +65,23 @@ pub fn short_run(data: &Path, out: PathBuf) -> TrainOptions {
         recipe: ddpm::recipe::Recipe::seed(),
     }
 }
+
+/// The PyTorch fixtures of the tiny U-Net: `$PETAL_FIXTURES` when set (a
+/// GPU pack runs away from the source tree), else `shared/fixtures/tiny`
+/// beside the workspace. Missing fixtures skip the test, saying so; with
+/// `PETAL_REQUIRE_FIXTURES=1` (as CI sets it) they fail it instead, so a
+/// broken checkout cannot pass the parity tests by skipping them.
+pub fn fixtures() -> Option<PathBuf> {
+    let dir = match std::env::var_os("PETAL_FIXTURES") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/tiny"),
+    };
+    if dir.join("case.safetensors").exists() && dir.join("weights.safetensors").exists() {
+        return Some(dir);
+    }
+    if std::env::var("PETAL_REQUIRE_FIXTURES").is_ok_and(|v| v == "1") {
+        panic!("PETAL_REQUIRE_FIXTURES=1 but the PyTorch fixtures are missing at {} (set PETAL_FIXTURES to their folder)", dir.display());
+    }
+    eprintln!("SKIPPED: PyTorch fixtures not found at {} (set PETAL_FIXTURES to their folder)", dir.display());
+    None
+}

@@ -23,6 +23,19 @@ impl Var {
     // ---- binary, broadcasting ----------------------------------------------
 
     /// d(a+b) = da + db
+    ///
+    /// A bias `[3]` broadcast over a batch `[2, 3]` gets the sum of the
+    /// gradients of every row it was added to:
+    /// ```
+    /// use autograd::Var;
+    /// use autograd::tensor::{Device, Tensor};
+    ///
+    /// let x = Var::constant(Tensor::from_vec(vec![1.0f32; 6], [2, 3], &Device::Cpu)?);
+    /// let bias = Var::param(Tensor::from_vec(vec![0.0f32; 3], 3, &Device::Cpu)?);
+    /// let grads = x.add(&bias)?.sum_all()?.backward()?;
+    /// assert_eq!(grads.get(&bias).unwrap().to_vec::<f32>()?, vec![2.0, 2.0, 2.0]);
+    /// # Ok::<(), autograd::tensor::Error>(())
+    /// ```
     pub fn add(&self, rhs: &Var) -> Result<Var> {
         let out = self.tensor().add(rhs.tensor())?;
         let (sa, sb) = (self.shape().clone(), rhs.shape().clone());

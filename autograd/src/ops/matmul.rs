@@ -6,6 +6,18 @@ use tensor::Result;
 
 impl Var {
     /// `[..., m, k] @ [..., k, n] -> [..., m, n]`, batch dims broadcasting.
+    ///
+    /// ```
+    /// use autograd::Var;
+    /// use autograd::tensor::{Device, Tensor};
+    ///
+    /// // d/dW sum(x W) = xᵀ 1
+    /// let x = Var::constant(Tensor::from_vec(vec![1.0f64, 2.0], [1, 2], &Device::Cpu)?);
+    /// let w = Var::param(Tensor::zeros([2, 3], autograd::tensor::DType::F64, &Device::Cpu)?);
+    /// let grads = x.matmul(&w)?.sum_all()?.backward()?;
+    /// assert_eq!(grads.get(&w).unwrap().to_vec::<f64>()?, vec![1.0, 1.0, 1.0, 2.0, 2.0, 2.0]);
+    /// # Ok::<(), autograd::tensor::Error>(())
+    /// ```
     pub fn matmul(&self, rhs: &Var) -> Result<Var> {
         let out = self.tensor().matmul(rhs.tensor())?;
         let (a, b) = (self.tensor().clone(), rhs.tensor().clone());

@@ -24,6 +24,17 @@ impl Conv2dConfig {
     }
 }
 
+/// ```
+/// use nn::{Conv2d, Conv2dConfig, Ctx, Module, ParamStore};
+/// use nn::autograd::{tensor::{DType, Device, Rng, Tensor}, Var};
+///
+/// let store = ParamStore::new(Device::Cpu, DType::F32, Rng::new(0));
+/// // 3x3 kernel, padding 1: the image keeps its size
+/// let conv = Conv2d::new(&store.root(), 3, 8, 3, Conv2dConfig::padded(1))?;
+/// let images = Var::constant(Tensor::zeros([2, 3, 16, 16], DType::F32, &Device::Cpu)?);
+/// assert_eq!(conv.forward(&images, &mut Ctx::eval())?.dims(), &[2, 8, 16, 16]);
+/// # Ok::<(), nn::NnError>(())
+/// ```
 pub struct Conv2d {
     /// [out, in, k, k]
     pub weight: Var,

@@ -5,6 +5,21 @@ use crate::{Ctx, Module, NnError, Result};
 use autograd::Var;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
+/// ```
+/// use nn::{Ctx, Dropout, Module};
+/// use nn::autograd::{tensor::{DType, Device, Rng, Tensor}, Var};
+///
+/// let drop = Dropout::new(0.5)?;
+/// let x = Var::constant(Tensor::ones([1000], DType::F32, &Device::Cpu)?);
+/// // evaluation: the identity
+/// assert_eq!(drop.forward(&x, &mut Ctx::eval())?.tensor().to_vec::<f32>()?, vec![1.0; 1000]);
+/// // training: each element is zeroed with probability p, the rest scaled by 1/(1-p)
+/// let y = drop.forward(&x, &mut Ctx::train(Rng::new(0)))?.tensor().to_vec::<f32>()?;
+/// assert!(y.iter().all(|&v| v == 0.0 || v == 2.0));
+/// let kept = y.iter().filter(|&&v| v == 2.0).count();
+/// assert!((400..600).contains(&kept));
+/// # Ok::<(), nn::NnError>(())
+/// ```
 pub struct Dropout {
     pub p: f64,
 }

@@ -4,6 +4,17 @@ use super::param_as;
 use crate::{Ctx, Init, Module, Path, Result};
 use autograd::Var;
 
+/// ```
+/// use nn::{Ctx, Linear, Module, ParamStore};
+/// use nn::autograd::{tensor::{DType, Device, Rng, Tensor}, Var};
+///
+/// let store = ParamStore::new(Device::Cpu, DType::F32, Rng::new(0));
+/// let layer = Linear::new(&store.root(), 3, 2, true)?;
+/// let x = Var::constant(Tensor::ones([5, 3], DType::F32, &Device::Cpu)?);
+/// let y = layer.forward(&x, &mut Ctx::eval())?;
+/// assert_eq!(y.dims(), &[5, 2]);
+/// # Ok::<(), nn::NnError>(())
+/// ```
 pub struct Linear {
     /// [out, in]
     pub weight: Var,

@@ -55,6 +55,22 @@ struct ParamState {
 }
 
 /// Adam, or AdamW when `cfg.decoupled_weight_decay` is set.
+///
+/// ```
+/// use nn::{Adam, AdamConfig, Init, Optimizer, ParamStore};
+/// use nn::autograd::tensor::{DType, Device, Rng};
+///
+/// let store = ParamStore::new(Device::Cpu, DType::F32, Rng::new(0));
+/// let w = store.root().param("w", [2], Init::Const(1.0))?;
+/// let mut opt = Adam::new(&store, AdamConfig::adamw(1e-2))?;
+/// let grads = w.sqr()?.sum_all()?.backward()?;
+/// opt.step(&grads)?;
+/// // Adam's first step moves each weight by about lr, whatever the gradient's scale
+/// let after = w.tensor().to_vec::<f32>()?;
+/// assert!(after.iter().all(|v| (v - 0.99).abs() < 1e-3), "{after:?}");
+/// assert_eq!(opt.state().step, 1);
+/// # Ok::<(), nn::NnError>(())
+/// ```
 pub struct Adam {
     store: ParamStore,
     pub cfg: AdamConfig,

@@ -5,6 +5,20 @@ use crate::{NnError, ParamStore, Result};
 use std::collections::BTreeMap;
 use tensor::Tensor;
 
+/// ```
+/// use nn::{Ema, Init, ParamStore};
+/// use nn::autograd::tensor::{DType, Device, Rng, Tensor};
+///
+/// let store = ParamStore::new(Device::Cpu, DType::F32, Rng::new(0));
+/// let w = store.root().param("w", [1], Init::Const(0.0))?;
+/// let mut ema = Ema::new(&store, 0.9)?;
+/// w.tensor().assign(&Tensor::from_vec(vec![1.0f32], 1, &Device::Cpu)?)?; // a "training step"
+/// ema.update(&store)?; // 0.9 * 0 + 0.1 * 1
+/// let (name, shadow) = &ema.named()[0];
+/// assert_eq!(name, "w");
+/// assert!((shadow.to_vec::<f32>()?[0] - 0.1).abs() < 1e-6);
+/// # Ok::<(), nn::NnError>(())
+/// ```
 pub struct Ema {
     pub decay: f64,
     shadow: BTreeMap<String, Tensor>,

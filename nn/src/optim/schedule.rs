@@ -2,6 +2,15 @@
 //! (counting from 0). Apply with `opt.set_lr(schedule.lr(step))` before
 //! each step.
 
+/// ```
+/// use nn::{CosineAnnealing, LinearWarmup, LrSchedule};
+///
+/// // 100 warm-up steps into a cosine decay from 1e-3 to 0 over 1000 steps
+/// let schedule = LinearWarmup::wrap(CosineAnnealing { base: 1e-3, min: 0.0, total_steps: 1000 }, 100);
+/// assert!((schedule.lr(0) - 1e-5).abs() < 1e-12); // (0 + 1) / 100 of the cosine's value
+/// assert!((schedule.lr(500) - 5e-4).abs() < 1e-12); // half way down the cosine
+/// assert_eq!(schedule.lr(1000), 0.0);
+/// ```
 pub trait LrSchedule {
     fn lr(&self, step: u64) -> f64;
 }

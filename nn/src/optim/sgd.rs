@@ -30,6 +30,21 @@ impl SgdConfig {
     }
 }
 
+/// ```
+/// use nn::{Init, Optimizer, ParamStore, Sgd, SgdConfig};
+/// use nn::autograd::tensor::{DType, Device, Rng};
+///
+/// // minimise (w - 3)² from w = 0
+/// let store = ParamStore::new(Device::Cpu, DType::F64, Rng::new(0));
+/// let w = store.root().param("w", [1], Init::Const(0.0))?;
+/// let mut opt = Sgd::new(&store, SgdConfig::new(0.1))?;
+/// for _ in 0..100 {
+///     let loss = w.add_scalar(-3.0)?.sqr()?.sum_all()?;
+///     opt.step(&loss.backward()?)?;
+/// }
+/// assert!((w.tensor().to_scalar()? - 3.0).abs() < 1e-6);
+/// # Ok::<(), nn::NnError>(())
+/// ```
 pub struct Sgd {
     store: ParamStore,
     pub cfg: SgdConfig,

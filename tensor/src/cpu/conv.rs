@@ -19,41 +19,16 @@
 //! Pointwise convolutions (1x1, stride 1, no padding) skip the unfold: the
 //! image itself is the column matrix.
 //!
-//! CUDA twin: `cuda/conv.cu (im2col, col2im, bias) and cuda/conv.rs (the cuBLAS GEMMs)`.
+//! CUDA twin: `cuda/conv.rs` (launches, cuBLAS GEMMs) and `cuda/conv.cu` (im2col, col2im, bias).
 
 use rayon::prelude::*;
 
 use super::float::Float;
 use super::matmul::{gemm, MatRef};
+use crate::backend::Conv2dParams;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Conv2dParams {
-    pub batch: usize,
-    pub in_channels: usize,
-    pub out_channels: usize,
-    pub in_h: usize,
-    pub in_w: usize,
-    pub kernel_h: usize,
-    pub kernel_w: usize,
-    pub stride: usize,
-    pub padding: usize,
-}
-
+// The CPU kernels' own view of the parameters (defined in `backend.rs`).
 impl Conv2dParams {
-    pub fn out_h(&self) -> usize {
-        (self.in_h + 2 * self.padding - self.kernel_h) / self.stride + 1
-    }
-
-    pub fn out_w(&self) -> usize {
-        (self.in_w + 2 * self.padding - self.kernel_w) / self.stride + 1
-    }
-
-    /// Multiply-adds counted as two flops: `2*N*Cout*Cin*kh*kw*OH*OW`.
-    pub fn flops(&self) -> f64 {
-        2.0 * (self.batch * self.out_channels * self.patch_len() * self.out_h() * self.out_w())
-            as f64
-    }
-
     /// Rows of the unfolded matrix: one per (input channel, kernel tap).
     fn patch_len(&self) -> usize {
         self.in_channels * self.kernel_h * self.kernel_w
@@ -345,6 +320,15 @@ fn conv2d_planned<T: Float>(
     if out.is_empty() {
         return out;
     }
+    if k == 0 {
+        // No input channels: each output is a sum over nothing plus its bias.
+        if let Some(b) = bias {
+            for (plane, &bv) in out.chunks_exact_mut(ohw).zip(b.iter().cycle()) {
+                plane.fill(bv);
+            }
+        }
+        return out;
+    }
     let w = row_major(weight, k);
     for_each_chunk(
         plan,
@@ -425,7 +409,8 @@ fn conv2d_backward_input_planned<T: Float>(
     assert_eq!(grad_out.len(), p.batch * p.out_image());
     assert_eq!(weight.len(), cout * k);
     let mut grad_in = vec![T::ZERO; p.batch * p.in_image()];
-    if grad_in.is_empty() || ohw == 0 {
+    if grad_in.is_empty() || ohw == 0 || cout == 0 {
+        // No output positions or channels: nothing flows back.
         return grad_in;
     }
     let wt = transposed(weight, k);

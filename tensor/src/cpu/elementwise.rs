@@ -1,13 +1,15 @@
 //! Elementwise kernels: unary maps, broadcasting binary ops, comparisons,
-//! `where`, and the fused optimizer updates.
+//! `where`, and the fused silu backward and gradient accumulation.
 //!
 //! Each op is a scalar function applied along strided runs (see
 //! `StridedRows`); the contiguous same-shape case skips index arithmetic.
 //!
-//! CUDA twin: `cuda/elementwise.cu, cuda/optim.cu (the fused updates) and cuda/random.cu (dropout)`.
+//! CUDA twin: `cuda/elementwise.rs` (launches) and `cuda/elementwise.cu` (kernels).
 
-use super::{contiguous_slice, fill_rows, float::Float, StridedRows, PARALLEL_THRESHOLD};
-use crate::backend::{AdamStep, BinaryOp, CmpOp, UnaryOp};
+use super::float::Float;
+use super::strided::{contiguous_slice, fill_rows, StridedRows};
+use super::PARALLEL_THRESHOLD;
+use crate::backend::{BinaryOp, CmpOp, UnaryOp};
 use crate::Layout;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -132,7 +134,7 @@ fn apply_cmp<T: Float>(op: CmpOp, a: T, b: T) -> T {
 
 /// Whether the CPU has AVX2 and FMA (detected once, then a cached load).
 #[inline(always)]
-fn has_avx2() -> bool {
+pub(super) fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
@@ -176,7 +178,7 @@ fn map_slice<T: Copy, U>(src: &[T], out: &mut [MaybeUninit<U>], f: impl Fn(T) ->
 
 /// `out[i] = f(a[i], b[i])`; the slices have one length.
 #[inline(always)]
-fn zip_slice<T: Copy, U>(a: &[T], b: &[T], out: &mut [MaybeUninit<U>], f: impl Fn(T, T) -> U) {
+pub(super) fn zip_slice<T: Copy, U>(a: &[T], b: &[T], out: &mut [MaybeUninit<U>], f: impl Fn(T, T) -> U) {
     #[inline(always)]
     fn run<T: Copy, U>(a: &[T], b: &[T], out: &mut [MaybeUninit<U>], f: impl Fn(T, T) -> U) {
         for (o, (&x, &y)) in out.iter_mut().zip(a.iter().zip(b)) {
@@ -245,7 +247,7 @@ pub(crate) fn build<U: Send>(n: usize, fill: impl Fn(usize, &mut [MaybeUninit<U>
 
 /// Maps `f` over one strided operand into a new contiguous vector.
 #[inline(always)]
-fn map1<T: Float, U: Float>(v: &[T], l: &Layout, f: impl Fn(T) -> U + Sync + Send + Copy) -> Vec<U> {
+pub(super) fn map1<T: Float, U: Float>(v: &[T], l: &Layout, f: impl Fn(T) -> U + Sync + Send + Copy) -> Vec<U> {
     if l.is_contiguous() {
         let src = contiguous_slice(v, l);
         return build(src.len(), |start, out| map_slice(&src[start..start + out.len()], out, f));
@@ -330,23 +332,6 @@ pub fn silu_backward<T: Float>(x: &[T], xl: &Layout, g: &[T], gl: &Layout) -> Ve
     map2(x, xl, g, gl, |x, g| g * silu_grad(x))
 }
 
-/// Inverted dropout in one pass: `mask[i]` is `scale` where element i is
-/// kept, else 0, and `out = x * mask`. Element i is kept when its uniform
-/// draw `rng::uniform_at(key, start, i, 0, 1)` is below `keep`; that draw
-/// is `w / 2^32` for the Philox word w, so the test is done on w against
-/// the exact threshold, with no float draw at all.
-pub fn dropout<T: Float>(x: &[T], xl: &Layout, keep: f64, scale: f64, key: u64, start: u64) -> (Vec<T>, Vec<T>) {
-    let threshold = crate::rng::keep_threshold(keep);
-    let scale = T::from_f64(scale);
-    let x: std::borrow::Cow<[T]> = if xl.is_contiguous() { contiguous_slice(x, xl).into() } else { map1(x, xl, |x| x).into() };
-    let mask: Vec<T> = build(x.len(), |s, out| keep_mask(out, key, start.wrapping_add(s as u64), threshold, scale));
-    let out = build(x.len(), |s, out| {
-        let e = s + out.len();
-        zip_slice(&x[s..e], &mask[s..e], out, |x, m| x * m)
-    });
-    (out, mask)
-}
-
 /// `dst += src`, in parallel chunks when large.
 pub fn add_assign<T: Float>(dst: &mut [T], src: &[T]) {
     if dst.len() >= PARALLEL_THRESHOLD {
@@ -354,65 +339,6 @@ pub fn add_assign<T: Float>(dst: &mut [T], src: &[T]) {
     } else {
         add_slice(dst, src);
     }
-}
-
-/// `out[i] = scale` if word 0 of `philox4x32(key, start + i)` is below
-/// `threshold`, else 0: the dropout mask, 8 counters at a time so the
-/// Philox rounds vectorise (32x32->64-bit multiplies map onto `vpmuludq`).
-#[inline(always)]
-fn keep_mask<T: Float>(out: &mut [MaybeUninit<T>], key: u64, start: u64, threshold: u64, scale: T) {
-    #[inline(always)]
-    fn run<T: Float>(out: &mut [MaybeUninit<T>], key: u64, start: u64, threshold: u64, scale: T) {
-        for (j, chunk) in out.chunks_mut(8).enumerate() {
-            let words = philox_word0_x8(key, start.wrapping_add(8 * j as u64));
-            for (o, &w) in chunk.iter_mut().zip(&words) {
-                o.write(if (w as u64) < threshold { scale } else { T::ZERO });
-            }
-        }
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2<T: Float>(out: &mut [MaybeUninit<T>], key: u64, start: u64, threshold: u64, scale: T) {
-            run(out, key, start, threshold, scale)
-        }
-        if has_avx2() {
-            // SAFETY: the features were detected.
-            return unsafe { avx2(out, key, start, threshold, scale) };
-        }
-    }
-    run(out, key, start, threshold, scale)
-}
-
-/// Word 0 of `rng::philox4x32(key, first + j)` for j in 0..8: the same
-/// Philox 4x32-10, written lane by lane so that it vectorises (the test
-/// `philox_x8_matches_scalar` checks it against the scalar one).
-#[inline(always)]
-fn philox_word0_x8(key: u64, first: u64) -> [u32; 8] {
-    const M0: u64 = 0xD251_1F53;
-    const M1: u64 = 0xCD9E_8D57;
-    const W0: u32 = 0x9E37_79B9;
-    const W1: u32 = 0xBB67_AE85;
-    let (mut c0, mut c1, mut c2, mut c3) = ([0u32; 8], [0u32; 8], [0u32; 8], [0u32; 8]);
-    for j in 0..8 {
-        let c = first.wrapping_add(j as u64);
-        c0[j] = c as u32;
-        c1[j] = (c >> 32) as u32;
-    }
-    let (mut k0, mut k1) = (key as u32, (key >> 32) as u32);
-    for _ in 0..10 {
-        for j in 0..8 {
-            let p0 = M0 * c0[j] as u64;
-            let p1 = M1 * c2[j] as u64;
-            c0[j] = ((p1 >> 32) as u32) ^ c1[j] ^ k0;
-            c1[j] = p1 as u32;
-            c2[j] = ((p0 >> 32) as u32) ^ c3[j] ^ k1;
-            c3[j] = p0 as u32;
-        }
-        k0 = k0.wrapping_add(W0);
-        k1 = k1.wrapping_add(W1);
-    }
-    c0
 }
 
 pub fn binary<T: Float>(a: &[T], al: &Layout, b: &[T], bl: &Layout, op: BinaryOp) -> Vec<T> {
@@ -442,51 +368,8 @@ pub fn where_cond<T: Float>(mask: &[bool], a: &[T], al: &Layout, b: &[T], bl: &L
     mask.iter().zip(a.iter().zip(&b)).map(|(&m, (&x, &y))| if m { x } else { y }).collect()
 }
 
-/// PyTorch's Adam/AdamW update, fused into one pass over the parameter.
-pub fn adam<T: Float>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], s: &AdamStep) {
-    let (b1, b2) = (T::from_f64(s.beta1), T::from_f64(s.beta2));
-    let step_size = T::from_f64(s.lr / s.bias_correction1);
-    let bc2_sqrt = T::from_f64(s.bias_correction2.sqrt());
-    let eps = T::from_f64(s.eps);
-    let wd = T::from_f64(s.weight_decay);
-    let decay = T::from_f64(1.0 - s.lr * s.decoupled_decay);
-    let update = |p: &mut T, &g: &T, m: &mut T, v: &mut T| {
-        let g = g + wd * *p;
-        *p *= decay;
-        *m = b1 * *m + (T::ONE - b1) * g;
-        *v = b2 * *v + (T::ONE - b2) * g * g;
-        // torch: denom = sqrt(v) / sqrt(bc2) + eps; p -= lr / bc1 * m / denom
-        *p -= step_size * *m / ((*v).sqrt() / bc2_sqrt + eps);
-    };
-    p.par_iter_mut()
-        .zip(g.par_iter())
-        .zip(m.par_iter_mut().zip(v.par_iter_mut()))
-        .with_min_len(PARALLEL_THRESHOLD)
-        .for_each(|((p, g), (m, v))| update(p, g, m, v));
-}
-
-pub fn ema<T: Float>(avg: &mut [T], src: &[T], decay: f64) {
-    let (d, rest) = (T::from_f64(decay), T::from_f64(1.0 - decay));
-    avg.par_iter_mut()
-        .zip(src.par_iter())
-        .with_min_len(PARALLEL_THRESHOLD)
-        .for_each(|(a, &s)| *a = d * *a + rest * s);
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    #[test]
-    fn philox_x8_matches_scalar() {
-        for (key, first) in [(0, 0), (7, 5), (u64::MAX, u64::MAX - 3), (0x1234_5678_9abc, 1 << 32)] {
-            let words = philox_word0_x8(key, first);
-            for (j, &w) in words.iter().enumerate() {
-                assert_eq!(w, crate::rng::philox4x32(key, first.wrapping_add(j as u64))[0]);
-            }
-        }
-    }
-
     #[test]
     fn exp_f32_is_accurate() {
         let mut x = -87.0f32;
@@ -496,18 +379,5 @@ mod tests {
             x += 0.0137;
         }
         assert!(crate::cpu::float::exp_f32(f32::NAN).is_nan());
-    }
-
-    #[test]
-    fn dropout_matches_bernoulli_draws() {
-        let n = 1000;
-        let x: Vec<f32> = (0..n).map(|i| i as f32 - 300.0).collect();
-        let l = Layout::contiguous(crate::Shape::from(n));
-        let (out, mask) = dropout(&x, &l, 0.9, 1.0 / 0.9, 42, 17);
-        for i in 0..n {
-            let kept = crate::rng::uniform_at(42, 17, i as u64, 0.0, 1.0) < 0.9;
-            assert_eq!(mask[i], if kept { (1.0 / 0.9) as f32 } else { 0.0 });
-            assert_eq!(out[i], x[i] * mask[i]);
-        }
     }
 }

@@ -18,22 +18,14 @@
 //! only two per-channel sums, `sum(dy)` and `sum(dy * (x - mean))`; then
 //! `dx` is again one fused expression per element.
 //!
-//! CUDA twin: `cuda/group_norm.cu`.
+//! CUDA twin: `cuda/group_norm.rs` (launches) and `cuda/group_norm.cu` (kernels).
 
 use rayon::prelude::*;
 
 use super::float::Float;
+use crate::backend::GroupNormParams;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct GroupNormParams {
-    pub batch: usize,
-    pub channels: usize,
-    /// H*W
-    pub spatial: usize,
-    pub groups: usize,
-    pub eps: f64,
-}
-
+// The CPU kernels' own view of the parameters (defined in `backend.rs`).
 impl GroupNormParams {
     fn channels_per_group(&self) -> usize {
         assert!(

@@ -3,9 +3,12 @@
 //! `gemm` takes arbitrary row and column strides, so transposed or sliced
 //! operands need no copy: the layout's strides go straight in.
 //!
-//! CUDA twin: `cuda/matmul.rs (cuBLAS)`.
+//! CUDA twin: `cuda/matmul.rs` (cuBLAS; no kernel file).
 
 use super::float::Float;
+use crate::backend::MatmulDims;
+use crate::Layout;
+use rayon::prelude::*;
 
 /// One strided matrix operand: `data[offset + i * row_stride + j * col_stride]`.
 #[derive(Debug, Clone, Copy)]
@@ -84,5 +87,31 @@ pub fn matmul_contiguous<T: Float>(a: &[T], b: &[T], m: usize, k: usize, n: usiz
         false,
         rayon::current_num_threads(),
     );
+    out
+}
+
+/// `dims.batch` products; operands are [batch, rows, cols] views whose
+/// strides go straight to `gemm` (transposes cost nothing).
+pub(super) fn batched_matmul<T: Float>(a: &[T], al: &Layout, b: &[T], bl: &Layout, d: MatmulDims) -> Vec<T> {
+    let mut out = vec![T::ZERO; d.batch * d.m * d.n];
+    let (as_, bs) = (al.strides(), bl.strides());
+    let operand = |data, l: &Layout, s: &[usize], i: usize| MatRef {
+        data,
+        offset: l.offset() + i * s[0],
+        row_stride: s[1] as isize,
+        col_stride: s[2] as isize,
+    };
+    let threads = rayon::current_num_threads();
+    let per_product = d.m * d.n * d.k;
+    if d.batch > 1 && per_product < 256 * 256 * 256 {
+        // Many small products: one thread each beats splitting each one.
+        out.par_chunks_mut((d.m * d.n).max(1)).enumerate().for_each(|(i, dst)| {
+            gemm(d.m, d.n, d.k, operand(a, al, as_, i), operand(b, bl, bs, i), dst, false, 1);
+        });
+    } else {
+        for (i, dst) in out.chunks_mut((d.m * d.n).max(1)).enumerate().take(d.batch) {
+            gemm(d.m, d.n, d.k, operand(a, al, as_, i), operand(b, bl, bs, i), dst, false, threads);
+        }
+    }
     out
 }

@@ -7,32 +7,15 @@
 //! scatter into the input-sized gradient; windows may overlap when
 //! `stride < kernel`, so they accumulate rather than assign.
 //!
-//! CUDA twin: `cuda/pool.cu`.
+//! CUDA twin: `cuda/pool.rs` (launches) and `cuda/pool.cu` (kernels).
 
 use rayon::prelude::*;
 
 use super::float::Float;
+use crate::backend::Pool2dParams;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pool2dParams {
-    pub batch: usize,
-    pub channels: usize,
-    pub in_h: usize,
-    pub in_w: usize,
-    pub kernel: usize,
-    pub stride: usize,
-}
-
+// The CPU kernels' own view of the parameters (defined in `backend.rs`).
 impl Pool2dParams {
-    /// `(in - kernel) / stride + 1`: windows never hang off the edge.
-    pub fn out_h(&self) -> usize {
-        (self.in_h - self.kernel) / self.stride + 1
-    }
-
-    pub fn out_w(&self) -> usize {
-        (self.in_w - self.kernel) / self.stride + 1
-    }
-
     fn planes(&self) -> usize {
         self.batch * self.channels
     }

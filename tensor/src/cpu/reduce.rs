@@ -5,9 +5,12 @@
 //! one contiguous row. Sums accumulate in f64 so that large f32 reductions
 //! stay accurate.
 //!
-//! CUDA twin: `cuda/reduce.cu`.
+//! CUDA twin: `cuda/reduce.rs` (launches) and `cuda/reduce.cu` (kernels).
 
-use super::{float::Float, gather, StridedRows, PARALLEL_THRESHOLD};
+use super::copy::gather;
+use super::float::Float;
+use super::strided::StridedRows;
+use super::PARALLEL_THRESHOLD;
 use crate::backend::ReduceOp;
 use crate::Layout;
 use rayon::prelude::*;

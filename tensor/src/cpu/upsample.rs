@@ -5,7 +5,7 @@
 //! it `scale_h` times, and the backward pass sums each block. Planes are
 //! independent and are the unit of parallel work.
 //!
-//! CUDA twin: `cuda/upsample.cu`.
+//! CUDA twin: `cuda/upsample.rs` (launches) and `cuda/upsample.cu` (kernels).
 
 use rayon::prelude::*;
 

@@ -1,15 +1,44 @@
 //! `BackendStorage` for `CudaStorage`: the trait's methods, each handed to
 //! the module that owns the kernel. Checks that concern every op (dtypes,
 //! devices, contiguity) live in those modules, next to the launches.
+//!
+//! CPU twin: `cpu/backend.rs`.
 
-use super::{conv, copy, elementwise, group_norm, index, matmul, optim, pool, reduce, upsample, CudaStorage};
+use super::{conv, copy, elementwise, group_norm, index_select, matmul, optim, pool, random, reduce, upsample, CudaDevice, CudaStorage};
 use crate::backend::{AdamStep, BackendStorage, BinaryOp, CmpOp, MatmulDims, ReduceOp, UnaryOp};
-use crate::cpu::conv::Conv2dParams;
-use crate::cpu::group_norm::GroupNormParams;
-use crate::cpu::pool::Pool2dParams;
+use crate::backend::Conv2dParams;
+use crate::backend::GroupNormParams;
+use crate::backend::Pool2dParams;
+use crate::cpu::CpuStorage;
 use crate::{DType, Layout, Result};
 
 impl BackendStorage for CudaStorage {
+    type Device = CudaDevice;
+
+    fn full(device: &CudaDevice, n: usize, dtype: DType, value: f64) -> Result<Self> {
+        device.full(n, dtype, value)
+    }
+
+    fn rand_uniform(device: &CudaDevice, n: usize, dtype: DType, key: u64, start: u64, lo: f64, hi: f64) -> Result<Self> {
+        random::uniform(device, n, dtype, key, start, lo, hi)
+    }
+
+    fn rand_normal(device: &CudaDevice, n: usize, dtype: DType, key: u64, start: u64, mean: f64, std: f64) -> Result<Self> {
+        random::normal(device, n, dtype, key, start, mean, std)
+    }
+
+    fn from_cpu(device: &CudaDevice, cpu: &CpuStorage) -> Result<Self> {
+        device.from_cpu(cpu)
+    }
+
+    fn to_cpu(&self) -> Result<CpuStorage> {
+        CudaStorage::to_cpu(self)
+    }
+
+    fn device(&self) -> CudaDevice {
+        CudaStorage::device(self).clone()
+    }
+
     fn dtype(&self) -> DType {
         self.dtype
     }
@@ -99,11 +128,11 @@ impl BackendStorage for CudaStorage {
     }
 
     fn index_select(&self, layout: &Layout, indices: &Self, il: &Layout, dim: usize) -> Result<Self> {
-        index::index_select(self, layout, indices, il, dim)
+        index_select::index_select(self, layout, indices, il, dim)
     }
 
     fn index_add(&mut self, dims: &[usize], indices: &Self, il: &Layout, src: &Self, sl: &Layout, dim: usize) -> Result<()> {
-        index::index_add(self, dims, indices, il, src, sl, dim)
+        index_select::index_add(self, dims, indices, il, src, sl, dim)
     }
 
     fn adam_update(&mut self, grad: &Self, m: &mut Self, v: &mut Self, step: &AdamStep) -> Result<()> {
@@ -112,5 +141,17 @@ impl BackendStorage for CudaStorage {
 
     fn ema_update(&mut self, src: &Self, decay: f64) -> Result<()> {
         optim::ema(self, src, decay)
+    }
+
+    fn dropout(&self, layout: &Layout, keep: f64, scale: f64, key: u64, start: u64) -> Result<Option<(Self, Self)>> {
+        // The kernel walks one contiguous run: gather a strided input first.
+        let gathered;
+        let (x, offset) = if layout.is_contiguous() {
+            (self, layout.offset())
+        } else {
+            gathered = copy::cast(self, layout, self.dtype)?;
+            (&gathered, 0)
+        };
+        random::dropout(x, offset, layout.elem_count(), keep, scale, key, start).map(Some)
     }
 }

@@ -16,11 +16,13 @@
 //! forward and grad-input passes: the image itself is the column matrix.
 //! The unfolded matrix is built a chunk of images at a time, so its scratch
 //! memory stays under `MAX_COL_BYTES` whatever the batch size.
+//!
+//! CPU twin: `cpu/conv.rs`.
 
 use super::elementwise::{float_only, same_dtype};
 use super::matmul::{gemm, MatRef};
 use super::{check_u32, launch_cfg, CudaDevice, CudaResultExt, CudaStorage};
-use crate::cpu::conv::Conv2dParams;
+use crate::backend::Conv2dParams;
 use crate::{DType, Error, Layout, Result, Shape};
 use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 

@@ -5,7 +5,7 @@
 // destination from a strided source (copy_into). Casts go through double,
 // which holds every value of every dtype exactly, so each cast rounds once.
 //
-// CPU twin: tensor/src/cpu/mod.rs (copy_strided, copy_into, cast), the reference these kernels are tested against (tensor/tests/cuda.rs).
+// CPU twin: tensor/src/cpu/copy.rs (gather, scatter, cast, fill), the reference these kernels are tested against (tensor/tests/cuda.rs).
 
 template <typename S, typename D>
 struct Convert {

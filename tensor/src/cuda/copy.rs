@@ -3,8 +3,10 @@
 //! A contiguous range needs no kernel: it is one `cuMemcpyDtoD`. Anything
 //! strided goes through the `cast_S_D` kernel, which reads any layout and
 //! writes contiguous output, converting the dtype on the way when asked.
+//!
+//! CPU twin: `cpu/copy.rs`.
 
-use super::indexing::Strided;
+use super::strided::Strided;
 use super::{check_u32, launch_cfg, CudaDevice, CudaResultExt, CudaStorage};
 use crate::{DType, Error, Layout, Result};
 use cudarc::driver::PushKernelArg;

@@ -2,64 +2,19 @@
 //! `elementwise.cu`).
 //!
 //! One kernel per dtype and family; the op travels as an integer code whose
-//! numbering must match the `#define`s in elementwise.cu (`unary_code` and
-//! friends are the single place that maps Rust enums to those numbers).
+//! numbering must match the `#define`s in elementwise.cu (`UnaryOp::code`
+//! and friends in `backend.rs` are the single place that maps the Rust
+//! enums to those numbers).
 //! Operands of any strides, broadcast ones included (stride 0), are walked
 //! with one `Strided` argument, so nothing is materialised first.
+//!
+//! CPU twin: `cpu/elementwise.rs`.
 
-use super::indexing::Strided;
+use super::strided::Strided;
 use super::{check_u32, launch_cfg, CudaResultExt, CudaStorage};
 use crate::backend::{BinaryOp, CmpOp, UnaryOp};
 use crate::{DType, Error, Layout, Result};
 use cudarc::driver::PushKernelArg;
-
-/// (code, p0, p1) of a unary op, as elementwise.cu numbers them.
-fn unary_code(op: UnaryOp) -> (u32, f64, f64) {
-    match op {
-        UnaryOp::Neg => (0, 0.0, 0.0),
-        UnaryOp::Exp => (1, 0.0, 0.0),
-        UnaryOp::Log => (2, 0.0, 0.0),
-        UnaryOp::Sqrt => (3, 0.0, 0.0),
-        UnaryOp::Sqr => (4, 0.0, 0.0),
-        UnaryOp::Recip => (5, 0.0, 0.0),
-        UnaryOp::Tanh => (6, 0.0, 0.0),
-        UnaryOp::Sigmoid => (7, 0.0, 0.0),
-        UnaryOp::Silu => (8, 0.0, 0.0),
-        UnaryOp::Relu => (9, 0.0, 0.0),
-        UnaryOp::Abs => (10, 0.0, 0.0),
-        UnaryOp::Sin => (11, 0.0, 0.0),
-        UnaryOp::Cos => (12, 0.0, 0.0),
-        UnaryOp::Powf(e) => (13, e, 0.0),
-        UnaryOp::Clamp(lo, hi) => (14, lo, hi),
-        UnaryOp::Affine { mul, add } => (15, mul, add),
-        UnaryOp::MaxScalar(s) => (16, s, 0.0),
-        UnaryOp::MinScalar(s) => (17, s, 0.0),
-        UnaryOp::SiluGrad => (18, 0.0, 0.0),
-        UnaryOp::Step => (19, 0.0, 0.0),
-    }
-}
-
-fn binary_code(op: BinaryOp) -> u32 {
-    match op {
-        BinaryOp::Add => 0,
-        BinaryOp::Sub => 1,
-        BinaryOp::Mul => 2,
-        BinaryOp::Div => 3,
-        BinaryOp::Maximum => 4,
-        BinaryOp::Minimum => 5,
-    }
-}
-
-fn cmp_code(op: CmpOp) -> u32 {
-    match op {
-        CmpOp::Eq => 0,
-        CmpOp::Ne => 1,
-        CmpOp::Lt => 2,
-        CmpOp::Le => 3,
-        CmpOp::Gt => 4,
-        CmpOp::Ge => 5,
-    }
-}
 
 pub(crate) fn float_only(op: &'static str, dtype: DType) -> Result<()> {
     if dtype.is_float() {
@@ -100,7 +55,7 @@ pub(crate) fn unary(x: &CudaStorage, layout: &Layout, op: UnaryOp) -> Result<Cud
     }
     let s = Strided::new("unary op", layout.dims(), &[layout])?;
     let n32 = check_u32("unary op", n)?;
-    let (code, p0, p1) = unary_code(op);
+    let (code, p0, p1) = op.code();
     let f = dev.func("elementwise", &format!("unary_{}", x.dtype.name()))?;
     let (xp, yp) = (x.ptr_at(layout.offset()), out.ptr());
     let mut b = dev.stream().launch_builder(&f);
@@ -141,11 +96,11 @@ fn two_operand(
 }
 
 pub(crate) fn binary(a: &CudaStorage, al: &Layout, b: &CudaStorage, bl: &Layout, op: BinaryOp) -> Result<CudaStorage> {
-    two_operand("binary", "binary op", binary_code(op), a, al, b, bl)
+    two_operand("binary", "binary op", op.code(), a, al, b, bl)
 }
 
 pub(crate) fn cmp(a: &CudaStorage, al: &Layout, b: &CudaStorage, bl: &Layout, op: CmpOp) -> Result<CudaStorage> {
-    two_operand("cmp", "comparison", cmp_code(op), a, al, b, bl)
+    two_operand("cmp", "comparison", op.code(), a, al, b, bl)
 }
 
 /// `mask ? t : f`; the mask may have any dtype (nonzero is true).

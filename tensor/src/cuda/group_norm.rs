@@ -1,10 +1,12 @@
 //! Group normalisation, forward and fused backward (kernels in
 //! `group_norm.cu`): one 256-thread block per (image, group) slice, which is
 //! contiguous in NCHW; statistics are shifted double sums, as on the CPU.
+//!
+//! CPU twin: `cpu/group_norm.rs`.
 
 use super::elementwise::{float_only, same_dtype};
 use super::{check_u32, launch_cfg, CudaResultExt, CudaStorage};
-use crate::cpu::group_norm::GroupNormParams;
+use crate::backend::GroupNormParams;
 use crate::{Error, Layout, Result};
 use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 

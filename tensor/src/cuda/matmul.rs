@@ -11,6 +11,8 @@
 //!
 //! f16 and bf16 multiply with f32 accumulation; f32 may use TF32 tensor cores
 //! when the device allows it (`CudaDevice::set_tf32`).
+//!
+//! CPU twin: `cpu/matmul.rs`.
 
 use super::{CudaDevice, CudaResultExt, CudaStorage};
 use crate::backend::MatmulDims;

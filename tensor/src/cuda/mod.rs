@@ -15,12 +15,14 @@
 //!   from a caching allocator (`allocator.rs`), so steady-state training does
 //!   no `cuMemAlloc`.
 //! - Kernels are CUDA C in `.cu` files next to the Rust that launches them,
-//!   compiled by NVRTC on first use (`compile.rs`). Kernel arguments are raw
+//!   compiled by NVRTC on first use for the GPU's own architecture
+//!   (`compile.rs`); which GPUs run, in which dtypes, is in `arch.rs`. Kernel arguments are raw
 //!   device addresses with the layout offset already applied, plus small
 //!   `#[repr(C)]` structs (shapes, strides) passed by value.
 //! - Matrix products (matmul, and conv2d after im2col) run on cuBLAS.
 
 mod allocator;
+pub mod arch;
 pub mod profile;
 mod backend;
 pub mod compile;
@@ -28,20 +30,22 @@ mod conv;
 mod copy;
 mod elementwise;
 mod group_norm;
-mod index;
-mod indexing;
+mod index_select;
+mod strided;
 mod matmul;
 mod optim;
 mod pool;
 mod random;
 mod reduce;
+pub mod system;
 mod upsample;
 
 #[cfg(test)]
 mod tests;
 
 pub use allocator::MemoryStats;
-pub use compile::{all_kernel_sources, compile_ptx, nvrtc_available};
+pub use arch::ComputeCapability;
+pub use compile::{all_kernel_sources, compile, nvrtc_archs, nvrtc_available, nvrtc_version, KernelCode, Target};
 
 use crate::cpu::CpuStorage;
 use crate::{DType, Error, Result};
@@ -63,6 +67,9 @@ pub struct CudaDevice {
 struct DeviceInner {
     ordinal: usize,
     name: String,
+    capability: ComputeCapability,
+    /// What the kernels are compiled to for this GPU (`compile.rs`).
+    target: Target,
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     blas: Mutex<CudaBlas>,
@@ -110,8 +117,10 @@ fn libraries_present() -> Result<()> {
     }
     if !unsafe { cudarc::cublas::sys::is_culib_present() } {
         return Err(Error::Cuda(
-            "libcublas.so.13 not found: the CUDA backend needs cuBLAS (CUDA 13) for matrix products; put its \
-             lib directory on LD_LIBRARY_PATH"
+            "libcublas not found (libcublas.so.13 or .12): the CUDA backend needs cuBLAS for matrix products; \
+             install it (`pip install nvidia-cublas` for a driver 580 or newer, `pip install nvidia-cublas-cu12` \
+             for drivers 525 to 575) and put its lib directory (nvidia/cu13/lib or nvidia/cublas/lib) on \
+             LD_LIBRARY_PATH"
                 .into(),
         ));
     }
@@ -159,6 +168,7 @@ impl CudaDevice {
 
     fn open(ordinal: usize) -> Result<CudaDevice> {
         libraries_present()?;
+        system::check_library_versions()?;
         let ctx = CudaContext::new(ordinal).map_err(|e| match e.0 {
             CUresult::CUDA_ERROR_NO_DEVICE => Error::Cuda(
                 "no CUDA device: the NVIDIA driver is installed but reports no GPU (CUDA_ERROR_NO_DEVICE)".into(),
@@ -176,6 +186,10 @@ impl CudaDevice {
             _ => Error::Cuda(format!("opening CUDA device {ordinal}: {}", describe(&e))),
         })?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+        let (major, minor) = ctx.compute_capability().ctx("reading the GPU's compute capability")?;
+        let capability = ComputeCapability::new(major as u32, minor as u32);
+        arch::check_supported(&name, capability)?;
+        let target = compile::target_for(capability, &compile::nvrtc_archs()?)?;
         let stream = ctx.new_stream().ctx("creating a CUDA stream")?;
         let blas = CudaBlas::new(stream.clone()).ctx("creating the cuBLAS handle")?;
         let allocator = CachingAllocator::new(ctx.clone());
@@ -183,6 +197,8 @@ impl CudaDevice {
             inner: Arc::new(DeviceInner {
                 ordinal,
                 name,
+                capability,
+                target,
                 ctx,
                 stream,
                 blas: Mutex::new(blas),
@@ -201,6 +217,23 @@ impl CudaDevice {
     /// The GPU's name as the driver reports it.
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// The GPU's architecture, e.g. 8.9 for an RTX 4090.
+    pub fn compute_capability(&self) -> ComputeCapability {
+        self.inner.capability
+    }
+
+    /// What the kernels are compiled to here: a cubin for this exact
+    /// architecture, or PTX where NVRTC is older than the GPU.
+    pub fn kernel_target(&self) -> Target {
+        self.inner.target
+    }
+
+    /// Refuses a dtype this GPU cannot compute with (bf16 before Ampere),
+    /// with a message naming the GPU. Every device allocation checks it.
+    pub fn check_dtype(&self, dtype: DType) -> Result<()> {
+        arch::check_dtype(&self.inner.name, self.inner.capability, dtype)
     }
 
     /// Waits until all work enqueued on this device has finished.
@@ -225,9 +258,14 @@ impl CudaDevice {
     }
 
     /// Lets f32 matrix products use TF32 tensor cores (about 10 mantissa
-    /// bits in the products, much faster). Off by default.
-    pub fn set_tf32(&self, on: bool) {
-        self.inner.tf32.store(on, Ordering::Relaxed)
+    /// bits in the products, much faster). Off by default. Refused on GPUs
+    /// older than Ampere, which have no TF32.
+    pub fn set_tf32(&self, on: bool) -> Result<()> {
+        if on {
+            arch::check_tf32(&self.inner.name, self.inner.capability)?;
+        }
+        self.inner.tf32.store(on, Ordering::Relaxed);
+        Ok(())
     }
 
     pub fn tf32(&self) -> bool {
@@ -238,6 +276,7 @@ impl CudaDevice {
 
     /// Uninitialised storage of `n` elements.
     pub(crate) fn alloc(&self, n: usize, dtype: DType) -> Result<CudaStorage> {
+        self.check_dtype(dtype)?;
         let buf = self.inner.allocator.alloc(n * dtype.size_in_bytes()).ctx("allocating device memory")?;
         Ok(CudaStorage { buf, dtype, len: n, device: self.clone() })
     }
@@ -327,8 +366,9 @@ impl CudaDevice {
             match modules.get(module) {
                 Some(m) => m.clone(),
                 None => {
-                    let ptx = compile::cached_ptx(module)?;
-                    let m = self.inner.ctx.load_module(ptx).ctx(&format!("loading kernels of {module}.cu"))?;
+                    let code = compile::cached(module, self.inner.target)?;
+                    let what = format!("loading the kernels of {module}.cu ({})", self.inner.target);
+                    let m = self.inner.ctx.load_module(code.to_cudarc()).ctx(&what)?;
                     modules.insert(module, m.clone());
                     m
                 }
@@ -442,14 +482,6 @@ impl CudaStorage {
             DType::BF16 => CpuStorage::BF16(d.read_back(p, n)?),
             DType::U32 => CpuStorage::U32(d.read_back(p, n)?),
         })
-    }
-
-    /// Dropout of a contiguous run of `n` elements from `offset`: returns
-    /// (x * mask, mask), mask = `scale` with probability `keep`, else 0,
-    /// drawn from Philox counters `start..start + n` under `key`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn dropout(&self, offset: usize, n: usize, keep: f64, scale: f64, key: u64, start: u64) -> Result<(CudaStorage, CudaStorage)> {
-        random::dropout(self, offset, n, keep, scale, key, start)
     }
 
     /// A copy of the whole storage on the same device.

@@ -8,7 +8,7 @@
 // The scalars arrive precomputed in double and are rounded once to the
 // compute type, as the CPU backend does.
 //
-// CPU twin: tensor/src/cpu/elementwise.rs (adam_step, ema_update), the reference these kernels are tested against (tensor/tests/cuda.rs).
+// CPU twin: tensor/src/cpu/optim.rs (adam, ema), the reference these kernels are tested against (tensor/tests/cuda.rs).
 
 struct AdamArgs {
     double beta1, beta2, step_size, bc2_sqrt, eps, weight_decay, decay;

@@ -1,5 +1,7 @@
 //! Fused Adam/AdamW and EMA updates (kernels in `optim.cu`): each element of
 //! parameter, gradient and moments is read once and written once.
+//!
+//! CPU twin: `cpu/optim.rs`.
 
 use super::elementwise::{float_only, same_dtype};
 use super::{check_u32, launch_cfg, CudaResultExt, CudaStorage};

@@ -3,10 +3,12 @@
 //! Forward kernels run one thread per output pixel; backward kernels one
 //! thread per input pixel gathering from the windows that cover it, so they
 //! need no atomics and give the same result on every run.
+//!
+//! CPU twin: `cpu/pool.rs`.
 
 use super::elementwise::{float_only, same_dtype};
 use super::{check_u32, launch_cfg, CudaResultExt, CudaStorage};
-use crate::cpu::pool::Pool2dParams;
+use crate::backend::Pool2dParams;
 use crate::{Error, Layout, Result};
 use cudarc::driver::{DeviceRepr, PushKernelArg};
 

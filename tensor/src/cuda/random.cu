@@ -7,7 +7,7 @@
 // final rounding to the output dtype differs in kind from the CPU (f16/bf16
 // round via f32).
 //
-// CPU twin: tensor/src/rng.rs, and cpu/elementwise.rs for dropout, the reference these kernels are tested against (tensor/tests/cuda.rs).
+// CPU twin: tensor/src/cpu/random.rs (with rng.rs), the reference these kernels are tested against (tensor/tests/cuda.rs).
 
 #define PHILOX_M0 0xD2511F53u
 #define PHILOX_M1 0xCD9E8D57u

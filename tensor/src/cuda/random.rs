@@ -1,5 +1,7 @@
 //! Philox random fills on the GPU (kernels in `random.cu`), producing the
 //! streams of `rng.rs`: element i depends only on (key, start + i).
+//!
+//! CPU twin: `cpu/random.rs`.
 
 use super::elementwise::float_only;
 use super::{check_u32, launch_cfg, CudaDevice, CudaResultExt, CudaStorage};

@@ -8,13 +8,16 @@
 //! - and when there are too few outputs to fill the GPU with blocks (a sum of
 //!   a whole tensor), each output is split over several blocks that write
 //!   double partials, folded by `reduce_finish_T`.
+//!
+//! CPU twin: `cpu/reduce.rs`.
 
 use super::elementwise::float_only;
-use super::indexing::ReducePlan;
+use super::strided::{check_span, too_many_dims, MAX_DIMS};
 use super::{check_u32, launch_cfg, CudaResultExt, CudaStorage};
 use crate::backend::ReduceOp;
 use crate::{DType, Layout, Result};
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use crate::shape::coalesce;
+use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 
 const BLOCK: u32 = 256;
 /// Enough blocks to keep every SM of a large GPU busy several times over.
@@ -81,4 +84,60 @@ pub(crate) fn reduce(x: &CudaStorage, layout: &Layout, axes: &[usize], op: Reduc
         unsafe { b.launch(cfg) }.ctx("reduce finish kernel")?;
     }
     Ok(out)
+}
+
+/// The walk of a reduction: kept dims (one output each) and reduced dims
+/// (folded into one output), matching `struct ReduceIndex` in reduce.cu.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ReduceIndex {
+    pub out_rank: u32,
+    pub out_dims: [u32; MAX_DIMS],
+    pub out_strides: [u32; MAX_DIMS],
+    pub red_rank: u32,
+    pub red_dims: [u32; MAX_DIMS],
+    pub red_strides: [u32; MAX_DIMS],
+}
+
+// SAFETY: plain `#[repr(C)]` integers matching `struct ReduceIndex`.
+unsafe impl DeviceRepr for ReduceIndex {}
+
+/// What the host needs to know about a reduction besides the kernel argument.
+pub(crate) struct ReducePlan {
+    pub index: ReduceIndex,
+    pub outputs: usize,
+    pub row_len: usize,
+    /// Stride of the innermost reduced dim (1: rows are contiguous).
+    pub inner_stride: usize,
+}
+
+impl ReducePlan {
+    pub fn new(op: &'static str, layout: &Layout, axes: &[usize]) -> Result<ReducePlan> {
+        check_span(op, layout)?;
+        let (dims, strides) = (layout.dims(), layout.strides());
+        let kept: Vec<usize> = (0..dims.len()).filter(|d| !axes.contains(d)).collect();
+        let pick = |list: &[usize]| -> (Vec<usize>, Vec<usize>) {
+            (list.iter().map(|&d| dims[d]).collect(), list.iter().map(|&d| strides[d]).collect())
+        };
+        let (kd, ks) = pick(&kept);
+        let (rd, rs) = pick(axes);
+        let (kd, ks) = coalesce(&kd, &[&ks]);
+        let (rd, rs) = coalesce(&rd, &[&rs]);
+        if kd.len() > MAX_DIMS || rd.len() > MAX_DIMS {
+            return Err(too_many_dims(op, kd.len().max(rd.len())));
+        }
+        let mut index = ReduceIndex { out_rank: kd.len() as u32, red_rank: rd.len() as u32, ..Default::default() };
+        for (d, &n) in kd.iter().enumerate() {
+            index.out_dims[d] = check_u32(op, n)?;
+            index.out_strides[d] = check_u32(op, ks[0][d])?;
+        }
+        for (d, &n) in rd.iter().enumerate() {
+            index.red_dims[d] = check_u32(op, n)?;
+            index.red_strides[d] = check_u32(op, rs[0][d])?;
+        }
+        let outputs = kept.iter().map(|&d| dims[d]).product();
+        let row_len = axes.iter().map(|&d| dims[d]).product();
+        let inner_stride = *rs[0].last().unwrap();
+        Ok(ReducePlan { index, outputs, row_len, inner_stride })
+    }
 }

@@ -1,8 +1,9 @@
 //! Tests of the CUDA backend that need its internals or no GPU at all.
 //!
-//! - `nvrtc_compiles_every_kernel` needs only libnvrtc: CI installs it (see
-//!   `.ci/run`) and sets `PETAL_REQUIRE_NVRTC=1`, so a kernel that does not
-//!   compile fails the build on machines without a GPU.
+//! - `nvrtc_compiles_every_kernel_for_every_arch` needs only libnvrtc: CI
+//!   installs it (see `.ci/run`) and sets `PETAL_REQUIRE_NVRTC=1`, so a
+//!   kernel that does not compile for any of Turing to Blackwell fails the
+//!   build on machines without a GPU.
 //! - `cuda_device_errors_without_gpu` checks that a machine without a GPU
 //!   gets an error that says what is missing, not a panic.
 //! - The rest need a GPU and skip (loudly) without one, unless
@@ -15,25 +16,73 @@ fn gpu() -> Option<CudaDevice> {
     super::device_for_tests()
 }
 
+/// True when NVRTC can be used here; otherwise prints why the test skips,
+/// or fails when CI asked for NVRTC (`PETAL_REQUIRE_NVRTC=1`).
+fn nvrtc_or_skip() -> bool {
+    if nvrtc_available() {
+        return true;
+    }
+    if std::env::var("PETAL_REQUIRE_NVRTC").as_deref() == Ok("1") {
+        panic!("PETAL_REQUIRE_NVRTC=1 but libnvrtc cannot be loaded; {}", compile::NVRTC_MISSING);
+    }
+    eprintln!("\n**********************************************************");
+    eprintln!("SKIPPED: libnvrtc not found (see .ci/run)");
+    eprintln!("**********************************************************\n");
+    false
+}
+
+/// Every kernel module compiles to a cubin for every architecture the
+/// backend supports, from Turing to Blackwell. Needs NVRTC, not a GPU.
 #[test]
-fn nvrtc_compiles_every_kernel() {
-    if !nvrtc_available() {
-        if std::env::var("PETAL_REQUIRE_NVRTC").as_deref() == Ok("1") {
-            panic!("PETAL_REQUIRE_NVRTC=1 but libnvrtc cannot be loaded; {}", compile::NVRTC_MISSING);
-        }
-        eprintln!("\n**********************************************************");
-        eprintln!("SKIPPED: libnvrtc not found (see .ci/run)");
-        eprintln!("**********************************************************\n");
+fn nvrtc_compiles_every_kernel_for_every_arch() {
+    if !nvrtc_or_skip() {
         return;
     }
+    let (major, minor) = nvrtc_version().unwrap();
+    let known = nvrtc_archs().unwrap();
+    eprintln!("NVRTC {major}.{minor}");
+    for arch in arch::TESTED_ARCHS {
+        assert!(known.contains(&arch), "NVRTC {major}.{minor} cannot target {} (it knows {known:?})", arch.sm());
+    }
+    // One thread per architecture (NVRTC is thread-safe): 70 compiles.
+    let results: Vec<(ComputeCapability, Vec<String>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = arch::TESTED_ARCHS
+            .into_iter()
+            .map(|arch| {
+                scope.spawn(move || {
+                    let mut failures = Vec::new();
+                    for (name, src) in all_kernel_sources() {
+                        match compile(name, src, Target::Cubin(arch)) {
+                            Ok(KernelCode::Cubin(elf)) if elf.starts_with(b"\x7fELF") => {}
+                            Ok(other) => failures.push(format!("{name}.cu for {}: not a cubin: {other:?}", arch.sm())),
+                            Err(e) => failures.push(e.to_string()),
+                        }
+                    }
+                    (arch, failures)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a compile thread panicked")).collect()
+    });
     let mut failures = Vec::new();
-    for (name, src) in all_kernel_sources() {
-        match compile_ptx(name, src) {
-            Ok(ptx) => assert!(!ptx.to_src().is_empty(), "{name}.cu produced empty PTX"),
-            Err(e) => failures.push(e.to_string()),
-        }
+    for (arch, failed) in results {
+        let ok = all_kernel_sources().len() - failed.len();
+        eprintln!("{}: {ok} modules ok{}", arch.sm(), if failed.is_empty() { String::new() } else { format!(", {} failed", failed.len()) });
+        failures.extend(failed);
     }
     assert!(failures.is_empty(), "kernels failed to compile:\n{}", failures.join("\n\n"));
+}
+
+/// The fallback for a GPU newer than NVRTC: PTX text for a virtual architecture.
+#[test]
+fn nvrtc_writes_ptx_for_the_fallback() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let (name, src) = all_kernel_sources()[0];
+    let code = compile(name, src, Target::Ptx(ComputeCapability::new(7, 5))).unwrap();
+    let KernelCode::Ptx(text) = code else { panic!("{code:?} is not PTX") };
+    assert!(text.contains(".target sm_75"), "{}", &text[..text.len().min(400)]);
 }
 
 #[test]
@@ -42,9 +91,11 @@ fn nvrtc_errors_name_the_file_and_carry_the_log() {
         eprintln!("SKIPPED: libnvrtc not found (see .ci/run)");
         return;
     }
-    let err = compile_ptx("broken", "extern \"C\" __global__ void k() { this is not C++; }").unwrap_err();
+    let broken = "extern \"C\" __global__ void k() { this is not C++; }";
+    let err = compile("broken", broken, Target::Cubin(ComputeCapability::new(8, 9))).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("broken.cu"), "{msg}");
+    assert!(msg.contains("sm_89"), "{msg}");
     assert!(msg.contains("error"), "{msg}");
 }
 

@@ -1,6 +1,8 @@
 //! Nearest-neighbour up-sampling by integer factors and its backward
 //! (kernels in `upsample.cu`): one thread per output pixel forward, one per
 //! input pixel backward (summing its block), so no atomics are needed.
+//!
+//! CPU twin: `cpu/upsample.rs`.
 
 use super::elementwise::float_only;
 use super::{check_u32, launch_cfg, CudaResultExt, CudaStorage};

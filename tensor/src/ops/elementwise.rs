@@ -2,8 +2,8 @@
 //! binary ops, comparisons and `where`.
 
 use crate::backend::{BackendStorage, BinaryOp, CmpOp, UnaryOp};
-use crate::storage::{dispatch, Storage};
-use crate::{DType, Error, Result, Rng, Tensor};
+use crate::storage::dispatch;
+use crate::{Error, Result, Rng, Tensor};
 
 macro_rules! unary_methods {
     ($($name:ident => $op:ident),* $(,)?) => {
@@ -52,13 +52,11 @@ impl Tensor {
     }
 
     /// The gradient of silu at `self` given the output gradient `grad`:
-    /// `grad * silu'(self)`, fused into one pass on the CPU.
+    /// `grad * silu'(self)`, fused into one pass where the backend can.
     pub fn silu_backward(&self, grad: &Tensor) -> Result<Tensor> {
         if self.shape() == grad.shape() && self.dtype() == grad.dtype() {
-            if let (Storage::Cpu(x), Storage::Cpu(g)) = (&*self.storage(), &*grad.storage()) {
-                let out = x.silu_backward(self.layout(), g, grad.layout())?;
-                return Ok(Tensor::from_storage(Storage::Cpu(out), self.shape()));
-            }
+            let out = dispatch!("silu_backward", &*self.storage(), &*grad.storage(), |x, g| x.silu_backward(self.layout(), g, grad.layout()));
+            return Ok(Tensor::from_storage(out, self.shape()));
         }
         grad.mul(&self.unary(UnaryOp::SiluGrad)?)
     }
@@ -66,32 +64,25 @@ impl Tensor {
     /// Inverted dropout: returns `(self * mask, mask)`, where `mask` is
     /// `1 / (1 - p)` with probability `1 - p`, else 0 (0 everywhere when
     /// `p == 1`). The mask is `bernoulli(1 - p, ..) * scale` drawn from
-    /// `rng`, value for value; on the CPU it is made in one pass with the
-    /// product instead of through f64 draws, a comparison and casts.
+    /// `rng`, value for value; backends with a fused kernel make it in one
+    /// pass with the product instead of through f64 draws, a comparison
+    /// and casts.
     pub fn dropout(&self, p: f64, rng: &mut Rng) -> Result<(Tensor, Tensor)> {
         if !(0.0..=1.0).contains(&p) {
             return Err(Error::BadArgument { op: "dropout", msg: format!("probability {p} is outside [0, 1]") });
         }
         let scale = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
-        if let Storage::Cpu(x) = &*self.storage() {
-            if matches!(self.dtype(), DType::F32 | DType::F64) {
-                // The same counters `bernoulli` would reserve.
-                let start = rng.reserve(self.elem_count() as u64);
-                let (out, mask) = x.dropout(self.layout(), 1.0 - p, scale, rng.key, start)?;
-                return Ok((Tensor::from_storage(Storage::Cpu(out), self.shape()), Tensor::from_storage(Storage::Cpu(mask), self.shape())));
-            }
+        // The same counters `bernoulli` would reserve, taken back if the
+        // backend has no fused kernel for this dtype.
+        let saved = *rng;
+        let start = rng.reserve(self.elem_count() as u64);
+        let fused = dispatch!("dropout", (&*self.storage()), |x; wrap| x
+            .dropout(self.layout(), 1.0 - p, scale, rng.key, start)?
+            .map(|(out, mask)| (wrap(out), wrap(mask))));
+        if let Some((out, mask)) = fused {
+            return Ok((Tensor::from_storage(out, self.shape()), Tensor::from_storage(mask, self.shape())));
         }
-        if self.device().is_cuda() {
-            let x = self.contiguous()?;
-            let storage = x.storage();
-            if let Storage::Cuda(gpu) = &*storage {
-                // The same counters `bernoulli` would reserve.
-                let n = x.elem_count();
-                let start = rng.reserve(n as u64);
-                let (out, mask) = gpu.dropout(x.layout().offset(), n, 1.0 - p, scale, rng.key, start)?;
-                return Ok((Tensor::from_storage(Storage::Cuda(out), self.shape()), Tensor::from_storage(Storage::Cuda(mask), self.shape())));
-            }
-        }
+        *rng = saved;
         let keep = Tensor::bernoulli(1.0 - p, self.shape(), self.dtype(), self.device(), rng)?;
         let mask = keep.mul_scalar(scale)?;
         Ok((self.mul(&mask)?, mask))

@@ -3,9 +3,7 @@
 //! calls. All take and return NCHW tensors.
 
 use crate::backend::BackendStorage;
-use crate::cpu::conv::Conv2dParams;
-use crate::cpu::group_norm::GroupNormParams;
-use crate::cpu::pool::Pool2dParams;
+use crate::backend::{Conv2dParams, GroupNormParams, Pool2dParams};
 use crate::storage::dispatch;
 use crate::{Error, Result, Shape, Tensor};
 
@@ -36,6 +34,9 @@ pub fn conv2d_params(input: &[usize], weight: &[usize], stride: usize, padding: 
     let (&[n, c, h, w], &[co, ci, kh, kw]) = (input, weight) else {
         return Err(Error::ShapeMismatch { op: "conv2d", lhs: Shape::from(input), rhs: Shape::from(weight) });
     };
+    if kh == 0 || kw == 0 {
+        return Err(Error::BadShape { op: "conv2d", shape: Shape::from(weight), msg: format!("the kernel is {kh}x{kw}; it must be at least 1x1") });
+    }
     if ci != c || stride == 0 || kh > h + 2 * padding || kw > w + 2 * padding {
         return Err(Error::ShapeMismatch { op: "conv2d", lhs: Shape::from(input), rhs: Shape::from(weight) });
     }
@@ -67,20 +68,15 @@ impl Tensor {
             }
             None => None,
         };
-        let out = {
-            let (xs, ws) = (x.storage(), w.storage());
-            let bs = b.as_ref().map(|b| b.storage());
-            match (&*xs, &*ws, bs.as_deref()) {
-                (crate::Storage::Cpu(xs), crate::Storage::Cpu(ws), None) => crate::Storage::Cpu(xs.conv2d(x.layout(), ws, w.layout(), None, &p)?),
-                (crate::Storage::Cpu(xs), crate::Storage::Cpu(ws), Some(crate::Storage::Cpu(bs))) => {
-                    crate::Storage::Cpu(xs.conv2d(x.layout(), ws, w.layout(), Some((bs, b.as_ref().unwrap().layout())), &p)?)
-                }
-                (crate::Storage::Cuda(xs), crate::Storage::Cuda(ws), None) => crate::Storage::Cuda(xs.conv2d(x.layout(), ws, w.layout(), None, &p)?),
-                (crate::Storage::Cuda(xs), crate::Storage::Cuda(ws), Some(crate::Storage::Cuda(bs))) => {
-                    crate::Storage::Cuda(xs.conv2d(x.layout(), ws, w.layout(), Some((bs, b.as_ref().unwrap().layout())), &p)?)
-                }
-                (a, b, _) => return Err(crate::storage::device_mismatch("conv2d", a, b)),
-            }
+        let out = match &b {
+            Some(b) => dispatch!("conv2d", &*x.storage(), &*w.storage(), &*b.storage(), |xs, ws, bs| xs.conv2d(
+                x.layout(),
+                ws,
+                w.layout(),
+                Some((bs, b.layout())),
+                &p
+            )),
+            None => dispatch!("conv2d", &*x.storage(), &*w.storage(), |xs, ws| xs.conv2d(x.layout(), ws, w.layout(), None, &p)),
         };
         Ok(Tensor::from_storage(out, [p.batch, p.out_channels, p.out_h(), p.out_w()]))
     }
@@ -175,20 +171,10 @@ impl Tensor {
         expect_shape("group_norm gamma", gamma, &[p.channels])?;
         expect_shape("group_norm beta", beta, &[p.channels])?;
         let (x, g, b) = (self.contiguous()?, gamma.contiguous()?, beta.contiguous()?);
-        let (y, mean, rstd) = {
-            let (xs, gs, bs) = (x.storage(), g.storage(), b.storage());
-            match (&*xs, &*gs, &*bs) {
-                (crate::Storage::Cpu(xs), crate::Storage::Cpu(gs), crate::Storage::Cpu(bs)) => {
-                    let (y, m, r) = xs.group_norm(x.layout(), gs, g.layout(), bs, b.layout(), &p)?;
-                    (crate::Storage::Cpu(y), crate::Storage::Cpu(m), crate::Storage::Cpu(r))
-                }
-                (crate::Storage::Cuda(xs), crate::Storage::Cuda(gs), crate::Storage::Cuda(bs)) => {
-                    let (y, m, r) = xs.group_norm(x.layout(), gs, g.layout(), bs, b.layout(), &p)?;
-                    (crate::Storage::Cuda(y), crate::Storage::Cuda(m), crate::Storage::Cuda(r))
-                }
-                (a, b, _) => return Err(crate::storage::device_mismatch("group_norm", a, b)),
-            }
-        };
+        let (y, mean, rstd) = dispatch!("group_norm", (&*x.storage(), &*g.storage(), &*b.storage()), |xs, gs, bs; wrap| {
+            let (y, mean, rstd) = xs.group_norm(x.layout(), gs, g.layout(), bs, b.layout(), &p)?;
+            (wrap(y), wrap(mean), wrap(rstd))
+        });
         let stats = [p.batch, p.groups];
         Ok((Tensor::from_storage(y, self.shape()), Tensor::from_storage(mean, stats), Tensor::from_storage(rstd, stats)))
     }
@@ -202,21 +188,14 @@ impl Tensor {
         expect_shape("group_norm_backward rstd", rstd, &[p.batch, p.groups])?;
         // The kernel reads whole buffers from offset 0.
         let (x, g, m, r, gy) = (self.whole()?, gamma.whole()?, mean.whole()?, rstd.whole()?, grad_y.whole()?);
-        let (dx, dg, db) = {
-            let (xs, gs, ms, rs, gys) = (x.storage(), g.storage(), m.storage(), r.storage(), gy.storage());
-            use crate::Storage::{Cpu, Cuda};
-            match (&*xs, &*gs, &*ms, &*rs, &*gys) {
-                (Cpu(xs), Cpu(gs), Cpu(ms), Cpu(rs), Cpu(gys)) => {
-                    let (a, b, c) = xs.group_norm_backward(gs, ms, rs, gys, &p)?;
-                    (Cpu(a), Cpu(b), Cpu(c))
-                }
-                (Cuda(xs), Cuda(gs), Cuda(ms), Cuda(rs), Cuda(gys)) => {
-                    let (a, b, c) = xs.group_norm_backward(gs, ms, rs, gys, &p)?;
-                    (Cuda(a), Cuda(b), Cuda(c))
-                }
-                (a, b, ..) => return Err(crate::storage::device_mismatch("group_norm_backward", a, b)),
+        let (dx, dg, db) = dispatch!(
+            "group_norm_backward",
+            (&*x.storage(), &*g.storage(), &*m.storage(), &*r.storage(), &*gy.storage()),
+            |xs, gs, ms, rs, gys; wrap| {
+                let (dx, dg, db) = xs.group_norm_backward(gs, ms, rs, gys, &p)?;
+                (wrap(dx), wrap(dg), wrap(db))
             }
-        };
+        );
         Ok((Tensor::from_storage(dx, self.shape()), Tensor::from_storage(dg, [p.channels]), Tensor::from_storage(db, [p.channels])))
     }
 

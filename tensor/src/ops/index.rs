@@ -1,7 +1,7 @@
 //! Row lookups (embeddings) and their scatter-add adjoint.
 
 use crate::backend::BackendStorage;
-use crate::storage::{device_mismatch, dispatch, Storage};
+use crate::storage::dispatch;
 use crate::{DType, Error, Result, Tensor};
 
 impl Tensor {
@@ -29,13 +29,8 @@ impl Tensor {
         }
         let out = self.copy()?;
         {
-            let mut dst = out.storage_mut();
-            let (is, ss) = (indices.storage(), src.storage());
-            match (&mut *dst, &*is, &*ss) {
-                (Storage::Cpu(d), Storage::Cpu(i), Storage::Cpu(s)) => d.index_add(self.dims(), i, indices.layout(), s, src.layout(), dim)?,
-                (Storage::Cuda(d), Storage::Cuda(i), Storage::Cuda(s)) => d.index_add(self.dims(), i, indices.layout(), s, src.layout(), dim)?,
-                (d, _, s) => return Err(device_mismatch("index_add", d, s)),
-            }
+            let (mut dst, is, ss) = (out.storage_mut(), indices.storage(), src.storage());
+            dispatch!("index_add", (&mut *dst, &*is, &*ss), |d, i, s; _wrap| d.index_add(self.dims(), i, indices.layout(), s, src.layout(), dim))?;
         }
         Ok(out)
     }

@@ -37,6 +37,17 @@ fn as_batched(t: &Tensor, batch_dims: &[usize]) -> Result<Option<Layout>> {
 
 impl Tensor {
     /// `[..., m, k] @ [..., k, n] -> [..., m, n]`; batch dims broadcast.
+    ///
+    /// ```
+    /// use tensor::{Device, Tensor};
+    ///
+    /// let a = Tensor::from_vec(vec![1.0f64, 2.0, 3.0, 4.0], [2, 2], &Device::Cpu)?;
+    /// let b = Tensor::from_vec(vec![5.0f64, 6.0, 7.0, 8.0], [2, 2], &Device::Cpu)?;
+    /// assert_eq!(a.matmul(&b)?.to_vec::<f64>()?, vec![19.0, 22.0, 43.0, 50.0]);
+    /// let err = a.matmul(&Tensor::zeros([3, 1], tensor::DType::F64, &Device::Cpu)?).unwrap_err();
+    /// assert!(err.to_string().contains("[2, 2] and [3, 1]"));
+    /// # Ok::<(), tensor::Error>(())
+    /// ```
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
         let mismatch = || Error::ShapeMismatch { op: "matmul", lhs: self.shape().clone(), rhs: rhs.shape().clone() };
         if self.rank() < 2 || rhs.rank() < 2 {

@@ -3,7 +3,7 @@
 //! parameter's storage so that every holder of the tensor sees the update.
 
 use crate::backend::{AdamStep, BackendStorage};
-use crate::storage::{device_mismatch, Storage};
+use crate::storage::dispatch;
 use crate::{Error, Result, Tensor};
 
 fn check_whole(op: &'static str, t: &Tensor) -> Result<()> {
@@ -26,13 +26,17 @@ impl Tensor {
             check_whole("adam_update_", t)?;
         }
         let grad = grad.whole()?;
+        // Four locks follow (one read, three writes); a storage named twice
+        // would wait on itself forever.
+        let named = [("parameter", self), ("gradient", &grad), ("m", m), ("v", v)];
+        for (i, (a, ta)) in named.iter().enumerate() {
+            if let Some((b, _)) = named[i + 1..].iter().find(|(_, tb)| ta.same_storage(tb)) {
+                return Err(Error::BadArgument { op: "adam_update_", msg: format!("the {a} and the {b} share one storage; each needs its own") });
+            }
+        }
         let gs = grad.storage();
         let (mut ps, mut ms, mut vs) = (self.storage_mut(), m.storage_mut(), v.storage_mut());
-        match (&mut *ps, &*gs, &mut *ms, &mut *vs) {
-            (Storage::Cpu(p), Storage::Cpu(g), Storage::Cpu(m), Storage::Cpu(v)) => p.adam_update(g, m, v, step),
-            (Storage::Cuda(p), Storage::Cuda(g), Storage::Cuda(m), Storage::Cuda(v)) => p.adam_update(g, m, v, step),
-            (p, g, ..) => Err(device_mismatch("adam_update_", p, g)),
-        }
+        dispatch!("adam_update_", (&mut *ps, &*gs, &mut *ms, &mut *vs), |p, g, m, v; _wrap| p.adam_update(g, m, v, step))
     }
 
     /// `self = decay * self + (1 - decay) * src`, in place.
@@ -47,10 +51,6 @@ impl Tensor {
         }
         let ss = src.storage();
         let mut ds = self.storage_mut();
-        match (&mut *ds, &*ss) {
-            (Storage::Cpu(d), Storage::Cpu(s)) => d.ema_update(s, decay),
-            (Storage::Cuda(d), Storage::Cuda(s)) => d.ema_update(s, decay),
-            (d, s) => Err(device_mismatch("ema_update_", d, s)),
-        }
+        dispatch!("ema_update_", (&mut *ds, &*ss), |d, s; _wrap| d.ema_update(s, decay))
     }
 }

@@ -82,6 +82,16 @@ impl Tensor {
 
     /// Sums `self` down to `shape`, undoing a broadcast: the gradient rule
     /// of every broadcasting op.
+    ///
+    /// ```
+    /// use tensor::{DType, Device, Shape, Tensor};
+    ///
+    /// // a [3] bias broadcast over [2, 3] receives the sum over the batch
+    /// let grad = Tensor::ones([2, 3], DType::F32, &Device::Cpu)?;
+    /// assert_eq!(grad.sum_to(&Shape::from([3]))?.to_vec::<f32>()?, vec![2.0, 2.0, 2.0]);
+    /// assert_eq!(grad.sum_to(&Shape::from([2, 1]))?.to_vec::<f32>()?, vec![3.0, 3.0]);
+    /// # Ok::<(), tensor::Error>(())
+    /// ```
     pub fn sum_to(&self, shape: &Shape) -> Result<Tensor> {
         if self.shape() == shape {
             return Ok(self.clone());

@@ -1,7 +1,6 @@
 //! Views (no copy) and the ops that assemble or split tensors along a dim.
 
-use crate::backend::BackendStorage;
-use crate::storage::{device_mismatch, Storage};
+use crate::storage::Storage;
 use crate::{Error, Layout, Result, Shape, Tensor};
 
 impl Tensor {
@@ -76,13 +75,17 @@ impl Tensor {
             .collect()
     }
 
-    /// `n` nearly equal pieces along `dim` (the last may be smaller), as torch.chunk.
+    /// `n` nearly equal pieces along `dim` (the last may be smaller), as
+    /// torch.chunk: an empty dim gives `n` empty pieces.
     pub fn chunk(&self, n: usize, dim: usize) -> Result<Vec<Tensor>> {
         self.check_dim("chunk", dim)?;
         if n == 0 {
             return Err(Error::BadArgument { op: "chunk", msg: "cannot split into 0 chunks".into() });
         }
         let size = self.dims()[dim];
+        if size == 0 {
+            return self.split(&vec![0; n], dim);
+        }
         let step = size.div_ceil(n).max(1);
         let mut sizes = Vec::new();
         let mut left = size;
@@ -158,38 +161,14 @@ impl Tensor {
             }
             dims[dim] += t.dims()[dim];
         }
-        if first.device().is_cpu() {
-            // One read lock per distinct storage (cat(&[x, x]) locks x once:
-            // a thread must not take the same RwLock twice).
-            let owner: Vec<usize> = (0..tensors.len()).map(|i| (0..=i).find(|&j| tensors[j].same_storage(tensors[i])).unwrap()).collect();
-            let guards: Vec<_> = tensors.iter().enumerate().map(|(i, t)| (owner[i] == i).then(|| t.storage())).collect();
-            let mut parts = Vec::with_capacity(tensors.len());
-            for (i, t) in tensors.iter().enumerate() {
-                match &**guards[owner[i]].as_ref().expect("the owner holds the lock") {
-                    Storage::Cpu(s) => parts.push((s, t.layout())),
-                    other => return Err(device_mismatch("cat", guards[0].as_ref().expect("first owns its lock"), other)),
-                }
-            }
-            let out = crate::cpu::CpuStorage::cat(&parts, dim)?;
-            return Ok(Tensor::from_storage(Storage::Cpu(out), dims));
-        }
-        let out = Tensor::zeros(dims.clone(), first.dtype(), first.device())?;
-        let out_layout = out.layout().clone();
-        {
-            let mut dst = out.storage_mut();
-            let mut start = 0;
-            for t in tensors {
-                let window = out_layout.narrow(dim, start, t.dims()[dim]);
-                let src = t.storage();
-                match (&mut *dst, &*src) {
-                    (Storage::Cpu(d), Storage::Cpu(s)) => d.copy_into(&window, s, t.layout())?,
-                    (Storage::Cuda(d), Storage::Cuda(s)) => d.copy_into(&window, s, t.layout())?,
-                    (d, s) => return Err(device_mismatch("cat", d, s)),
-                }
-                start += t.dims()[dim];
-            }
-        }
-        Ok(out)
+        // One read lock per distinct storage (cat(&[x, x]) locks x once: a
+        // thread must not take the same RwLock twice).
+        let owner: Vec<usize> = (0..tensors.len()).map(|i| (0..=i).find(|&j| tensors[j].same_storage(tensors[i])).unwrap()).collect();
+        let guards: Vec<_> = tensors.iter().enumerate().map(|(i, t)| (owner[i] == i).then(|| t.storage())).collect();
+        let parts: Vec<(&Storage, &Layout)> =
+            tensors.iter().enumerate().map(|(i, t)| (&**guards[owner[i]].as_ref().expect("the owner holds the lock"), t.layout())).collect();
+        let out = Storage::cat("cat", &parts, dim)?;
+        Ok(Tensor::from_storage(out, dims))
     }
 
     /// Joins tensors of one shape along a new dim.

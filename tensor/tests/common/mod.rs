@@ -13,13 +13,20 @@ pub const CPU: Device = Device::Cpu;
 
 // ---- strategies ---------------------------------------------------------
 
-/// One dim: 1..=6, with 1 drawn often so size-1 dims (broadcasting,
-/// squeeze, coalescing corner cases) show up in most shapes.
+/// One dim: 0..=6, with 1 drawn often so size-1 dims (broadcasting,
+/// squeeze, coalescing corner cases) show up in most shapes, and 0 now and
+/// then so every op also meets empty tensors.
 pub fn dim() -> impl Strategy<Value = usize> {
+    prop_oneof![1 => Just(0usize), 3 => Just(1usize), 8 => 1usize..=6]
+}
+
+/// One dim of 1..=6, for ops that have no value on an empty input (the max
+/// of nothing).
+pub fn nonzero_dim() -> impl Strategy<Value = usize> {
     prop_oneof![1 => Just(1usize), 3 => 1usize..=6]
 }
 
-/// A shape of rank 0..=4 with dims in 1..=6.
+/// A shape of rank 0..=4 with dims in 0..=6.
 pub fn shape() -> BoxedStrategy<Vec<usize>> {
     shape_rank(0..=4)
 }

@@ -4,9 +4,9 @@
 // Both view the tensor as [outer, dim, inner]. An index outside 0..dim is
 // never followed: index_select writes 0 there and index_add skips it, and
 // both record the largest bad index + 1 in `*bad` (atomicMax) so the host
-// can report it (debug builds check after every call; see index.rs).
+// can report it (debug builds check after every call; see index_select.rs).
 //
-// CPU twin: tensor/src/cpu/index.rs, the reference these kernels are tested against (tensor/tests/cuda.rs).
+// CPU twin: tensor/src/cpu/index_select.rs, the reference these kernels are tested against (tensor/tests/cuda.rs).
 
 template <typename T>
 __device__ void index_select(const T* src, const u32* idx, T* out, u32* bad, u32 dim, u32 n_idx, u32 inner, u32 n) {

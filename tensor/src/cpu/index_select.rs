@@ -1,7 +1,7 @@
 //! Index selection along one dim (embedding lookups) and its adjoint, the
 //! scatter-add that carries gradients back to the selected rows.
 //!
-//! CUDA twin: `cuda/index.cu`.
+//! CUDA twin: `cuda/index_select.rs` (launches) and `cuda/index_select.cu` (kernels).
 
 use crate::{Error, Result};
 

@@ -1,4 +1,4 @@
-//! index_select and index_add along one dim (kernels in `index.cu`).
+//! index_select and index_add along one dim (kernels in `index_select.cu`).
 //!
 //! Both treat the tensor as [outer, dim, inner]. index_add uses atomic adds
 //! because several indices may name the same row.
@@ -8,6 +8,8 @@
 //! GPU, so debug builds check it after every call and return the CPU
 //! backend's error, while release builds skip the wait (a bad index then
 //! selects zeros / adds nothing).
+//!
+//! CPU twin: `cpu/index_select.rs`.
 
 use super::elementwise::same_dtype;
 use super::{check_u32, launch_cfg, CudaDevice, CudaResultExt, CudaStorage};
@@ -64,7 +66,7 @@ pub(crate) fn index_select(src: &CudaStorage, l: &Layout, idx: &CudaStorage, il:
     dev.zero_bytes(flag.ptr(), 4)?;
     let (dim32, nidx32, inner32, n32) = (check_u32(OP, dims[dim])?, check_u32(OP, n_idx)?, check_u32(OP, inner)?, check_u32(OP, n)?);
     check_u32(OP, l.elem_count())?;
-    let f = dev.func("index", &format!("index_select_{}", src.dtype.name()))?;
+    let f = dev.func("index_select", &format!("index_select_{}", src.dtype.name()))?;
     let (sp, op, fp) = (src.ptr_at(l.offset()), out.ptr(), flag.ptr());
     let mut b = dev.stream().launch_builder(&f);
     b.arg(&sp).arg(&ip).arg(&op).arg(&fp).arg(&dim32).arg(&nidx32).arg(&inner32).arg(&n32);
@@ -113,7 +115,7 @@ pub(crate) fn index_add(
     let flag = dev.scratch(4)?;
     dev.zero_bytes(flag.ptr(), 4)?;
     let (dim32, nidx32, inner32, n32) = (check_u32(OP, dims[dim])?, check_u32(OP, n_idx)?, check_u32(OP, inner)?, check_u32(OP, n)?);
-    let f = dev.func("index", &format!("index_add_{}", dst.dtype.name()))?;
+    let f = dev.func("index_select", &format!("index_add_{}", dst.dtype.name()))?;
     let (dp, fp) = (dst.ptr(), flag.ptr());
     let mut b = dev.stream().launch_builder(&f);
     b.arg(&dp).arg(&ip).arg(&sp).arg(&fp).arg(&dim32).arg(&nidx32).arg(&inner32).arg(&n32);

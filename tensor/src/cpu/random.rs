@@ -1,0 +1,188 @@
+//! Random numbers: uniform and normal fills, and the dropout mask fused
+//! with its product. Element i of every draw is a pure function of (key,
+//! counter start + i) through `rng.rs`'s Philox, so the CPU and the GPU
+//! produce the same values, and a split of the work across threads changes
+//! nothing.
+//!
+//! CUDA twin: `cuda/random.rs` (launches) and `cuda/random.cu` (kernels).
+
+use super::elementwise::{build, has_avx2, map1, zip_slice};
+use super::float::Float;
+use super::strided::contiguous_slice;
+use super::{CpuStorage, PARALLEL_THRESHOLD};
+use crate::{rng, DType, Layout, Result};
+use half::{bf16, f16};
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
+
+impl CpuStorage {
+    pub(super) fn from_f64_fn(n: usize, dtype: DType, f: impl Fn(u64) -> f64 + Sync) -> Result<Self> {
+        if dtype == DType::F32 {
+            // The working dtype: round each value as it is made, instead of
+            // filling an f64 vector and casting it (the same values).
+            return Ok(CpuStorage::F32(build(n, |start, out| {
+                for (i, o) in out.iter_mut().enumerate() {
+                    o.write(f((start + i) as u64) as f32);
+                }
+            })));
+        }
+        let vals: Vec<f64> = if n >= PARALLEL_THRESHOLD {
+            (0..n as u64).into_par_iter().map(&f).collect()
+        } else {
+            (0..n as u64).map(&f).collect()
+        };
+        CpuStorage::F64(vals).cast(dtype)
+    }
+
+    /// Rounding a draw just under `hi` to a narrow dtype can give `hi`
+    /// itself (bf16 does for about one draw in 500 from [0, 1)), which
+    /// [lo, hi) excludes: such values step down to the next value of the
+    /// dtype, unless that falls below `lo` (a range narrower than one step).
+    /// `cuda/random.cu` applies the same rule.
+    pub(crate) fn keep_below(&mut self, lo: f64, hi: f64) {
+        if lo.is_nan() || hi.is_nan() || hi <= lo {
+            return;
+        }
+        fn fix<T: Copy>(v: &mut [T], lo: f64, hi: f64, to_f64: impl Fn(T) -> f64, down: impl Fn(T) -> T) {
+            for x in v.iter_mut().filter(|x| to_f64(**x) >= hi) {
+                let d = down(*x);
+                if to_f64(d) >= lo {
+                    *x = d;
+                }
+            }
+        }
+        // One step down in a 16-bit float's order (the same for f16 and bf16).
+        fn down16(bits: u16) -> u16 {
+            if bits & 0x7fff == 0 {
+                0x8001 // from +-0 to the negative value nearest zero
+            } else if bits & 0x8000 == 0 {
+                bits - 1
+            } else {
+                bits + 1
+            }
+        }
+        match self {
+            CpuStorage::F32(v) => fix(v, lo, hi, |x| x as f64, f32::next_down),
+            CpuStorage::F64(v) => fix(v, lo, hi, |x| x, f64::next_down),
+            CpuStorage::F16(v) => fix(v, lo, hi, |x| x.to_f64(), |x| f16::from_bits(down16(x.to_bits()))),
+            CpuStorage::BF16(v) => fix(v, lo, hi, |x| x.to_f64(), |x| bf16::from_bits(down16(x.to_bits()))),
+            CpuStorage::U32(_) => {}
+        }
+    }
+
+    /// Uniform [lo, hi) values: element i is `rng::uniform_at(key, start, i)`.
+    pub(super) fn uniform(n: usize, dtype: DType, key: u64, start: u64, lo: f64, hi: f64) -> Result<Self> {
+        let mut values = Self::from_f64_fn(n, dtype, |i| rng::uniform_at(key, start, i, lo, hi))?;
+        values.keep_below(lo, hi);
+        Ok(values)
+    }
+
+    /// Normal values: element i is `mean + std * rng::normal_at(key, start, i)`.
+    pub(super) fn normal(n: usize, dtype: DType, key: u64, start: u64, mean: f64, std: f64) -> Result<Self> {
+        Self::from_f64_fn(n, dtype, |i| mean + std * rng::normal_at(key, start, i))
+    }
+}
+
+/// Inverted dropout in one pass: `mask[i]` is `scale` where element i is
+/// kept, else 0, and `out = x * mask`. Element i is kept when its uniform
+/// draw `rng::uniform_at(key, start, i, 0, 1)` is below `keep`; that draw
+/// is `w / 2^32` for the Philox word w, so the test is done on w against
+/// the exact threshold, with no float draw at all.
+pub fn dropout<T: Float>(x: &[T], xl: &Layout, keep: f64, scale: f64, key: u64, start: u64) -> (Vec<T>, Vec<T>) {
+    let threshold = crate::rng::keep_threshold(keep);
+    let scale = T::from_f64(scale);
+    let x: std::borrow::Cow<[T]> = if xl.is_contiguous() { contiguous_slice(x, xl).into() } else { map1(x, xl, |x| x).into() };
+    let mask: Vec<T> = build(x.len(), |s, out| keep_mask(out, key, start.wrapping_add(s as u64), threshold, scale));
+    let out = build(x.len(), |s, out| {
+        let e = s + out.len();
+        zip_slice(&x[s..e], &mask[s..e], out, |x, m| x * m)
+    });
+    (out, mask)
+}
+
+/// `out[i] = scale` if word 0 of `philox4x32(key, start + i)` is below
+/// `threshold`, else 0: the dropout mask, 8 counters at a time so the
+/// Philox rounds vectorise (32x32->64-bit multiplies map onto `vpmuludq`).
+#[inline(always)]
+fn keep_mask<T: Float>(out: &mut [MaybeUninit<T>], key: u64, start: u64, threshold: u64, scale: T) {
+    #[inline(always)]
+    fn run<T: Float>(out: &mut [MaybeUninit<T>], key: u64, start: u64, threshold: u64, scale: T) {
+        for (j, chunk) in out.chunks_mut(8).enumerate() {
+            let words = philox_word0_x8(key, start.wrapping_add(8 * j as u64));
+            for (o, &w) in chunk.iter_mut().zip(&words) {
+                o.write(if (w as u64) < threshold { scale } else { T::ZERO });
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<T: Float>(out: &mut [MaybeUninit<T>], key: u64, start: u64, threshold: u64, scale: T) {
+            run(out, key, start, threshold, scale)
+        }
+        if has_avx2() {
+            // SAFETY: the features were detected.
+            return unsafe { avx2(out, key, start, threshold, scale) };
+        }
+    }
+    run(out, key, start, threshold, scale)
+}
+
+/// Word 0 of `rng::philox4x32(key, first + j)` for j in 0..8: the same
+/// Philox 4x32-10, written lane by lane so that it vectorises (the test
+/// `philox_x8_matches_scalar` checks it against the scalar one).
+#[inline(always)]
+fn philox_word0_x8(key: u64, first: u64) -> [u32; 8] {
+    const M0: u64 = 0xD251_1F53;
+    const M1: u64 = 0xCD9E_8D57;
+    const W0: u32 = 0x9E37_79B9;
+    const W1: u32 = 0xBB67_AE85;
+    let (mut c0, mut c1, mut c2, mut c3) = ([0u32; 8], [0u32; 8], [0u32; 8], [0u32; 8]);
+    for j in 0..8 {
+        let c = first.wrapping_add(j as u64);
+        c0[j] = c as u32;
+        c1[j] = (c >> 32) as u32;
+    }
+    let (mut k0, mut k1) = (key as u32, (key >> 32) as u32);
+    for _ in 0..10 {
+        for j in 0..8 {
+            let p0 = M0 * c0[j] as u64;
+            let p1 = M1 * c2[j] as u64;
+            c0[j] = ((p1 >> 32) as u32) ^ c1[j] ^ k0;
+            c1[j] = p1 as u32;
+            c2[j] = ((p0 >> 32) as u32) ^ c3[j] ^ k1;
+            c3[j] = p0 as u32;
+        }
+        k0 = k0.wrapping_add(W0);
+        k1 = k1.wrapping_add(W1);
+    }
+    c0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn philox_x8_matches_scalar() {
+        for (key, first) in [(0, 0), (7, 5), (u64::MAX, u64::MAX - 3), (0x1234_5678_9abc, 1 << 32)] {
+            let words = philox_word0_x8(key, first);
+            for (j, &w) in words.iter().enumerate() {
+                assert_eq!(w, crate::rng::philox4x32(key, first.wrapping_add(j as u64))[0]);
+            }
+        }
+    }
+
+    #[test]
+    fn dropout_matches_bernoulli_draws() {
+        let n = 1000;
+        let x: Vec<f32> = (0..n).map(|i| i as f32 - 300.0).collect();
+        let l = Layout::contiguous(crate::Shape::from(n));
+        let (out, mask) = dropout(&x, &l, 0.9, 1.0 / 0.9, 42, 17);
+        for i in 0..n {
+            let kept = crate::rng::uniform_at(42, 17, i as u64, 0.0, 1.0) < 0.9;
+            assert_eq!(mask[i], if kept { (1.0 / 0.9) as f32 } else { 0.0 });
+            assert_eq!(out[i], x[i] * mask[i]);
+        }
+    }
+}
