@@ -4,8 +4,11 @@
 
 mod common;
 
+use ddpm::objective::Objective;
+use ddpm::recipe::Recipe;
 use ddpm::train::{RunLength, TrainOptions, Trainer};
 use std::collections::BTreeMap;
+use std::path::Path;
 use tensor::{Device, Tensor};
 
 
@@ -23,16 +26,73 @@ fn a_resumed_run_matches_an_uninterrupted_one_on_cuda() {
     }
 }
 
+/// The cpu-hour levers (v prediction, min-SNR weighting, class labels with
+/// dropped labels, LR and EMA warm-up across the stop) resume exactly too,
+/// and so does flow matching; the checkpoint records what `sample` and
+/// `loss` need.
+#[test]
+fn a_resumed_run_with_the_new_levers_matches_an_uninterrupted_one() {
+    let dir = common::temp_dir("resume-levers");
+    let data = common::synthetic_class_images(&dir, 10, 3);
+    let levers = Recipe { lr_warmup_steps: 4, cond_drop: 0.3, ..Recipe::cpu_hour() };
+    check_resume_with(&dir.join("v"), &data, Device::Cpu, levers.clone());
+    let ck = nn::load_checkpoint(dir.join("v/straight/last.safetensors")).unwrap();
+    assert_eq!(ck.meta("objective"), Some("v"));
+    assert_eq!(ck.meta("class_names"), Some(r#"["1","2","3"]"#));
+    assert!(ck.model.contains_key("class_emb.weight"));
+    let (model, _) = ddpm::model::load_for_inference(&dir.join("v/straight/last.safetensors"), None, &Device::Cpu).unwrap();
+    assert_eq!((model.objective, model.class_names.len(), model.unet.num_classes()), (Objective::V, 3, 3));
+
+    let flow = Recipe { objective: Objective::Flow, class_cond: false, cond_drop: 0.0, ..levers };
+    check_resume_with(&dir.join("flow"), &common::synthetic_images(&dir, 10), Device::Cpu, flow);
+    let (model, _) = ddpm::model::load_for_inference(&dir.join("flow/straight/last.safetensors"), None, &Device::Cpu).unwrap();
+    assert_eq!((model.objective, model.unet.num_classes()), (Objective::Flow, 0));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Resuming replays the checkpoint's recipe, not the options given again.
+#[test]
+fn a_resumed_run_keeps_its_recipe() {
+    let dir = common::temp_dir("resume-recipe");
+    let data = common::synthetic_images(&dir, 6);
+    let mut first = common::short_run(&data, dir.join("run"));
+    first.recipe = Recipe { objective: Objective::Flow, ..Recipe::seed() };
+    first.stop_at = Some(2);
+    Trainer::new(first.clone()).unwrap().run().unwrap();
+    let mut second = TrainOptions { resume: true, stop_at: None, ..first };
+    second.recipe = Recipe::seed();
+    Trainer::new(second).unwrap().run().unwrap();
+    let ck = nn::load_checkpoint(dir.join("run/last.safetensors")).unwrap();
+    assert_eq!((ck.meta("objective"), ck.meta("step")), (Some("flow"), Some("6")));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn class_conditioning_needs_class_folders() {
+    let dir = common::temp_dir("cond-flat");
+    let data = common::synthetic_images(&dir, 4);
+    let mut opts = common::short_run(&data, dir.join("run"));
+    opts.recipe = Recipe::cpu_hour();
+    let err = Trainer::new(opts).err().expect("must fail").to_string();
+    assert!(err.contains("class conditioning needs one subfolder per class"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 fn check_resume_is_exact(name: &str, device: Device) {
     let dir = common::temp_dir(name);
     let data = common::synthetic_images(&dir, 10);
+    check_resume_with(&dir, &data, device, Recipe::seed());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
 
-    let straight = TrainOptions { device, ..common::short_run(&data, dir.join("straight")) };
+fn check_resume_with(dir: &Path, data: &Path, device: Device, recipe: Recipe) {
+    let (dir, data) = (dir.to_path_buf(), data.to_path_buf());
+    let straight = TrainOptions { device, recipe, ..common::short_run(&data, dir.join("straight")) };
     let summary = Trainer::new(straight.clone()).unwrap().run().unwrap();
     assert_eq!(summary.step, 6);
     assert!(!summary.interrupted);
 
-    let mut first = TrainOptions { device: straight.device.clone(), ..common::short_run(&data, dir.join("resumed")) };
+    let mut first = TrainOptions { device: straight.device.clone(), recipe: straight.recipe.clone(), ..common::short_run(&data, dir.join("resumed")) };
     first.stop_at = Some(3);
     let summary = Trainer::new(first.clone()).unwrap().run().unwrap();
     assert_eq!((summary.step, summary.interrupted), (3, true));
@@ -57,7 +117,6 @@ fn check_resume_is_exact(name: &str, device: Device) {
     // identical in every tensor and every metadata entry.
     let resumed = nn::load_checkpoint(dir.join("resumed/last.safetensors")).unwrap();
     assert_same_checkpoint(&ck, &resumed);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Every tensor bit for bit (weights, Adam's moments and step counts, EMA

@@ -4,10 +4,14 @@
 use crate::bench;
 use crate::config::{Preset, UNetConfig};
 use crate::data::{CorruptPolicy, ImageFolder};
-use crate::diffusion::{initial_noise, sample_ddim, sample_ddpm, Schedule};
+use crate::diffusion::{initial_noise, Schedule};
+use crate::guidance::Labels;
+use crate::recipe::{RecipeArgs, RecipeName};
+pub use crate::sampler::Sampler;
+use crate::sampler::{generate, SampleSpec};
 use crate::images::{save_grid, save_strip};
 use crate::model::{load_for_inference, Model};
-use crate::train::{to_tensor_error, RunLength, TrainOptions, Trainer};
+use crate::train::{RunLength, TrainOptions, Trainer};
 use crate::validate;
 use anyhow::{bail, Context, Result};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
@@ -191,6 +195,8 @@ pub struct TrainArgs {
     /// this often, in seconds.
     #[arg(long, default_value_t = crate::train::PROGRESS_EVERY.as_secs_f64(), allow_negative_numbers = true)]
     pub progress_every: f64,
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
 }
 
 impl TrainArgs {
@@ -275,9 +281,11 @@ pub struct SampleArgs {
     /// Needed only for a bare PyTorch state_dict.
     #[arg(long, value_parser = preset_parser())]
     pub preset: Option<Preset>,
-    #[arg(long, value_enum, default_value = "ddim")]
-    pub sampler: Sampler,
-    /// DDIM steps (DDPM always runs all 1000).
+    /// ddim (default for eps and v models), ddpm, dpm++ (DPM-Solver++(2M));
+    /// heun (default for flow models) or euler.
+    #[arg(long, value_enum)]
+    pub sampler: Option<Sampler>,
+    /// Sampling steps (DDPM always runs all 1000).
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
     /// Images to sample (ignored with --noise, whose first dimension counts).
@@ -299,21 +307,15 @@ pub struct SampleArgs {
     pub seed: u64,
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceChoice,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Sampler {
-    Ddpm,
-    Ddim,
-}
-
-impl std::fmt::Display for Sampler {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Sampler::Ddpm => "DDPM",
-            Sampler::Ddim => "DDIM",
-        })
-    }
+    /// Class-conditional checkpoints: a class (its folder name, e.g. 5, or
+    /// its label index as #4), `random` (one per image), or `rows` (one class
+    /// per grid row). Without it they sample unconditionally.
+    #[arg(long)]
+    pub class: Option<String>,
+    /// Classifier-free guidance weight: 1 is the conditional model as
+    /// trained, 0 the unconditional one, above 1 stronger class features.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub guidance: f64,
 }
 
 impl SampleArgs {
@@ -379,7 +381,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 (Some(e), None) => RunLength::Epochs(e),
                 (None, None) => RunLength::Epochs(DEFAULT_EPOCHS),
             };
-            train(&args, data, preset, length, out)
+            train(&args, data, preset, length, out, RecipeName::Seed)
         }
         Command::Sample(args) => sample(&args),
         Command::Loss { checkpoint, preset, data, device, json } => {
@@ -391,9 +393,15 @@ pub fn run(cli: Cli) -> Result<()> {
                 bail!("the held-out loss of {} is {loss}: its weights produce non-finite predictions", checkpoint.display());
             }
             if json {
-                println!("{}", serde_json::json!({ "loss": loss, "images": folder.len(), "weights": weights.name() }));
+                println!("{}", serde_json::json!({ "loss": loss, "images": folder.len(), "weights": weights.name(), "objective": model.objective.name() }));
             } else {
-                println!("held-out loss {loss:.6} over {} of {} ({} weights)", plural(folder.len(), "image"), data.display(), weights.name().to_uppercase());
+                println!(
+                    "held-out loss {loss:.6} over {} of {} ({} weights, {} objective)",
+                    plural(folder.len(), "image"),
+                    data.display(),
+                    weights.name().to_uppercase(),
+                    model.objective
+                );
             }
             Ok(())
         }
@@ -448,7 +456,8 @@ fn heldout_loss_with_progress(model: &Model, folder: &ImageFolder, device: &Devi
 }
 
 /// Runs (or resumes) training with the given choices and reports the end.
-pub fn train(args: &TrainArgs, data: PathBuf, preset: Preset, length: RunLength, out: PathBuf) -> Result<()> {
+/// `default_recipe` is the recipe used when `--recipe` is not given.
+pub fn train(args: &TrainArgs, data: PathBuf, preset: Preset, length: RunLength, out: PathBuf, default_recipe: RecipeName) -> Result<()> {
     args.validate()?;
     let device = args.device.resolve()?;
     if args.tf32 {
@@ -473,6 +482,7 @@ pub fn train(args: &TrainArgs, data: PathBuf, preset: Preset, length: RunLength,
         on_corrupt: if args.strict_images { CorruptPolicy::Fail } else { CorruptPolicy::Warn },
         preview_steps: args.preview_steps,
         precision: args.precision,
+        recipe: args.recipe.resolve(default_recipe)?,
     };
     let out = opts.out.clone();
     let mut trainer = Trainer::new(opts)?;
@@ -579,12 +589,19 @@ fn sample(args: &SampleArgs) -> Result<()> {
     if n == 0 {
         bail!("{}: the noise holds no images", args.noise.as_deref().unwrap_or(Path::new("--noise")).display());
     }
-    let schedule = Schedule::default();
-    let total = match args.sampler {
-        Sampler::Ddpm => schedule.steps(),
-        Sampler::Ddim => crate::diffusion::ddim_steps(schedule.steps(), args.steps).len(),
+    let sampler = args.sampler.unwrap_or(Sampler::default_for(model.objective));
+    let labels = Labels::from_flag(args.class.as_deref(), &model.class_names, n, &mut rng)?;
+    if !(args.guidance.is_finite() && args.guidance >= 0.0) {
+        bail!("--guidance must be a number >= 0, got {}", args.guidance);
+    }
+    let spec = SampleSpec { sampler, steps: args.steps, labels, guidance: args.guidance };
+    let total = sampler.network_calls(Schedule::default().steps(), args.steps);
+    // The seed's eps objective goes unsaid.
+    let objective = match model.objective {
+        crate::objective::Objective::Eps => String::new(),
+        other => format!("{other} objective, "),
     };
-    eprintln!("sampling {} with {} ({total} steps, {} weights)", plural(n, "image"), args.sampler, weights.name().to_uppercase());
+    eprintln!("sampling {} with {sampler} ({total} steps, {objective}{} weights)", plural(n, "image"), weights.name().to_uppercase());
     let bar = indicatif::ProgressBar::new(total as u64);
     bar.set_style(indicatif::ProgressStyle::with_template("[{bar:30}] {pos}/{len} steps, ETA {eta}").expect("valid template"));
     // The strip keeps up to 4 samples at about 10 evenly spaced moments.
@@ -601,11 +618,7 @@ fn sample(args: &SampleArgs) -> Result<()> {
             }
         }
     };
-    let mut denoise = |x: &Tensor, t: &[u32]| model.unet.predict(x, t).map_err(to_tensor_error);
-    let samples = match args.sampler {
-        Sampler::Ddpm => sample_ddpm(&schedule, noise, &mut denoise, &mut rng, &mut on_step)?,
-        Sampler::Ddim => sample_ddim(&schedule, noise, args.steps, &mut denoise, &mut on_step)?,
-    };
+    let samples = generate(&model, noise, &spec, &mut rng, &mut on_step)?;
     bar.finish_and_clear();
     if samples.has_non_finite()? {
         bail!("the samples of {} are not finite numbers: its weights are broken", args.checkpoint.display());

@@ -1,6 +1,7 @@
-//! The three presets of the seed U-Net (see `shared/docs/unet.md`), and the
-//! numbers that define a model: image size, base channels, channel
-//! multipliers per level, residual blocks per level, norm groups, dropout.
+//! The three presets of the seed U-Net (see `shared/docs/unet.md`), the
+//! CPU-sized `cpu32` preset added for short CPU runs, and the numbers that
+//! define a model: image size, base channels, channel multipliers per level,
+//! residual blocks per level, norm groups, dropout, classes.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -16,6 +17,14 @@ pub struct UNetConfig {
     pub blocks_per_level: usize,
     pub groups: usize,
     pub dropout: f64,
+    /// Classes of a class-conditional model (0: unconditional, as the seed
+    /// presets). Absent from older checkpoints, which are unconditional.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub num_classes: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// ```
@@ -33,16 +42,21 @@ pub enum Preset {
     Tiny,
     Flowers64,
     Flowers160,
+    /// Not a seed preset: `tiny`'s width at 32 px with a fourth level (a
+    /// 2x2 middle, for more global context at little cost) and no dropout
+    /// (a short run underfits; dropout only slows it).
+    Cpu32,
 }
 
 impl Preset {
-    pub const ALL: [Preset; 3] = [Preset::Tiny, Preset::Flowers64, Preset::Flowers160];
+    pub const ALL: [Preset; 4] = [Preset::Tiny, Preset::Flowers64, Preset::Flowers160, Preset::Cpu32];
 
     pub fn name(self) -> &'static str {
         match self {
             Preset::Tiny => "tiny",
             Preset::Flowers64 => "flowers64",
             Preset::Flowers160 => "flowers160",
+            Preset::Cpu32 => "cpu32",
         }
     }
 
@@ -51,8 +65,10 @@ impl Preset {
             Preset::Tiny => (32, 32, vec![1, 2, 2], 1, 8),
             Preset::Flowers64 => (64, 64, vec![1, 2, 4, 4], 2, 32),
             Preset::Flowers160 => (160, 96, vec![1, 2, 2, 4, 4], 2, 32),
+            Preset::Cpu32 => (32, 32, vec![1, 2, 2, 2], 1, 8),
         };
-        UNetConfig { name: self.name().into(), image_size, base_channels, channel_mults, blocks_per_level, groups, dropout: 0.1 }
+        let dropout = if self == Preset::Cpu32 { 0.0 } else { 0.1 };
+        UNetConfig { name: self.name().into(), image_size, base_channels, channel_mults, blocks_per_level, groups, dropout, num_classes: 0 }
     }
 }
 
@@ -62,7 +78,7 @@ impl FromStr for Preset {
         Preset::ALL
             .into_iter()
             .find(|p| p.name() == s)
-            .ok_or_else(|| format!("unknown preset '{s}'; choose one of tiny, flowers64, flowers160"))
+            .ok_or_else(|| format!("unknown preset '{s}'; choose one of tiny, flowers64, flowers160, cpu32"))
     }
 }
 
@@ -168,5 +184,55 @@ mod tests {
             let err = c.check().unwrap_err().to_string();
             assert!(err.contains(want), "{err}");
         }
+    }
+}
+
+#[cfg(test)]
+mod cpu32_tests {
+    use super::*;
+
+    /// Parameters of the spec's U-Net counted layer by layer (conv
+    /// `k*k*cin*cout + cout`, linear `in*out + out`, GroupNorm `2c`), plus the
+    /// class table of a conditional model.
+    fn counted(c: &UNetConfig) -> usize {
+        let f = c.time_dim();
+        let conv = |k: usize, cin: usize, cout: usize| k * k * cin * cout + cout;
+        let block = |cin: usize, cout: usize| {
+            2 * cin + conv(3, cin, cout) + 2 * (f * cout + cout) + 2 * cout + conv(3, cout, cout) + if cin != cout { conv(1, cin, cout) } else { 0 }
+        };
+        let mut n = (c.base_channels * f + f) + (f * f + f) + conv(3, 3, c.base_channels);
+        let mut prev = c.base_channels;
+        for i in 0..c.levels() {
+            for j in 0..c.blocks_per_level {
+                n += block(if j == 0 { prev } else { c.channels(i) }, c.channels(i));
+            }
+            prev = c.channels(i);
+        }
+        n += 2 * block(prev, prev);
+        for i in (0..c.levels()).rev() {
+            for j in 0..c.blocks_per_level {
+                n += block(if j == 0 { prev + c.channels(i) } else { c.channels(i) }, c.channels(i));
+            }
+            prev = c.channels(i);
+        }
+        n += 2 * c.base_channels + conv(3, c.base_channels, 3);
+        if c.num_classes > 0 {
+            n += (c.num_classes + 1) * f;
+        }
+        n
+    }
+
+    #[test]
+    fn the_cpu32_preset_has_the_counted_parameters() {
+        let mut config = Preset::Cpu32.config();
+        assert_eq!((config.image_size, config.levels(), config.dropout), (32, 4, 0.0));
+        let params = |c: &UNetConfig| crate::model::Model::new(c, &tensor::Device::Cpu, 0).unwrap().store.num_params();
+        assert_eq!(params(&config), counted(&config));
+        assert_eq!(params(&config), 942_339);
+        // The flowers102 classes add one row of 4C per class and the null class.
+        config.num_classes = 102;
+        assert_eq!(params(&config), 942_339 + 103 * 128);
+        assert_eq!(params(&Preset::Tiny.config()), counted(&Preset::Tiny.config()));
+        assert_eq!("cpu32".parse::<Preset>().unwrap(), Preset::Cpu32);
     }
 }

@@ -61,6 +61,10 @@ pub struct ImageFolder {
     paths: Vec<PathBuf>,
     /// One `size * size * 3` HWC buffer per image, in the order of `paths`.
     pixels: Vec<Vec<u8>>,
+    /// The class folders (see [`ImageFolder::class_names`]); empty when unlabelled.
+    class_names: Vec<String>,
+    /// The class of each image, an index into `class_names` (empty when unlabelled).
+    labels: Vec<u32>,
 }
 
 impl fmt::Debug for ImageFolder {
@@ -129,12 +133,29 @@ impl ImageFolder {
         if pixels.is_empty() {
             return Err(DataError::NoImages(dir.to_path_buf()));
         }
+        let (class_names, labels) = class_labels(dir, &paths);
         Ok(Self {
             root: dir.to_path_buf(),
             size,
             paths,
             pixels,
+            class_names,
+            labels,
         })
+    }
+
+    /// The classes of a labelled folder, where every image lies in a
+    /// subfolder of the root and the first subfolder names its class (as in
+    /// `flowers102/train/<1..102>/*.jpg`). Numbers sort as numbers, other
+    /// names alphabetically; label `i` is `class_names()[i]`. Empty when some
+    /// image lies directly in the root.
+    pub fn class_names(&self) -> &[String] {
+        &self.class_names
+    }
+
+    /// The class label of image `i`, or `None` when the folder is unlabelled.
+    pub fn label(&self, i: usize) -> Option<u32> {
+        self.labels.get(i).copied()
     }
 
     /// Number of images kept.
@@ -206,6 +227,31 @@ impl ImageFolder {
             });
         out
     }
+}
+
+/// The class folder names under `root` and each path's label (see
+/// [`ImageFolder::class_names`]).
+fn class_labels(root: &Path, paths: &[PathBuf]) -> (Vec<String>, Vec<u32>) {
+    let class_of = |p: &Path| -> Option<String> {
+        let rel = p.strip_prefix(root).ok()?;
+        let mut parts = rel.components();
+        let first = parts.next()?;
+        parts.next()?; // a file directly in the root has no class folder
+        Some(first.as_os_str().to_string_lossy().into_owned())
+    };
+    let Some(classes) = paths.iter().map(|p| class_of(p)).collect::<Option<Vec<String>>>() else {
+        return (Vec::new(), Vec::new());
+    };
+    let mut names = classes.clone();
+    names.sort_by(|a, b| match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(x), Ok(y)) => x.cmp(&y).then_with(|| a.cmp(b)),
+        (Ok(_), Err(_)) => std::cmp::Ordering::Less,
+        (Err(_), Ok(_)) => std::cmp::Ordering::Greater,
+        (Err(_), Err(_)) => a.cmp(b),
+    });
+    names.dedup();
+    let labels = classes.iter().map(|c| names.iter().position(|n| n == c).expect("every class is named") as u32).collect();
+    (names, labels)
 }
 
 /// True when `path` has a `.jpg`, `.jpeg` or `.png` extension, in any letter case.
@@ -357,6 +403,31 @@ impl Shuffler {
 mod tests {
     use super::*;
     use image::Rgb;
+
+    #[test]
+    fn class_folders_give_labels_in_numeric_order() {
+        let t = TempDir::new("data-classes");
+        for (class, n) in [("10", 2), ("2", 1), ("tulip", 1)] {
+            std::fs::create_dir_all(t.0.join(class).join("deeper")).unwrap();
+            for i in 0..n {
+                RgbImage::from_pixel(4, 4, Rgb([i as u8, 0, 0])).save(t.0.join(class).join(format!("{i}.png"))).unwrap();
+            }
+        }
+        RgbImage::from_pixel(4, 4, RED).save(t.0.join("tulip/deeper/x.png")).unwrap();
+        let folder = ImageFolder::open(&t.0, 4, CorruptPolicy::Fail).unwrap();
+        assert_eq!(folder.class_names(), ["2", "10", "tulip"]);
+        let labels: Vec<(String, u32)> = (0..folder.len())
+            .map(|i| (folder.path(i).strip_prefix(&t.0).unwrap().display().to_string(), folder.label(i).unwrap()))
+            .collect();
+        for (path, label) in &labels {
+            let class = path.split('/').next().unwrap();
+            assert_eq!(folder.class_names()[*label as usize], class, "{path}");
+        }
+        // One image directly in the root: the folder is unlabelled.
+        RgbImage::from_pixel(4, 4, RED).save(t.0.join("loose.png")).unwrap();
+        let folder = ImageFolder::open(&t.0, 4, CorruptPolicy::Fail).unwrap();
+        assert!(folder.class_names().is_empty() && folder.label(0).is_none());
+    }
 
     use crate::test_util::TempDir;
 

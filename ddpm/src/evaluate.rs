@@ -1,6 +1,12 @@
 //! The held-out denoising loss: how well a model predicts the noise on
 //! images it never trained on, at five fixed steps, from fixed noise. Two
 //! runs (or two implementations) can compare this number directly.
+//!
+//! Models of every objective are scored in noise units: a `v` or flow
+//! prediction is turned into the noise it implies (`objective.rs`), so the
+//! number of an `eps` model is exactly the seed's. Flow models see their own
+//! noise levels at the same five steps (`t = (k + 1) / T`), and a
+//! class-conditional model is scored unconditionally (the null class).
 
 use crate::data::ImageFolder;
 use crate::diffusion::Schedule;
@@ -37,8 +43,9 @@ pub fn heldout_loss_reporting(model: &Model, data: &ImageFolder, device: &Device
             let mut rng = Rng { key: EVAL_SEED, counter: (j * data.len() + start) as u64 * per_image };
             let noise = Tensor::randn(0.0, 1.0, [n, 3, s, s], DType::F32, device, &mut rng)?;
             let steps = vec![t; n];
-            let xt = schedule.add_noise(&x0, &noise, &steps)?;
-            let eps = model.unet.predict(&xt, &steps).map_err(to_tensor_error)?;
+            let (xt, _) = model.objective.training_pair(&schedule, &x0, &noise, &steps)?;
+            let pred = model.unet.predict(&xt, &steps).map_err(to_tensor_error)?;
+            let eps = model.objective.implied_noise(&schedule, &xt, &pred, &steps)?;
             let sq = eps.sub(&noise)?.sqr()?.to_dtype(DType::F64)?.sum_all()?.to_scalar()?;
             total += sq;
             count += n * 3 * s * s;

@@ -4,9 +4,13 @@
 //! photos, fetching Oxford Flowers 102 when there is none, and writing sample grids and loss
 //! curves as PNG files.
 //!
-//! - `config.rs`: the three presets; `unet.rs`: the network; `model.rs`: a network with its
+//! - `config.rs`: the presets; `unet.rs`: the network; `model.rs`: a network with its
 //!   parameters, loaded from petal or PyTorch checkpoints.
-//! - `diffusion.rs`: the noise schedule and the DDPM and DDIM samplers.
+//! - `diffusion.rs`: the noise schedule and the DDPM and DDIM samplers;
+//!   `objective.rs`: eps, v and flow-matching targets and min-SNR weights;
+//!   `sampler.rs`: DPM-Solver++(2M), Euler and Heun, and sampling any
+//!   checkpoint; `guidance.rs`: class labels and classifier-free guidance;
+//!   `recipe.rs`: the seed and cpu-hour training recipes.
 //! - `data.rs`, `download.rs`: images in; `images.rs`: grids, strips and loss curves out.
 //! - `train.rs`: the training loop; `evaluate.rs`: the held-out loss; `bench.rs`: throughput.
 //! - `cli.rs`: the `ddpm` command; `validate.rs`: its argument checks and memory estimate;
@@ -20,8 +24,12 @@ pub mod diffusion;
 pub mod doctor;
 pub mod download;
 pub mod evaluate;
+pub mod guidance;
 pub mod images;
 pub mod model;
+pub mod objective;
+pub mod recipe;
+pub mod sampler;
 pub mod train;
 pub mod signals;
 pub mod unet;

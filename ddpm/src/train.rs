@@ -1,6 +1,8 @@
 //! The training loop of the seed recipe: Adam, cosine-annealed learning
 //! rate, EMA of the weights, epsilon-prediction MSE with one random step per
-//! image.
+//! image. A `Recipe` (`recipe.rs`) can change the objective and its
+//! weighting, add class conditioning, and warm up the learning rate and the
+//! EMA; the seed recipe leaves every step exactly as before.
 //!
 //! A run lives in one directory: `loss.csv`, `loss.png`, sample grids under
 //! `samples/`, snapshots under `checkpoints/`, and `last.safetensors`. Every
@@ -17,13 +19,16 @@
 
 use crate::config::{Preset, UNetConfig};
 use crate::data::{CorruptPolicy, ImageFolder, Shuffler};
-use crate::diffusion::{initial_noise, sample_ddim, sample_steps, Schedule, T};
+use crate::diffusion::{initial_noise, sample_steps, Schedule, T};
+use crate::guidance::{drop_labels, Labels};
+use crate::recipe::Recipe;
+use crate::sampler::{generate, SampleSpec, Sampler};
 use crate::images::{save_grid, save_loss_curve};
 use crate::model::{checkpoint_config, Model};
 use anyhow::{bail, Context, Result};
 use autograd::Var;
 use indicatif::{ProgressBar, ProgressStyle};
-use nn::{Adam, AdamConfig, CosineAnnealing, Ctx, Ema, LossScaler, LrSchedule, Optimizer, Precision};
+use nn::{Adam, AdamConfig, CosineAnnealing, Ctx, Ema, LinearWarmup, LossScaler, LrSchedule, Optimizer, Precision};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::io::IsTerminal;
@@ -53,6 +58,8 @@ pub struct TrainOptions {
     pub preview_steps: usize,
     /// Activation dtype: f32, or bf16/f16 mixed precision (CUDA only).
     pub precision: Precision,
+    /// Objective, weighting, conditioning and warm-ups (the seed recipe by default).
+    pub recipe: Recipe,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +109,7 @@ pub struct Trainer {
     opt: Adam,
     ema: Ema,
     schedule: Schedule,
-    lr_schedule: CosineAnnealing,
+    lr_schedule: LinearWarmup<CosineAnnealing>,
     total_steps: u64,
     step: u64,
     rng: Rng,
@@ -166,7 +173,7 @@ impl Trainer {
     /// checkpoint and refuses different ones; its length follows `length`,
     /// so a finished run can be extended with a larger `--steps` or
     /// `--epochs`. Nothing is created on disk until every check passed.
-    pub fn new(opts: TrainOptions) -> Result<Trainer> {
+    pub fn new(mut opts: TrainOptions) -> Result<Trainer> {
         check_options(&opts)?;
         opts.precision.check_device(&opts.device)?;
         let last = opts.out.join("last.safetensors");
@@ -176,12 +183,22 @@ impl Trainer {
             }
             let ck = nn::load_checkpoint(&last)?;
             let config = checkpoint_config(&ck)?.context("checkpoint has no config metadata")?;
+            // The recipe is part of the run: a resumed run keeps its own.
+            let recorded = match ck.meta("recipe") {
+                Some(json) => serde_json::from_str(json).context("checkpoint metadata `recipe` is not a valid recipe")?,
+                None => Recipe::seed(),
+            };
+            if opts.recipe != recorded && opts.recipe != Recipe::seed() {
+                eprintln!("note: this run was trained with {}; continuing with it", recorded.describe());
+            }
+            opts.recipe = recorded;
             Some((ck, config))
         } else {
             refuse_to_overwrite(&opts.out)?;
             None
         };
-        let config: UNetConfig = resumed.as_ref().map(|(_, c)| c.clone()).unwrap_or_else(|| opts.preset.config());
+        opts.recipe.check()?;
+        let mut config: UNetConfig = resumed.as_ref().map(|(_, c)| c.clone()).unwrap_or_else(|| opts.preset.config());
 
         let mut step = 0;
         if let Some((ck, config)) = &resumed {
@@ -217,8 +234,15 @@ impl Trainer {
         if let Some(stop) = opts.stop_at.filter(|&s| s <= step || s > total_steps) {
             bail!("--stop-at {stop} must lie after the current step {step} and at most at the run's end, step {total_steps}");
         }
-        let model = Model::new(&config, &opts.device, opts.seed)?;
-        let preview = Model::new(&config, &opts.device, opts.seed)?;
+        if opts.recipe.class_cond {
+            config.num_classes = class_count(&data, resumed.as_ref().map(|(ck, _)| ck), &opts.data)?;
+        }
+        let mut model = Model::new(&config, &opts.device, opts.seed)?;
+        let mut preview = Model::new(&config, &opts.device, opts.seed)?;
+        for m in [&mut model, &mut preview] {
+            m.objective = opts.recipe.objective;
+            m.class_names = if opts.recipe.class_cond { data.class_names().to_vec() } else { Vec::new() };
+        }
         let mut opt = Adam::new(&model.store, AdamConfig::adam(opts.lr))?;
         let mut ema = Ema::new(&model.store, opts.ema_decay)?;
         let mut rng = Rng::new(opts.seed ^ TRAIN_STREAM);
@@ -244,7 +268,7 @@ impl Trainer {
             }
         }
         let losses = read_losses(&opts.out.join("loss.csv"), step)?;
-        let lr_schedule = CosineAnnealing { base: opts.lr, min: 0.0, total_steps };
+        let lr_schedule = LinearWarmup::wrap(CosineAnnealing { base: opts.lr, min: 0.0, total_steps }, opts.recipe.lr_warmup_steps);
         std::fs::create_dir_all(&opts.out).with_context(|| format!("cannot create run directory {}", opts.out.display()))?;
         let saved_step = resumed.is_some().then_some(step);
         Ok(Trainer {
@@ -292,14 +316,28 @@ impl Trainer {
         let x0 = Tensor::from_vec(self.data.batch_with_flips(&indices, &flips), [b, 3, s, s], &self.opts.device)?;
         let t = sample_steps(b, T, &mut self.rng);
         let noise = initial_noise(b, s, &self.opts.device, &mut self.rng)?;
-        let xt = self.schedule.add_noise(&x0, &noise, &t)?;
+        let recipe = &self.opts.recipe;
+        let (xt, target) = recipe.objective.training_pair(&self.schedule, &x0, &noise, &t)?;
+        let labels = if recipe.class_cond {
+            let labels: Vec<u32> = indices.iter().map(|&i| self.data.label(i).expect("a class-conditional run has labelled data")).collect();
+            Some(drop_labels(&labels, self.model.unet.num_classes(), recipe.cond_drop, &mut self.rng))
+        } else {
+            None
+        };
 
         let mut ctx = Ctx::train(self.rng);
         // The U-Net computes in the precision's dtype; the loss in f32.
         let x = Var::constant(xt.to_dtype(self.opts.precision.dtype())?);
-        let eps = self.model.unet.forward(&x, &t, &mut ctx)?.to_dtype(DType::F32)?;
+        let pred = self.model.unet.forward_with_labels(&x, &t, labels.as_deref(), &mut ctx)?.to_dtype(DType::F32)?;
         self.rng = ctx.rng;
-        let loss = eps.mse(&Var::constant(noise))?;
+        let loss = match recipe.min_snr_gamma {
+            None => pred.mse(&Var::constant(target))?,
+            Some(gamma) => {
+                let weights: Vec<f32> = t.iter().map(|&k| recipe.objective.min_snr_weight(&self.schedule, k, gamma) as f32).collect();
+                let weights = Tensor::from_vec(weights, [b, 1, 1, 1], &self.opts.device)?;
+                pred.sub(&Var::constant(target))?.sqr()?.mul(&Var::constant(weights))?.mean_all()?
+            }
+        };
         let value = loss.tensor().to_scalar()? as f32;
         if !value.is_finite() {
             let kept = match self.saved_step {
@@ -326,6 +364,7 @@ impl Trainer {
             }
         };
         if stepped {
+            self.ema.decay = self.opts.recipe.ema_decay(self.opts.ema_decay, self.step);
             self.ema.update(&self.model.store)?;
         }
         Ok(value)
@@ -428,6 +467,11 @@ impl Trainer {
         ck.set_meta("lr", self.opts.lr);
         ck.set_meta("data", self.opts.data.display());
         ck.set_meta("precision", self.opts.precision);
+        ck.set_meta("objective", self.opts.recipe.objective);
+        ck.set_meta("recipe", serde_json::to_string(&self.opts.recipe)?);
+        if self.opts.recipe.class_cond {
+            ck.set_meta("class_names", serde_json::to_string(&self.model.class_names)?);
+        }
         if let Some(scaler) = &self.scaler {
             scaler.save_meta(&mut ck);
         }
@@ -443,10 +487,42 @@ impl Trainer {
         }
         let s = self.preview.config().image_size;
         let noise = initial_noise(16, s, &self.opts.device, &mut Rng::new(PREVIEW_SEED))?;
-        let mut denoise = |x: &Tensor, t: &[u32]| self.preview.unet.predict(x, t).map_err(to_tensor_error);
-        let samples = sample_ddim(&self.schedule, noise, self.opts.preview_steps, &mut denoise, &mut |_, _| {})?;
+        let spec = preview_spec(&self.opts.recipe, self.preview.unet.num_classes(), self.opts.preview_steps);
+        let samples = generate(&self.preview, noise, &spec, &mut Rng::new(PREVIEW_SEED), &mut |_, _| {})?;
         save_grid(path, &samples.to_vec::<f32>()?, 16, s, 4)
     }
+}
+
+/// How previews sample: the seed's DDIM for eps models, DPM-Solver++ for v
+/// models, Heun for flow models; a class-conditional run shows 16 classes
+/// spread over its range with the recipe's guidance.
+fn preview_spec(recipe: &Recipe, num_classes: usize, steps: usize) -> SampleSpec {
+    let sampler = match recipe.objective {
+        crate::objective::Objective::Eps => Sampler::Ddim,
+        crate::objective::Objective::V => Sampler::DpmSolver,
+        crate::objective::Objective::Flow => Sampler::Heun,
+    };
+    let labels = match num_classes {
+        0 => Labels::Unconditional,
+        k => Labels::Classes((0..16).map(|i| (i * k / 16) as u32).collect()),
+    };
+    SampleSpec { sampler, steps, labels, guidance: recipe.guidance }
+}
+
+/// The number of classes of a class-conditional run on `data`: its class
+/// folders, which must be those the checkpoint (when resuming) was trained on.
+fn class_count(data: &ImageFolder, resumed: Option<&nn::Checkpoint>, dir: &Path) -> Result<usize> {
+    let names = data.class_names();
+    if names.is_empty() {
+        bail!("class conditioning needs one subfolder per class under {} (some images lie directly in it)", dir.display());
+    }
+    if let Some(ck) = resumed {
+        let trained = crate::model::checkpoint_class_names(ck)?;
+        if trained != names {
+            bail!("{} has classes {:?} but the checkpoint was trained on {:?}", dir.display(), names, trained);
+        }
+    }
+    Ok(names.len())
 }
 
 pub(crate) fn to_tensor_error(e: nn::NnError) -> tensor::Error {

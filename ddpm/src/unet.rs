@@ -8,7 +8,7 @@
 
 use crate::config::UNetConfig;
 use autograd::Var;
-use nn::{Conv2d, Conv2dConfig, Ctx, Dropout, GroupNorm, Linear, Module, Path, SinusoidalEmbedding};
+use nn::{Conv2d, Conv2dConfig, Ctx, Dropout, Embedding, GroupNorm, Linear, Module, Path, SinusoidalEmbedding};
 use tensor::Tensor;
 
 /// GroupNorm over `c` channels with at most `groups` groups (the spec's
@@ -81,6 +81,9 @@ pub struct UNet {
     time_features: SinusoidalEmbedding,
     time_mlp0: Linear,
     time_mlp2: Linear,
+    /// Class-conditional models only: one row per class and a last row for
+    /// the null class (see `guidance.rs`), added to the time embedding.
+    class_emb: Option<Embedding>,
     conv_in: Conv2d,
     down: Vec<Vec<ResBlock>>,
     middle: Vec<ResBlock>,
@@ -97,6 +100,10 @@ impl UNet {
         let time_features = SinusoidalEmbedding::new(c, dtype)?;
         let time_mlp0 = Linear::new(&root.pp("time_mlp").pp(0), c, f, true)?;
         let time_mlp2 = Linear::new(&root.pp("time_mlp").pp(2), f, f, true)?;
+        let class_emb = match config.num_classes {
+            0 => None,
+            k => Some(Embedding::new(&root.pp("class_emb"), k + 1, f)?),
+        };
         let conv_in = conv3x3(&root.pp("conv_in"), 3, c)?;
 
         let mut down = Vec::new();
@@ -124,7 +131,7 @@ impl UNet {
         }
         let norm_out = group_norm(&root.pp("norm_out"), config.groups, c)?;
         let conv_out = conv3x3(&root.pp("conv_out"), c, 3)?;
-        Ok(UNet { config: config.clone(), time_features, time_mlp0, time_mlp2, conv_in, down, middle, up, norm_out, conv_out })
+        Ok(UNet { config: config.clone(), time_features, time_mlp0, time_mlp2, class_emb, conv_in, down, middle, up, norm_out, conv_out })
     }
 
     /// Predicted noise for noisy images `x` [N, 3, S, S] at steps `t` (one per image).
@@ -132,7 +139,23 @@ impl UNet {
         self.forward_with_activations(x, t, ctx, None)
     }
 
-    pub fn forward_with_activations(&self, x: &Var, t: &[u32], ctx: &mut Ctx, mut acts: Option<&mut Activations>) -> nn::Result<Var> {
+    pub fn forward_with_activations(&self, x: &Var, t: &[u32], ctx: &mut Ctx, acts: Option<&mut Activations>) -> nn::Result<Var> {
+        self.forward_full(x, t, None, ctx, acts)
+    }
+
+    /// Classes of a class-conditional model (0 for an unconditional one).
+    pub fn num_classes(&self) -> usize {
+        self.config.num_classes
+    }
+
+    /// The forward pass of a class-conditional model with one class label
+    /// per image; `None` (or the label `num_classes`) is the null class,
+    /// i.e. the unconditional model. An unconditional model takes `None` only.
+    pub fn forward_with_labels(&self, x: &Var, t: &[u32], labels: Option<&[u32]>, ctx: &mut Ctx) -> nn::Result<Var> {
+        self.forward_full(x, t, labels, ctx, None)
+    }
+
+    fn forward_full(&self, x: &Var, t: &[u32], labels: Option<&[u32]>, ctx: &mut Ctx, mut acts: Option<&mut Activations>) -> nn::Result<Var> {
         let (n, s) = (x.dims()[0], self.config.image_size);
         if x.dims() != [n, 3, s, s] || t.len() != n {
             return Err(nn::NnError::bad(
@@ -147,6 +170,19 @@ impl UNet {
         // layers cast their f32 parameters to it).
         let features = self.time_features.embed(t, x.device())?.to_dtype(x.dtype())?;
         let t_emb = self.time_mlp2.forward(&self.time_mlp0.forward(&features, ctx)?.silu()?, ctx)?;
+        let t_emb = match (&self.class_emb, labels) {
+            (None, None) => t_emb,
+            (None, Some(_)) => return Err(nn::NnError::bad("UNet::forward", "class labels given to an unconditional model")),
+            (Some(table), labels) => {
+                let k = self.config.num_classes as u32;
+                let labels = labels.map_or_else(|| vec![k; n], <[u32]>::to_vec);
+                if labels.len() != n || labels.iter().any(|&l| l > k) {
+                    return Err(nn::NnError::bad("UNet::forward", format!("expected {n} class labels in 0..={k} ({k} is the null class), got {labels:?}")));
+                }
+                let rows = table.lookup(&Tensor::from_vec(labels, [n], x.device())?)?.to_dtype(t_emb.dtype())?;
+                t_emb.add(&rows)?
+            }
+        };
         let time = t_emb.silu()?;
         if let Some(a) = acts.as_deref_mut() {
             a.time_features = Some(features.clone());
@@ -187,6 +223,11 @@ impl UNet {
 
     /// Predicted noise as a plain tensor, recording nothing (for sampling).
     pub fn predict(&self, x: &Tensor, t: &[u32]) -> nn::Result<Tensor> {
-        autograd::no_grad(|| Ok(self.forward(&Var::constant(x.clone()), t, &mut Ctx::eval())?.tensor().clone()))
+        self.predict_with_labels(x, t, None)
+    }
+
+    /// Like `predict`, for the classes `labels` (`None`: the null class).
+    pub fn predict_with_labels(&self, x: &Tensor, t: &[u32], labels: Option<&[u32]>) -> nn::Result<Tensor> {
+        autograd::no_grad(|| Ok(self.forward_with_labels(&Var::constant(x.clone()), t, labels, &mut Ctx::eval())?.tensor().clone()))
     }
 }

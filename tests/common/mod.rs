@@ -31,6 +31,19 @@ pub fn synthetic_images(dir: &Path, n: usize) -> PathBuf {
     images
 }
 
+/// `n` images like [`synthetic_images`], spread over class folders
+/// `1..=classes` (as `flowers102/train/<class>/`).
+pub fn synthetic_class_images(dir: &Path, n: usize, classes: usize) -> PathBuf {
+    let flat = synthetic_images(&dir.join("flat"), n);
+    let images = dir.join("classes");
+    for i in 0..n {
+        let class = images.join(format!("{}", i % classes + 1));
+        std::fs::create_dir_all(&class).unwrap();
+        std::fs::copy(flat.join(format!("img{i:02}.png")), class.join(format!("img{i:02}.png"))).unwrap();
+    }
+    images
+}
+
 /// A 6-step tiny run at batch 4 on the CPU in f32, with cheap previews.
 pub fn short_run(data: &Path, out: PathBuf) -> TrainOptions {
     TrainOptions {
@@ -49,6 +62,7 @@ pub fn short_run(data: &Path, out: PathBuf) -> TrainOptions {
         on_corrupt: CorruptPolicy::Warn,
         preview_steps: 2,
         precision: nn::Precision::F32,
+        recipe: ddpm::recipe::Recipe::seed(),
     }
 }
 
