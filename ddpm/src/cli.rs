@@ -595,7 +595,7 @@ fn sample(args: &SampleArgs) -> Result<()> {
         bail!("--guidance must be a number >= 0, got {}", args.guidance);
     }
     let spec = SampleSpec { sampler, steps: args.steps, labels, guidance: args.guidance };
-    let total = sampler.network_calls(Schedule::default().steps(), args.steps);
+    let total = sampler.step_count(Schedule::default().steps(), args.steps);
     // The seed's eps objective goes unsaid.
     let objective = match model.objective {
         crate::objective::Objective::Eps => String::new(),

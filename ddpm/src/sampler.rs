@@ -70,13 +70,13 @@ impl Sampler {
         )
     }
 
-    /// Network evaluations (per image) for `steps` sampling steps.
-    pub fn network_calls(self, total: usize, steps: usize) -> usize {
+    /// The steps this sampler takes when asked for `steps` (the calls of
+    /// its `on_step`). Heun calls the network twice in every step but the last.
+    pub fn step_count(self, total: usize, steps: usize) -> usize {
         match self {
             Sampler::Ddpm => total,
             Sampler::Ddim | Sampler::DpmSolver => ddim_steps(total, steps).len(),
-            Sampler::Euler => flow_grid(total, steps).len() - 1,
-            Sampler::Heun => 2 * (flow_grid(total, steps).len() - 1) - 1,
+            Sampler::Euler | Sampler::Heun => flow_grid(total, steps).len() - 1,
         }
     }
 }
@@ -305,7 +305,8 @@ mod tests {
         assert_eq!(flow_grid(1000, 4), vec![1000, 750, 500, 250, 0]);
         assert_eq!(flow_grid(1000, 3), vec![1000, 667, 333, 0]);
         assert_eq!(flow_grid(10, 50), (0..=10).rev().collect::<Vec<_>>());
-        assert_eq!(Sampler::Heun.network_calls(1000, 4), 7);
+        assert_eq!(Sampler::Heun.step_count(1000, 4), 4);
+        assert_eq!(Sampler::Ddpm.step_count(1000, 4), 1000);
     }
 
     #[test]
