@@ -300,6 +300,29 @@ mod tests {
         }
     }
 
+    /// `generate` drives a flow model with the flow samplers only, calling
+    /// the network once per Euler step and twice per Heun step but the last.
+    #[test]
+    fn generate_picks_the_solver_of_the_objective() {
+        let mut config = crate::config::Preset::Tiny.config();
+        config.dropout = 0.0;
+        let mut model = Model::new(&config, &Device::Cpu, 1).unwrap();
+        model.objective = Objective::Flow;
+        let noise = Tensor::randn(0.0, 1.0, [1, 3, 32, 32], DType::F32, &Device::Cpu, &mut Rng::new(2)).unwrap();
+        let spec = |sampler| SampleSpec { sampler, steps: 3, labels: Labels::Unconditional, guidance: 1.0 };
+        for sampler in [Sampler::Euler, Sampler::Heun] {
+            let mut steps = Vec::new();
+            let out = generate(&model, noise.clone(), &spec(sampler), &mut Rng::new(0), &mut |t, _| steps.push(t)).unwrap();
+            assert_eq!(steps, vec![667, 333, 0]);
+            assert_eq!(out.dims(), [1, 3, 32, 32]);
+            assert!(out.to_vec::<f32>().unwrap().iter().all(|v| v.abs() <= 1.0));
+        }
+        let err = generate(&model, noise, &spec(Sampler::Ddim), &mut Rng::new(0), &mut |_, _| {}).unwrap_err().to_string();
+        assert!(err.contains("--sampler ddim cannot sample") && err.contains("euler or heun"), "{err}");
+        assert_eq!(Sampler::default_for(Objective::Flow), Sampler::Heun);
+        assert_eq!(Sampler::default_for(Objective::V), Sampler::Ddim);
+    }
+
     #[test]
     fn flow_grids_run_from_noise_to_data() {
         assert_eq!(flow_grid(1000, 4), vec![1000, 750, 500, 250, 0]);
