@@ -172,7 +172,7 @@ pub(crate) fn device_mismatch_among(op: &'static str, operands: &[&Storage]) -> 
 /// The short forms bind each operand to a backend storage and wrap the
 /// call's result (a backend storage) back into a `Storage`:
 ///
-/// ```ignore
+/// ```text
 /// let out = dispatch!("unary", &*x.storage(), |s| s.unary(x.layout(), op));
 /// ```
 ///
@@ -180,7 +180,7 @@ pub(crate) fn device_mismatch_among(op: &'static str, operands: &[&Storage]) -> 
 /// `&mut`) and also binds `wrap`, the `Storage` variant of the backend in
 /// use, for calls that return something else (a tuple, nothing, a flag):
 ///
-/// ```ignore
+/// ```text
 /// let (y, stats) = dispatch!("op", (&*a, &mut *b), |x, y; wrap| {
 ///     let (y, stats) = x.op(y)?;
 ///     (wrap(y), wrap(stats))
