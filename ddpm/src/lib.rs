@@ -9,9 +9,12 @@
 //! - `diffusion.rs`: the noise schedule and the DDPM and DDIM samplers.
 //! - `data.rs`, `download.rs`: images in; `images.rs`: grids, strips and loss curves out.
 //! - `train.rs`: the training loop; `evaluate.rs`: the held-out loss; `bench.rs`: throughput.
+//! - `classifier.rs`: a small flower classifier CNN; `score.rs`: the Fréchet distance
+//!   in its features (`ddpm score`).
 //! - `cli.rs`: the `ddpm` command.
 
 pub mod bench;
+pub mod classifier;
 pub mod cli;
 pub mod config;
 pub mod data;
@@ -20,6 +23,7 @@ pub mod download;
 pub mod evaluate;
 pub mod images;
 pub mod model;
+pub mod score;
 pub mod train;
 pub mod unet;
 
