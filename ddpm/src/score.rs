@@ -373,6 +373,9 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
         Some(r) => r.clone(),
         None => default_reference(args.checkpoint.as_deref())?,
     };
+    if !reference.is_dir() {
+        bail!("reference folder {} does not exist (pass --reference DIR)", reference.display());
+    }
     let (images, size) = match (&args.images, &args.checkpoint) {
         (Some(dir), _) => {
             let size = first_image_side(dir)?;
