@@ -107,7 +107,7 @@ fn main() -> Result<()> {
             bar.set_message(format!("epoch {}/{} loss {:.3}", epoch + 1, args.epochs, loss_sum / seen as f64));
             bar.inc(1);
             // Without a terminal (a log file) the bar is hidden: print its line now and then.
-            if bar.is_hidden() && (step % 20 == 0 || step == total) {
+            if bar.is_hidden() && (step.is_multiple_of(20) || step == total) {
                 let rate = step as f64 / train_start.elapsed().as_secs_f64();
                 println!("epoch {}/{} step {step}/{total} loss {:.3}, {rate:.2} steps/s, ETA {:.0} s", epoch + 1, args.epochs, loss_sum / seen as f64, (total - step) as f64 / rate);
             }
