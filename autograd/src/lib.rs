@@ -30,6 +30,10 @@
 //!     `sum_to`), scalar forms, exp, log, tanh, silu, ..., clamp, dropout,
 //!     and `to_dtype`, the cast whose gradient is cast back (mixed precision);
 //!   - `src/ops/reduce.rs`: sum, mean and the `mse` loss;
+//!   - `src/ops/softmax.rs`: softmax, log_softmax and the `cross_entropy`
+//!     loss (with label smoothing);
+//!   - `src/ops/select.rs`: max and min over axes (ties share the
+//!     gradient), and `where_cond`;
 //!   - `src/ops/matmul.rs`: matrix product;
 //!   - `src/ops/image.rs`: conv2d, pools, nearest upsampling, group norm;
 //!   - `src/ops/index.rs`: `index_select` (embeddings);

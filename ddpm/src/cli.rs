@@ -1,4 +1,4 @@
-//! The `ddpm` command line: `info`, `train`, `sample`, `loss`, `bench`.
+//! The `ddpm` command line: `info`, `train`, `sample`, `loss`, `score`, `bench`.
 //! The `flowers` example reuses `TrainArgs` with its own defaults.
 
 use crate::bench;
@@ -86,6 +86,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Fréchet distance of images (a folder, or samples of a checkpoint) to real flowers.
+    Score(crate::score::ScoreArgs),
     /// Training and sampling throughput.
     Bench {
         #[arg(long, default_value = "tiny", value_parser = preset_parser())]
@@ -384,6 +386,7 @@ pub fn run(cli: Cli) -> Result<()> {
             train(&args, data, preset, length, out, RecipeName::Seed)
         }
         Command::Sample(args) => sample(&args),
+        Command::Score(args) => crate::score::run(&args),
         Command::Loss { checkpoint, preset, data, device, json } => {
             let device = device.resolve()?;
             let (model, weights) = load_for_inference(&checkpoint, preset, &device)?;

@@ -15,8 +15,11 @@
 //! - `train.rs`: the training loop; `evaluate.rs`: the held-out loss; `bench.rs`: throughput.
 //! - `cli.rs`: the `ddpm` command; `validate.rs`: its argument checks and memory estimate;
 //!   `signals.rs`: Ctrl-C and SIGTERM stop a run with a checkpoint.
+//! - `classifier.rs`: a small flower classifier CNN; `score.rs`: the Fréchet distance
+//!   in its features (`ddpm score`).
 
 pub mod bench;
+pub mod classifier;
 pub mod cli;
 pub mod config;
 pub mod data;
@@ -30,6 +33,7 @@ pub mod model;
 pub mod objective;
 pub mod recipe;
 pub mod sampler;
+pub mod score;
 pub mod train;
 pub mod signals;
 pub mod unet;

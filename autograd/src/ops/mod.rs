@@ -7,4 +7,6 @@ mod image;
 mod index;
 mod matmul;
 mod reduce;
+mod select;
+mod softmax;
 mod view;
