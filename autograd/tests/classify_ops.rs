@@ -2,33 +2,12 @@
 //! min, where_cond): values against plain f64 loops, and gradients against
 //! central finite differences, over random shapes and values (proptest).
 
-use autograd::tensor::{Device, Result, Tensor};
-use autograd::{check_gradients, Var};
+use autograd::tensor::Result;
+use autograd::Var;
 use proptest::prelude::*;
 
-const EPS: f64 = 1e-6;
-const TOL: f64 = 1e-6;
-
-fn t(data: Vec<f64>, dims: &[usize]) -> Tensor {
-    Tensor::from_vec(data, dims.to_vec(), &Device::Cpu).unwrap()
-}
-
-fn arb(dims: Vec<usize>) -> impl Strategy<Value = Tensor> {
-    let n = dims.iter().product::<usize>();
-    prop::collection::vec(-3.0f64..3.0, n).prop_map(move |v| t(v, &dims))
-}
-
-/// Distinct values (a shuffled ramp with gaps of 0.1), so max and min have no ties.
-fn distinct(dims: Vec<usize>) -> impl Strategy<Value = Tensor> {
-    let n = dims.iter().product::<usize>();
-    Just((0..n).collect::<Vec<usize>>()).prop_shuffle().prop_map(move |p| t(p.into_iter().map(|i| i as f64 * 0.1 - 1.0).collect(), &dims))
-}
-
-fn check(name: &str, f: impl Fn(&[Var]) -> Result<Var>, inputs: &[Tensor]) -> std::result::Result<(), TestCaseError> {
-    let err = check_gradients(f, inputs, EPS).map_err(|e| TestCaseError::fail(format!("{name}: {e}")))?;
-    prop_assert!(err < TOL, "{name}: relative error {err:e}");
-    Ok(())
-}
+mod common;
+use common::{arb, check, distinct, t};
 
 fn shape_3d() -> impl Strategy<Value = Vec<usize>> {
     (1usize..4, 1usize..5, 1usize..4).prop_map(|(a, b, c)| vec![a, b, c])
@@ -52,7 +31,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(12))]
 
     #[test]
-    fn softmax_family(x in shape_3d().prop_flat_map(arb), dim in 0usize..3) {
+    fn softmax_family(x in shape_3d().prop_flat_map(|d| arb(d, -3.0, 3.0)), dim in 0usize..3) {
         check("softmax", |v| v[0].softmax(dim), std::slice::from_ref(&x))?;
         check("log_softmax", |v| v[0].log_softmax(dim), std::slice::from_ref(&x))?;
         // Values: rows of softmax sum to 1 and match exp(x)/sum(exp(x)).
@@ -69,7 +48,7 @@ proptest! {
 
     #[test]
     fn cross_entropy_matches_the_definition(
-        (n, c, logits, labels) in (1usize..5, 1usize..6).prop_flat_map(|(n, c)| (Just(n), Just(c), arb(vec![n, c]), prop::collection::vec(0..c, n))),
+        (n, c, logits, labels) in (1usize..5, 1usize..6).prop_flat_map(|(n, c)| (Just(n), Just(c), arb(vec![n, c], -3.0, 3.0), prop::collection::vec(0..c, n))),
         smoothing in prop_oneof![Just(0.0), 0.0f64..0.5],
     ) {
         let got = Var::constant(logits.clone()).cross_entropy(&labels, smoothing).unwrap().tensor().to_scalar().unwrap();
@@ -89,8 +68,8 @@ proptest! {
     fn where_cond_routes_gradients(
         (mask, a, b) in (1usize..4, 1usize..5).prop_flat_map(|(r, c)| (
             prop::collection::vec(any::<bool>(), r * c).prop_map(move |m| t(m.into_iter().map(|b| b as u8 as f64).collect(), &[r, c])),
-            arb(vec![r, c]),
-            arb(vec![1, c]),
+            arb(vec![r, c], -3.0, 3.0),
+            arb(vec![1, c], -3.0, 3.0),
         )),
     ) {
         check("where_cond", |v| Var::where_cond(&mask, &v[0], &v[1]), &[a.clone(), b.clone()])?;

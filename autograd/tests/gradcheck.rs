@@ -6,17 +6,8 @@ use autograd::tensor::{Device, Result, Rng, Tensor};
 use autograd::{check_gradients, Var};
 use proptest::prelude::*;
 
-const EPS: f64 = 1e-6;
-const TOL: f64 = 1e-6;
-
-fn t(data: Vec<f64>, dims: &[usize]) -> Tensor {
-    Tensor::from_vec(data, dims.to_vec(), &Device::Cpu).unwrap()
-}
-
-fn arb(dims: Vec<usize>, lo: f64, hi: f64) -> impl Strategy<Value = Tensor> {
-    let n = dims.iter().product::<usize>();
-    prop::collection::vec(lo..hi, n).prop_map(move |v| t(v, &dims))
-}
+mod common;
+use common::{arb, check, distinct, t, EPS, TOL};
 
 /// Values in ±[0.05, 2] that stay away from the kinks of relu, abs (0) and
 /// of clamp(-0.5, 0.5), by much more than the finite-difference step.
@@ -33,18 +24,6 @@ fn kink_free(dims: Vec<usize>) -> impl Strategy<Value = Tensor> {
         });
         t(data.collect(), &dims)
     })
-}
-
-/// Distinct values (a shuffled ramp with gaps of 0.1), so max pooling has no ties.
-fn distinct(dims: Vec<usize>) -> impl Strategy<Value = Tensor> {
-    let n = dims.iter().product::<usize>();
-    Just((0..n).collect::<Vec<usize>>()).prop_shuffle().prop_map(move |p| t(p.into_iter().map(|i| i as f64 * 0.1 - 1.0).collect(), &dims))
-}
-
-fn check(name: &str, f: impl Fn(&[Var]) -> Result<Var>, inputs: &[Tensor]) -> std::result::Result<(), TestCaseError> {
-    let err = check_gradients(f, inputs, EPS).map_err(|e| TestCaseError::fail(format!("{name}: {e}")))?;
-    prop_assert!(err < TOL, "{name}: relative error {err:e}");
-    Ok(())
 }
 
 fn small_2d() -> impl Strategy<Value = Vec<usize>> {
