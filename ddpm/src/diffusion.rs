@@ -67,15 +67,16 @@ impl Schedule {
         }
     }
 
+    /// The signal and noise scales `(sqrt(ab_t), sqrt(1 - ab_t))` of step
+    /// `t` (`(1, 0)` below step zero: the clean image).
+    pub fn levels(&self, t: isize) -> (f64, f64) {
+        let ab = self.alpha_bar(t);
+        (ab.sqrt(), (1.0 - ab).sqrt())
+    }
+
     /// x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) noise, with one t per image.
     pub fn add_noise(&self, x0: &Tensor, noise: &Tensor, t: &[u32]) -> Result<Tensor> {
-        let (a, b): (Vec<f64>, Vec<f64>) = t
-            .iter()
-            .map(|&t| {
-                let ab = self.alpha_bars[t as usize];
-                (ab.sqrt(), (1.0 - ab).sqrt())
-            })
-            .unzip();
+        let (a, b): (Vec<f64>, Vec<f64>) = t.iter().map(|&t| self.levels(t as isize)).unzip();
         let per_image = |v: Vec<f64>| Tensor::from_vec(v, [t.len(), 1, 1, 1], x0.device())?.to_dtype(x0.dtype());
         x0.mul(&per_image(a)?)?.add(&noise.mul(&per_image(b)?)?)
     }

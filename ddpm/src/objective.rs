@@ -57,10 +57,7 @@ impl Objective {
     /// The noise level `(a, s)` of step `k` (see the module comment).
     pub fn levels(self, schedule: &Schedule, k: u32) -> (f64, f64) {
         match self {
-            Objective::Eps | Objective::V => {
-                let ab = schedule.alpha_bars[k as usize];
-                (ab.sqrt(), (1.0 - ab).sqrt())
-            }
+            Objective::Eps | Objective::V => schedule.levels(k as isize),
             Objective::Flow => {
                 let t = flow_time(k);
                 (1.0 - t, t)

@@ -125,16 +125,12 @@ pub fn sample_dpm_solver(
 ) -> tensor::Result<Tensor> {
     let n = x.dims()[0];
     let steps = ddim_steps(schedule.steps(), k);
-    let level = |t: isize| {
-        let ab = schedule.alpha_bar(t);
-        (ab.sqrt(), (1.0 - ab).sqrt())
-    };
     let lambda = |(a, s): (f64, f64)| (a / s).ln();
     let mut x = x;
     let mut previous: Option<(Tensor, f64)> = None;
     for (i, &t) in steps.iter().enumerate() {
         let next = steps.get(i + 1).map_or(-1, |&t| t as isize);
-        let (cur, nxt) = (level(t as isize), level(next));
+        let (cur, nxt) = (schedule.levels(t as isize), schedule.levels(next));
         let d = predict_x0(&x, &vec![t as u32; n])?.clamp(-1.0, 1.0)?;
         let last = nxt.1 == 0.0;
         let h = if last { f64::INFINITY } else { lambda(nxt) - lambda(cur) };
