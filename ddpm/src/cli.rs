@@ -324,6 +324,7 @@ impl SampleArgs {
     /// Every number and file name checked before any work.
     pub fn validate(&self) -> Result<()> {
         validate::at_least_one("--steps", self.steps as u64)?;
+        validate::guidance("--guidance", self.guidance)?;
         if self.noise.is_none() {
             validate::at_least_one("--n", self.n as u64)?;
         }
@@ -594,9 +595,6 @@ fn sample(args: &SampleArgs) -> Result<()> {
     }
     let sampler = args.sampler.unwrap_or(Sampler::default_for(model.objective));
     let labels = Labels::from_flag(args.class.as_deref(), &model.class_names, n, &mut rng)?;
-    if !(args.guidance.is_finite() && args.guidance >= 0.0) {
-        bail!("--guidance must be a number >= 0, got {}", args.guidance);
-    }
     let spec = SampleSpec { sampler, steps: args.steps, labels, guidance: args.guidance };
     let total = sampler.step_count(Schedule::default().steps(), args.steps);
     // The seed's eps objective goes unsaid.

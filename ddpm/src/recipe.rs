@@ -97,9 +97,7 @@ impl Recipe {
         if self.class_cond && self.cond_drop == 0.0 {
             bail!("--cond-drop 0 would never train the unconditional model that guidance needs; use 0.1 to 0.2");
         }
-        if !(self.guidance.is_finite() && self.guidance >= 0.0) {
-            bail!("--guidance must be a number >= 0, got {}", self.guidance);
-        }
+        crate::validate::guidance("--guidance", self.guidance)?;
         Ok(())
     }
 }

@@ -345,9 +345,6 @@ fn sample_images(args: &ScoreArgs, checkpoint: &Path, device: &Device) -> Result
     let (model, weights) = load_for_inference(checkpoint, args.preset, device)?;
     let size = model.config().image_size;
     let sampler = args.sampler.unwrap_or(Sampler::default_for(model.objective));
-    if !(args.guidance.is_finite() && args.guidance >= 0.0) {
-        bail!("--guidance must be a number >= 0, got {}", args.guidance);
-    }
     // A conditional model is scored over all its classes unless told otherwise.
     let class = args.class.clone().or_else(|| (!model.class_names.is_empty()).then(|| "random".to_string()));
     let per_batch = sampler.step_count(Schedule::default().steps(), args.steps);
@@ -375,6 +372,8 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
     if args.n < 2 {
         bail!("--n must be at least 2 (a covariance needs two images), got {}", args.n);
     }
+    crate::validate::at_least_one("--steps", args.steps as u64)?;
+    crate::validate::guidance("--guidance", args.guidance)?;
     let device = args.device.resolve()?;
     let classifier_path = args.classifier.clone().unwrap_or_else(default_weights);
     let classifier = Classifier::load(&classifier_path, &device)?;

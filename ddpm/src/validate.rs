@@ -26,6 +26,15 @@ pub fn learning_rate(flag: &str, lr: f64) -> Result<()> {
     Ok(())
 }
 
+/// A classifier-free guidance weight: finite and not negative (0 is the
+/// unconditional model, 1 the conditional one).
+pub fn guidance(flag: &str, w: f64) -> Result<()> {
+    if !(w.is_finite() && w >= 0.0) {
+        bail!("{flag} must be a number >= 0, got {w}");
+    }
+    Ok(())
+}
+
 /// Image outputs are written as PNG, so the file name must say so (a
 /// `.jpg` holding PNG bytes confuses every viewer).
 pub fn png_path(flag: &str, path: &Path) -> Result<()> {
@@ -155,6 +164,17 @@ mod tests {
         let err = at_least_one("--batch", 0).unwrap_err().to_string();
         assert!(err.contains("--batch") && err.contains("at least 1"), "{err}");
         assert!(at_least_one("--batch", 1).is_ok());
+    }
+
+    #[test]
+    fn guidance_is_a_finite_weight_of_at_least_zero() {
+        for w in [-1.0, f64::NAN, f64::INFINITY] {
+            let err = guidance("--guidance", w).unwrap_err().to_string();
+            assert!(err.contains("--guidance") && err.contains(">= 0"), "{err}");
+        }
+        for w in [0.0, 1.0, 7.5] {
+            assert!(guidance("--guidance", w).is_ok());
+        }
     }
 
     #[test]
