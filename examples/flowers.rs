@@ -51,12 +51,7 @@ fn find_data() -> Result<(PathBuf, &'static str)> {
     if shared.is_dir() {
         return Ok((shared, "the Oxford Flowers 102 copy beside this workspace"));
     }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"))
-        .join("petal");
-    Ok((ddpm::download::ensure_flowers102(&cache)?, "Oxford Flowers 102 in the download cache"))
+    Ok((ddpm::download::ensure_flowers102(&ddpm::download::cache_dir())?, "Oxford Flowers 102 in the download cache"))
 }
 
 fn main() -> Result<()> {

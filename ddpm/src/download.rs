@@ -71,6 +71,16 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Downlo
     }
 }
 
+/// petal's cache folder: `$XDG_CACHE_HOME/petal`, else `~/.cache/petal`
+/// (downloads, and the reference statistics of `ddpm score`).
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"))
+        .join("petal")
+}
+
 /// Returns the folder of Flowers 102 JPEGs under `cache_dir`, downloading it first if needed.
 ///
 /// The images end up in `cache_dir/flowers102/jpg`. If that folder already holds images,

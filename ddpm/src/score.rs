@@ -289,15 +289,6 @@ pub fn reference_stats(classifier: &Classifier, classifier_hash: &str, dir: &Pat
     Ok(stats)
 }
 
-fn cache_dir() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"))
-        .join("petal")
-        .join("score")
-}
-
 /// The side of the first image (sorted by path) under `dir`: the size of a folder under test.
 fn first_image_side(dir: &Path) -> Result<usize> {
     fn first(dir: &Path) -> Result<Option<PathBuf>> {
@@ -397,7 +388,7 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
     let n = images.len() / (3 * size * size);
     let features = extract_features(&classifier, &images, n, size, &device, "features")?;
     let stats = FeatureStats::from_features(&features, FEATURES)?;
-    let reference_stats = reference_stats(&classifier, &classifier_hash, &reference, size, &device, &cache_dir())?;
+    let reference_stats = reference_stats(&classifier, &classifier_hash, &reference, size, &device, &crate::download::cache_dir().join("score"))?;
     let fd = frechet_distance(&stats, &reference_stats)?;
     if args.json {
         println!("{}", serde_json::json!({ "fd": fd, "n": n, "size": size }));
