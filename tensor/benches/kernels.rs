@@ -17,6 +17,7 @@ use tensor::cpu::group_norm;
 use tensor::cpu::matmul;
 use tensor::cpu::pool;
 use tensor::cpu::upsample;
+use tensor::cpu::winograd;
 
 /// (median, best) seconds per call of `f`, after warm-up, over 3..50 timed
 /// calls (fewer when a single call is slow, so the whole run stays short).
@@ -90,7 +91,38 @@ impl Bench {
         self.report(&name, t, 2.0 * (n * n * n) as f64, "GFLOP/s");
     }
 
+    /// 3x3 stride-1 shapes run twice, through im2col and through Winograd,
+    /// and print Winograd's f32 error against an f64 direct convolution.
     fn conv(&self, label: &str, p: Conv2dParams, all_passes: bool) {
+        winograd::set_enabled(true);
+        if !winograd::applies(&p) {
+            self.conv_path(label, p, all_passes);
+            return;
+        }
+        winograd::set_enabled(false);
+        self.conv_path(&format!("{label} im2col"), p, all_passes);
+        winograd::set_enabled(true);
+        self.conv_path(&format!("{label} winograd"), p, all_passes);
+        if self.wants(&format!("conv {label} winograd error")) {
+            let x = values(p.batch * p.in_channels * p.in_h * p.in_w, 3);
+            let w = values(p.out_channels * p.in_channels * 9, 4);
+            let fast = conv::conv2d(&p, &x, &w, None);
+            winograd::set_enabled(false);
+            let wide = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<f64>>();
+            let exact = conv::conv2d(&p, &wide(&x), &wide(&w), None);
+            let direct = conv::conv2d(&p, &x, &w, None);
+            winograd::set_enabled(true);
+            let scale = exact.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            let err = |got: &[f32]| got.iter().zip(&exact).fold(0.0f64, |m, (&a, b)| m.max((a as f64 - b).abs())) / scale;
+            println!(
+                "conv {label}: max |f32 - f64 direct| / max |y|: winograd {:.2e}, im2col {:.2e}",
+                err(&fast),
+                err(&direct)
+            );
+        }
+    }
+
+    fn conv_path(&self, label: &str, p: Conv2dParams, all_passes: bool) {
         let x = values(p.batch * p.in_channels * p.in_h * p.in_w, 3);
         let w = values(p.out_channels * p.in_channels * p.kernel_h * p.kernel_w, 4);
         let b = values(p.out_channels, 5);

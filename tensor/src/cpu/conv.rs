@@ -17,7 +17,9 @@
 //! parallel with single-threaded GEMMs when there are enough of them (no
 //! synchronisation inside the product); otherwise the GEMM gets every thread.
 //! Pointwise convolutions (1x1, stride 1, no padding) skip the unfold: the
-//! image itself is the column matrix.
+//! image itself is the column matrix. 3x3 stride-1 convolutions with 16 or
+//! more channels on both sides go to `winograd.rs` instead (2.25x fewer
+//! multiplies); `PETAL_WINOGRAD=0` keeps them here.
 //!
 //! CUDA twin: `cuda/conv.rs` (launches, cuBLAS GEMMs) and `cuda/conv.cu` (im2col, col2im, bias).
 
@@ -25,6 +27,7 @@ use rayon::prelude::*;
 
 use super::float::Float;
 use super::matmul::{gemm, MatRef};
+use super::winograd;
 use crate::backend::Conv2dParams;
 
 // The CPU kernels' own view of the parameters (defined in `backend.rs`).
@@ -299,6 +302,9 @@ fn transposed<T>(data: &[T], cols: usize) -> MatRef<'_, T> {
 
 /// input [N,Cin,H,W], weight [Cout,Cin,kh,kw], bias [Cout] -> [N,Cout,OH,OW]
 pub fn conv2d<T: Float>(p: &Conv2dParams, input: &[T], weight: &[T], bias: Option<&[T]>) -> Vec<T> {
+    if winograd::applies(p) {
+        return winograd::conv2d(p, input, weight, bias);
+    }
     conv2d_planned(p, &Plan::new(p), input, weight, bias)
 }
 
@@ -395,6 +401,9 @@ fn conv2d_planned<T: Float>(
 
 /// grad_out [N,Cout,OH,OW], weight -> grad_input [N,Cin,H,W]
 pub fn conv2d_backward_input<T: Float>(p: &Conv2dParams, grad_out: &[T], weight: &[T]) -> Vec<T> {
+    if winograd::applies_backward_input(p) {
+        return winograd::conv2d_backward_input(p, grad_out, weight);
+    }
     conv2d_backward_input_planned(p, &Plan::new(p), grad_out, weight)
 }
 
@@ -469,6 +478,9 @@ fn conv2d_backward_input_planned<T: Float>(
 
 /// input, grad_out -> grad_weight [Cout,Cin,kh,kw]   (the bias gradient is a plain sum done elsewhere)
 pub fn conv2d_backward_weight<T: Float>(p: &Conv2dParams, input: &[T], grad_out: &[T]) -> Vec<T> {
+    if winograd::applies(p) {
+        return winograd::conv2d_backward_weight(p, input, grad_out);
+    }
     conv2d_backward_weight_planned(p, &Plan::new(p), input, grad_out)
 }
 
@@ -548,13 +560,13 @@ fn conv2d_backward_weight_planned<T: Float>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use proptest::prelude::*;
 
     /// Direct nested-loop convolution in f64. Also returns, per output, the
     /// sum of |terms|, the scale that bounds f32 rounding error.
-    fn naive_forward(
+    pub(in crate::cpu) fn naive_forward(
         p: &Conv2dParams,
         x: &[f64],
         w: &[f64],
@@ -602,7 +614,7 @@ mod tests {
     }
 
     /// Reference gradients by scattering every term of the forward sum.
-    fn naive_backward(
+    pub(in crate::cpu) fn naive_backward(
         p: &Conv2dParams,
         x: &[f64],
         w: &[f64],

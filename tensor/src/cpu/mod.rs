@@ -22,6 +22,7 @@ mod random;
 mod reduce;
 mod strided;
 pub mod upsample;
+pub mod winograd;
 
 pub use allocator::keep_freed_memory;
 pub(crate) use memory::memory_info;
