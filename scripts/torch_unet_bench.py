@@ -8,13 +8,20 @@ random step, epsilon-MSE loss, backward, Adam 1e-4), timed the same way
     python3 scripts/torch_unet_bench.py --precision bf16       # autocast
     python3 scripts/torch_unet_bench.py --tf32 off             # strict fp32
 
+    python3 scripts/torch_unet_bench.py --device cpu --threads 2 --preset tiny
+    python3 scripts/torch_unet_bench.py --device cpu --channels-last     # NHWC
+
 `--tf32 default` keeps PyTorch's defaults (cuDNN convolutions may use TF32,
-matrix products may not); `on` allows both, `off` neither. Prints one JSON
-line, like `ddpm bench --json`.
+matrix products may not); `on` allows both, `off` neither. On a CUDA device
+`cudnn.benchmark` is on (what a user picks for speed). On the CPU, peak
+resident memory (ru_maxrss) is reported instead of allocator statistics.
+Prints one JSON line, like `ddpm bench --json`.
 """
 import argparse
 import json
 import math
+import platform
+import resource
 import statistics
 import time
 
@@ -27,6 +34,7 @@ PRESETS = {
     "tiny": (32, 32, (1, 2, 2), 1, 8, 0.1),
     "flowers64": (64, 64, (1, 2, 4, 4), 2, 32, 0.1),
     "flowers160": (160, 96, (1, 2, 2, 4, 4), 2, 32, 0.1),
+    "cpu32": (32, 32, (1, 2, 2, 2), 1, 8, 0.0),
 }
 
 
@@ -108,28 +116,41 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--precision", default="f32", choices=["f32", "bf16", "f16"])
     ap.add_argument("--tf32", default="off", choices=["default", "on", "off"])
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads (--device cpu)")
+    ap.add_argument("--channels-last", action="store_true", help="NHWC activations and weights")
     args = ap.parse_args()
 
     if args.tf32 != "default":
         torch.backends.cuda.matmul.allow_tf32 = args.tf32 == "on"
         torch.backends.cudnn.allow_tf32 = args.tf32 == "on"
-    dev = torch.device("cuda")
+    cuda = args.device == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    else:
+        torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
     size, c, mult, r, groups, dropout = PRESETS[args.preset]
     torch.manual_seed(0)
-    model = UNet(c, mult, r, groups, dropout).to(dev).train()
+    model = UNet(c, mult, r, groups, dropout).to(dev, memory_format=fmt).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8)
     betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
     alpha_bar = torch.cumprod(1 - betas, 0).float().to(dev)
-    x0 = torch.randn(args.batch, 3, size, size, device=dev).clamp(-1, 1)
+    x0 = torch.randn(args.batch, 3, size, size, device=dev).clamp(-1, 1).contiguous(memory_format=fmt)
     half = {"bf16": torch.bfloat16, "f16": torch.float16}.get(args.precision)
-    scaler = torch.amp.GradScaler("cuda") if args.precision == "f16" else None
+    scaler = torch.amp.GradScaler(args.device) if args.precision == "f16" else None
 
     def train_step():
         t = torch.randint(0, 1000, (args.batch,), device=dev)
         noise = torch.randn_like(x0)
         ab = alpha_bar[t][:, None, None, None]
         xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-        with torch.autocast("cuda", dtype=half, enabled=half is not None):
+        with torch.autocast(args.device, dtype=half, enabled=half is not None):
             eps = model(xt, t)
         loss = F.mse_loss(eps.float(), noise)
         opt.zero_grad(set_to_none=True)
@@ -142,25 +163,30 @@ def main():
             opt.step()
         return loss
 
-    torch.cuda.reset_peak_memory_stats()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     times = []
     for i in range(args.steps + 1):
-        torch.cuda.synchronize()
+        sync()
         start = time.perf_counter()
         train_step().item()
-        torch.cuda.synchronize()
+        sync()
         if i > 0:
             times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated()
-    reserved = torch.cuda.memory_reserved()
+    if cuda:
+        peak = torch.cuda.max_memory_allocated()
+        reserved = torch.cuda.memory_reserved()
+    else:
+        # Linux reports ru_maxrss in KiB: the peak resident memory so far.
+        peak = reserved = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
     model.eval()
-    xs = torch.randn(16, 3, size, size, device=dev)
+    xs = torch.randn(16, 3, size, size, device=dev).contiguous(memory_format=fmt)
     ts = torch.full((16,), 500, device=dev)
     sample_times = []
-    with torch.no_grad(), torch.autocast("cuda", dtype=half, enabled=half is not None):
+    with torch.no_grad(), torch.autocast(args.device, dtype=half, enabled=half is not None):
         for i in range(args.steps + 1):
-            torch.cuda.synchronize()
+            sync()
             start = time.perf_counter()
             model(xs, ts).float().sum().item()
             if i > 0:
@@ -171,7 +197,8 @@ def main():
     print(json.dumps({
         "impl": f"pytorch {torch.__version__} eager",
         "preset": args.preset,
-        "device": torch.cuda.get_device_name(),
+        "device": torch.cuda.get_device_name() if cuda else f"{platform.processor() or platform.machine()}, {args.threads} threads",
+        "channels_last": args.channels_last,
         "precision": args.precision,
         "tf32": args.tf32,
         "batch": args.batch,

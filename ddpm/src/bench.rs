@@ -25,6 +25,11 @@ pub struct BenchReport {
     pub sample_images_per_s: f64,
     /// Highest live tensor bytes during a training step (all devices).
     pub peak_train_bytes: usize,
+    /// The process's peak resident memory (Linux `VmHWM`), what `ps` and
+    /// PyTorch's `ru_maxrss` show; `None` where /proc is missing.
+    pub peak_resident_bytes: Option<usize>,
+    /// Whether 3x3 stride-1 CPU convolutions went through Winograd.
+    pub winograd: bool,
     /// Whether f32 matrix products could use TF32 tensor cores (CUDA only).
     pub tf32: bool,
     /// CUDA only: the caching allocator's view of GPU memory.
@@ -146,9 +151,19 @@ pub fn run(preset: Preset, batch: usize, steps: usize, device: &Device, precisio
         sample_forward_s,
         sample_images_per_s: 16.0 / sample_forward_s,
         peak_train_bytes: peak,
+        peak_resident_bytes: peak_resident_bytes(),
+        winograd: gpu.is_none() && tensor::cpu::winograd::enabled(),
         tf32: gpu.is_some() && tf32,
         gpu_memory,
     })
+}
+
+/// The `VmHWM` line of /proc/self/status, in bytes.
+fn peak_resident_bytes() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// The CUDA profiler's table (`PETAL_CUDA_PROFILE=1`), per training step, on stderr.

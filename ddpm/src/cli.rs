@@ -433,6 +433,10 @@ pub fn run(cli: Cli) -> Result<()> {
                     r.sample_images_per_s,
                     r.peak_train_bytes as f64 / (1 << 20) as f64
                 );
+                if let Some(rss) = r.peak_resident_bytes {
+                    let conv = if r.device == "cpu" { if r.winograd { ", 3x3 convolutions by Winograd" } else { ", 3x3 convolutions by im2col" } } else { "" };
+                    println!("peak resident memory of the process {:.2} GiB{conv}", rss as f64 / (1u64 << 30) as f64);
+                }
                 if let Some(m) = &r.gpu_memory {
                     println!(
                         "GPU memory: peak in use {:.1} MiB, reserved {:.1} MiB, driver allocations in timed steps {}{}",

@@ -8,6 +8,11 @@
 //! they can be tested on a small archive without a network. The checksum is the SHA-256
 //! recorded by TensorFlow Datasets for the official URL; the MD5 that torchvision publishes is
 //! kept alongside for reference.
+//!
+//! The archive's images are one flat folder; their classes come in a second official file,
+//! `imagelabels.mat` (a MATLAB array, read with the `matfile` crate). The images are then
+//! hard-linked into one folder per class, `classes/<label>/`, the layout every class-conditional
+//! recipe reads. Without the labels (a failed download), the flat folder is still returned.
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -27,6 +32,29 @@ pub const FLOWERS102_SHA256: &str =
 pub const FLOWERS102_MD5: &str = "52808999861908f626f3c1f4e79d11fa";
 /// Size of the archive in bytes, used for the progress bar when the server sends no length.
 pub const FLOWERS102_BYTES: u64 = 344_862_509;
+/// The official class labels: `labels`, a 1 x 8189 array of classes 1..=102, one per image
+/// in name order.
+pub const FLOWERS102_LABELS_URL: &str = "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/imagelabels.mat";
+/// SHA-256 of [`FLOWERS102_LABELS_URL`] (torchvision publishes its MD5, `e0620be6f572b9609742df49c70aed4d`).
+pub const FLOWERS102_LABELS_SHA256: &str =
+    "4903e94206bac23bf772aadf06451916df56b58fc483a62db32a97b82656651d";
+
+/// Where the dataset's two files come from: the official addresses, or (in tests) local files.
+#[derive(Debug, Clone, Copy)]
+pub struct Flowers102Sources<'a> {
+    pub images: &'a str,
+    pub images_sha256: &'a str,
+    pub labels: &'a str,
+    pub labels_sha256: &'a str,
+}
+
+/// The official archive and labels.
+pub const FLOWERS102_OFFICIAL: Flowers102Sources<'static> = Flowers102Sources {
+    images: FLOWERS102_URL,
+    images_sha256: FLOWERS102_SHA256,
+    labels: FLOWERS102_LABELS_URL,
+    labels_sha256: FLOWERS102_LABELS_SHA256,
+};
 
 /// Why the dataset could not be fetched or unpacked.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +81,8 @@ pub enum DownloadError {
         .0.display()
     )]
     Occupied(PathBuf),
+    #[error("could not read the class labels in {}: {reason}", path.display())]
+    Labels { path: PathBuf, reason: String },
     #[error("could not {action} {}: {source}", path.display())]
     Io {
         action: &'static str,
@@ -81,26 +111,134 @@ pub fn cache_dir() -> PathBuf {
         .join("petal")
 }
 
-/// Returns the folder of Flowers 102 JPEGs under `cache_dir`, downloading it first if needed.
-///
-/// The images end up in `cache_dir/flowers102/jpg`. If that folder already holds images,
-/// nothing is fetched.
+/// Returns the folder of Flowers 102 images under `cache_dir`, downloading it first if needed:
+/// `cache_dir/flowers102/classes` (one folder per class), or `cache_dir/flowers102/jpg` (flat)
+/// when the labels could not be had.
 pub fn ensure_flowers102(cache_dir: &Path) -> Result<PathBuf, DownloadError> {
+    ensure_flowers102_from(cache_dir, &FLOWERS102_OFFICIAL)
+}
+
+/// [`ensure_flowers102`] with the files taken from `sources`.
+pub fn ensure_flowers102_from(cache_dir: &Path, sources: &Flowers102Sources) -> Result<PathBuf, DownloadError> {
     let root = cache_dir.join("flowers102");
+    let classes = root.join("classes");
+    if has_class_folders(&classes) {
+        return Ok(classes);
+    }
     let jpg = root.join("jpg");
-    if has_images(&jpg) {
-        return Ok(jpg);
+    if !has_images(&jpg) {
+        eprintln!(
+            "Oxford Flowers 102 not found under {}; downloading {} (about 330 MB)",
+            cache_dir.display(),
+            sources.images
+        );
+        fetch_and_extract(sources.images, sources.images_sha256, &root)?;
+        if !has_images(&jpg) {
+            return Err(DownloadError::Occupied(root));
+        }
     }
-    eprintln!(
-        "Oxford Flowers 102 not found under {}; downloading {FLOWERS102_URL} (about 330 MB)",
-        cache_dir.display()
-    );
-    fetch_and_extract(FLOWERS102_URL, FLOWERS102_SHA256, &root)?;
-    if has_images(&jpg) {
-        Ok(jpg)
-    } else {
-        Err(DownloadError::Occupied(root))
+    match sort_into_classes(&root, &jpg, sources) {
+        Ok(dir) => Ok(dir),
+        Err(e) => {
+            eprintln!("warning: {e}; using the images without their classes (a class-conditional recipe trains unconditionally)");
+            Ok(jpg)
+        }
     }
+}
+
+/// True when `dir` holds at least one subfolder with an image in it.
+fn has_class_folders(dir: &Path) -> bool {
+    fs::read_dir(dir)
+        .map(|entries| entries.filter_map(Result::ok).any(|e| has_images(&e.path())))
+        .unwrap_or(false)
+}
+
+/// Fetches the labels and hard-links (or copies) every image of `jpg` into
+/// `root/classes/<label>/`, all at once through a scratch folder.
+fn sort_into_classes(root: &Path, jpg: &Path, sources: &Flowers102Sources) -> Result<PathBuf, DownloadError> {
+    let labels_path = fetch_file(sources.labels, sources.labels_sha256, &root.join("imagelabels.mat"))?;
+    let labels = read_labels(&labels_path)?;
+    let mut images: Vec<PathBuf> = fs::read_dir(jpg)
+        .map_err(io_err("read", jpg))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| is_image_file(p))
+        .collect();
+    images.sort();
+    if images.len() != labels.len() {
+        return Err(DownloadError::Labels {
+            path: labels_path,
+            reason: format!("{} labels for {} images in {}", labels.len(), images.len(), jpg.display()),
+        });
+    }
+    let scratch = root.join(".classes.partial");
+    if scratch.exists() {
+        fs::remove_dir_all(&scratch).map_err(io_err("remove stale folder", &scratch))?;
+    }
+    for (image, label) in images.iter().zip(&labels) {
+        let dir = scratch.join(label.to_string());
+        fs::create_dir_all(&dir).map_err(io_err("create folder", &dir))?;
+        let target = dir.join(image.file_name().expect("a listed file has a name"));
+        // A hard link costs no space; a file system without them gets a copy.
+        if fs::hard_link(image, &target).is_err() {
+            fs::copy(image, &target).map_err(io_err("copy", image))?;
+        }
+    }
+    let classes = root.join("classes");
+    fs::rename(&scratch, &classes).map_err(io_err("move class folders into", &classes))?;
+    Ok(classes)
+}
+
+/// The `labels` array of a Flowers 102 `imagelabels.mat`: positive whole numbers.
+pub fn read_labels(path: &Path) -> Result<Vec<u32>, DownloadError> {
+    let bad = |reason: String| DownloadError::Labels { path: path.to_path_buf(), reason };
+    let file = File::open(path).map_err(io_err("open", path))?;
+    let mat = matfile::MatFile::parse(BufReader::new(file)).map_err(|e| bad(format!("not a MATLAB file ({e})")))?;
+    let array = mat.find_by_name("labels").ok_or_else(|| bad("no array named `labels`".into()))?;
+    let values: Vec<f64> = match array.data() {
+        matfile::NumericData::Double { real, .. } => real.clone(),
+        matfile::NumericData::UInt8 { real, .. } => real.iter().map(|&v| v as f64).collect(),
+        matfile::NumericData::Int32 { real, .. } => real.iter().map(|&v| v as f64).collect(),
+        other => return Err(bad(format!("`labels` has an unexpected type ({other:?})"))),
+    };
+    values
+        .iter()
+        .map(|&v| {
+            if v >= 1.0 && v.fract() == 0.0 && v <= u32::MAX as f64 {
+                Ok(v as u32)
+            } else {
+                Err(bad(format!("`labels` holds {v}, not a class number")))
+            }
+        })
+        .collect()
+}
+
+/// Fetches one file to `dest` (kept only once its SHA-256 matches); an existing verified
+/// `dest` is reused. `source` is a URL or a local path, as for [`fetch_and_extract`].
+pub fn fetch_file(source: &str, expected_sha256: &str, dest: &Path) -> Result<PathBuf, DownloadError> {
+    if dest.is_file() && verify_checksum(dest, expected_sha256).is_ok() {
+        return Ok(dest.to_path_buf());
+    }
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "download".into());
+    let part = dest.with_file_name(format!("{name}.part"));
+    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(io_err("create folder", parent))?;
+    }
+    match local_path(source) {
+        Some(path) => {
+            verify_checksum(&path, expected_sha256)?;
+            fs::copy(&path, &part).map_err(io_err("copy", &path))?;
+        }
+        None => {
+            download(source, &part, 0)?;
+            if let Err(e) = verify_checksum(&part, expected_sha256) {
+                let _ = fs::remove_file(&part);
+                return Err(e);
+            }
+        }
+    }
+    fs::rename(&part, dest).map_err(io_err("rename", &part))?;
+    Ok(dest.to_path_buf())
 }
 
 /// True when `dir` is a folder with at least one `.jpg/.jpeg/.png` file directly inside.
@@ -159,7 +297,7 @@ pub fn fetch_and_extract(
             let reusable = archive.is_file() && verify_checksum(&archive, expected_sha256).is_ok();
             if !reusable {
                 let part = parent.join(format!("{name}.part"));
-                download(source, &part)?;
+                download(source, &part, FLOWERS102_BYTES)?;
                 if let Err(e) = verify_checksum(&part, expected_sha256) {
                     let _ = fs::remove_file(&part);
                     return Err(e);
@@ -203,8 +341,9 @@ fn local_path(source: &str) -> Option<PathBuf> {
     Some(PathBuf::from(source))
 }
 
-/// Streams `url` into `part`, with a progress bar (bytes, rate, ETA) on stderr.
-fn download(url: &str, part: &Path) -> Result<(), DownloadError> {
+/// Streams `url` into `part`, with a progress bar (bytes, rate, ETA) on stderr;
+/// `expected_bytes` sizes the bar when the server sends no length.
+fn download(url: &str, part: &Path, expected_bytes: u64) -> Result<(), DownloadError> {
     let network = |reason: String| DownloadError::Network {
         url: url.to_string(),
         reason,
@@ -213,7 +352,7 @@ fn download(url: &str, part: &Path) -> Result<(), DownloadError> {
     let total = response.body().content_length();
     let mut body = response.into_body().into_reader();
 
-    let bar = ProgressBar::new(total.unwrap_or(FLOWERS102_BYTES));
+    let bar = ProgressBar::new(total.unwrap_or(expected_bytes));
     bar.set_style(
         ProgressStyle::with_template(
             "{msg} [{bar:40.cyan/blue}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
@@ -493,12 +632,85 @@ mod tests {
         assert!(leftovers(&t.0).is_empty());
     }
 
+    /// A MATLAB 5 file holding one uncompressed 1 x n double array `labels`.
+    fn labels_mat(labels: &[f64]) -> Vec<u8> {
+        let mut out = b"MATLAB 5.0 MAT-file, written by the petal tests".to_vec();
+        out.resize(116, b' ');
+        out.extend([0u8; 8]); // no subsystem data
+        out.extend(0x0100u16.to_le_bytes());
+        out.extend(b"IM"); // little-endian
+        let mut body = Vec::new();
+        let mut element = |ty: u32, data: &[u8]| {
+            body.extend(ty.to_le_bytes());
+            body.extend((data.len() as u32).to_le_bytes());
+            body.extend(data);
+            body.resize(body.len().div_ceil(8) * 8, 0);
+        };
+        element(6, &[6u32.to_le_bytes(), 0u32.to_le_bytes()].concat()); // array flags: double
+        element(5, &[1i32.to_le_bytes(), (labels.len() as i32).to_le_bytes()].concat()); // 1 x n
+        element(1, b"labels");
+        element(9, &labels.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
+        out.extend(14u32.to_le_bytes()); // a matrix
+        out.extend((body.len() as u32).to_le_bytes());
+        out.extend(body);
+        out
+    }
+
+    #[test]
+    fn labels_sort_the_download_into_class_folders() {
+        let t = TempDir::new("download-labels");
+        let (archive, labels) = (t.0.join("flowers.tgz"), t.0.join("labels.mat"));
+        fs::write(&archive, tiny_tgz()).unwrap();
+        fs::write(&labels, labels_mat(&[7.0, 2.0])).unwrap();
+        let (archive_sha, labels_sha) = (sha256_file(&archive).unwrap(), sha256_file(&labels).unwrap());
+        let sources = Flowers102Sources {
+            images: archive.to_str().unwrap(),
+            images_sha256: &archive_sha,
+            labels: labels.to_str().unwrap(),
+            labels_sha256: &labels_sha,
+        };
+        let cache = t.0.join("cache");
+        let classes = ensure_flowers102_from(&cache, &sources).unwrap();
+        assert_eq!(classes, cache.join("flowers102/classes"));
+        assert!(classes.join("7/image_00001.png").is_file() && classes.join("2/image_00002.png").is_file());
+        assert_eq!(read_labels(&cache.join("flowers102/imagelabels.mat")).unwrap(), vec![7, 2]);
+        assert!(!cache.join("flowers102/.classes.partial").exists());
+        // A second call finds the class folders and fetches nothing.
+        fs::remove_file(&labels).unwrap();
+        assert_eq!(ensure_flowers102_from(&cache, &sources).unwrap(), classes);
+    }
+
+    #[test]
+    fn bad_labels_name_the_file_and_leave_the_flat_folder() {
+        let t = TempDir::new("download-bad-labels");
+        let jpg = t.0.join("flowers102/jpg");
+        fs::create_dir_all(&jpg).unwrap();
+        fs::write(jpg.join("image_00001.png"), png_bytes([1, 2, 3])).unwrap();
+        let labels = t.0.join("labels.mat");
+        for (bytes, why) in [
+            (labels_mat(&[1.0, 2.0]), "2 labels for 1 images"),
+            (labels_mat(&[0.5]), "not a class number"),
+            (b"not a mat file".to_vec(), "not a MATLAB file"),
+        ] {
+            fs::write(&labels, bytes).unwrap();
+            let sha = sha256_file(&labels).unwrap();
+            let sources = Flowers102Sources { images: "unused.tgz", images_sha256: "0", labels: labels.to_str().unwrap(), labels_sha256: &sha };
+            let msg = sort_into_classes(&t.0.join("flowers102"), &jpg, &sources).unwrap_err().to_string();
+            assert!(msg.contains(why) && msg.contains("imagelabels.mat"), "{msg}");
+            assert_eq!(ensure_flowers102_from(&t.0, &sources).unwrap(), jpg);
+            assert!(!t.0.join("flowers102/classes").exists());
+        }
+    }
+
     #[test]
     fn ensure_uses_an_existing_folder_without_network() {
         let t = TempDir::new("download-ensure");
         let jpg = t.0.join("flowers102/jpg");
         fs::create_dir_all(&jpg).unwrap();
         fs::write(jpg.join("image_00001.png"), png_bytes([1, 2, 3])).unwrap();
-        assert_eq!(ensure_flowers102(&t.0).unwrap(), jpg);
+        // The labels cannot be had (a missing local file): the flat folder is the answer.
+        let missing = t.0.join("missing.mat");
+        let sources = Flowers102Sources { labels: missing.to_str().unwrap(), ..FLOWERS102_OFFICIAL };
+        assert_eq!(ensure_flowers102_from(&t.0, &sources).unwrap(), jpg);
     }
 }
