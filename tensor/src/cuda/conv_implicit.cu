@@ -1,0 +1,258 @@
+// 2-D convolution (NCHW) as an implicit GEMM: the im2col matrix is never
+// written to memory; each tile of it is gathered from the image straight
+// into shared memory when the GEMM loop needs it.
+//
+// One kernel template serves the three passes, which differ only in how a
+// GEMM element (row m, column n, reduction index k) maps to memory (the
+// MODE_* index functions below):
+//
+//   pass          M      N                K                A [M, K]     B [K, N]
+//   forward       Cout   batch*OH*OW      Cin*kh*kw        weight       image, unfolded
+//   grad input    Cin    batch*H*W        Cout*kh*kw       weight^T     grad_out, "folded"
+//   grad weight   Cout   Cin*kh*kw        batch*OH*OW      grad_out     image, unfolded^T
+//
+// A block of 256 threads owns a BM x BN tile of the output and walks K in
+// steps of IG_BK: it copies an IG_BK-deep slice of A and of B into shared
+// memory (as the accumulation type, so f16/bf16 are widened once), waits,
+// and every thread adds the outer products of its (BM/16) x (BN/16) cells.
+// Thread (ty, tx) owns rows ty + 16*i and columns tx + 16*j of the tile, so
+// a warp reads consecutive shared-memory words (no bank conflicts) and
+// writes consecutive output columns. Out-of-range and padding elements load
+// as zero, which is what makes any size, stride and padding correct.
+//
+// The grad-weight pass has a long K (every output pixel of the batch) and a
+// small output, so it splits K over blockIdx.z: each split writes its partial
+// sums to a scratch buffer and `igemm_sum_splits` adds them in a fixed order
+// (deterministic, no atomics).
+//
+// This is the plain FMA path: no tensor cores, no double buffering. It is
+// selected with PETAL_CUDA_CONV=implicit (conv_implicit.rs); im2col + cuBLAS
+// (conv.cu, conv.rs) stays the default and the reference.
+//
+// The index functions are mirrored line for line by `conv_implicit.rs`
+// (`index` module), whose host emulation of this loop nest is tested
+// against a naive convolution. Change both together.
+
+#define IG_THREADS 256
+#define IG_BK 8
+
+#define MODE_FWD 0
+#define MODE_DGRAD 1
+#define MODE_WGRAD 2
+
+// Matches `struct IgGeom` in conv_implicit.rs.
+struct IgGeom {
+    u32 batch, cin, h, w;       // input
+    u32 cout, kh, kw, stride, pad;
+    u32 oh, ow;                 // output
+    u32 gm, gn, gk;             // GEMM sizes of this pass
+    u32 k_per_split;            // K range of one blockIdx.z (a multiple of IG_BK)
+};
+
+// What a thread needs to know about its B-tile column n, worked out once
+// per tile instead of once per loaded element. `base` is an element offset
+// into the B operand; (y0, x0) the position that tap (0, 0) touches.
+struct IgCol {
+    bool ok;
+    int base, y0, x0;
+};
+
+// ---- index functions (mirrored in conv_implicit.rs) ----
+
+// Column n of B.
+//   fwd:   n = (b, oy, ox); the receptive field's corner in image b.
+//   dgrad: n = (b, iy, ix); the input pixel, shifted by the padding.
+//   wgrad: n = (ci, ky, kx); channel ci's plane, tap offset minus padding.
+template <int MODE>
+__device__ __forceinline__ IgCol ig_col(const IgGeom& g, u32 n) {
+    IgCol c;
+    c.ok = n < g.gn;
+    if (MODE == MODE_FWD) {
+        u32 ohw = g.oh * g.ow, b = n / ohw, r = n - b * ohw, oy = r / g.ow, ox = r - oy * g.ow;
+        c.base = (int)(b * g.cin * g.h * g.w);
+        c.y0 = (int)(oy * g.stride) - (int)g.pad;
+        c.x0 = (int)(ox * g.stride) - (int)g.pad;
+    } else if (MODE == MODE_DGRAD) {
+        u32 hw = g.h * g.w, b = n / hw, r = n - b * hw, iy = r / g.w, ix = r - iy * g.w;
+        c.base = (int)(b * g.cout * g.oh * g.ow);
+        c.y0 = (int)(iy + g.pad);
+        c.x0 = (int)(ix + g.pad);
+    } else {
+        u32 taps = g.kh * g.kw, ci = n / taps, t = n - ci * taps, ky = t / g.kw, kx = t - ky * g.kw;
+        c.base = (int)(ci * g.h * g.w);
+        c.y0 = (int)ky - (int)g.pad;
+        c.x0 = (int)kx - (int)g.pad;
+    }
+    return c;
+}
+
+// Offset of B[k, n] in the B operand, or -1 where it is zero (padding, a
+// stride gap, or past the end of K or of this split).
+template <int MODE>
+__device__ __forceinline__ int ig_b_offset(const IgGeom& g, const IgCol& c, u32 k, u32 k_end) {
+    if (!c.ok || k >= k_end) return -1;
+    if (MODE == MODE_FWD) {
+        // k = (ci, ky, kx): image pixel (y0 + ky, x0 + kx) of channel ci.
+        u32 taps = g.kh * g.kw, ci = k / taps, t = k - ci * taps, ky = t / g.kw, kx = t - ky * g.kw;
+        int iy = c.y0 + (int)ky, ix = c.x0 + (int)kx;
+        if (iy < 0 || iy >= (int)g.h || ix < 0 || ix >= (int)g.w) return -1;
+        return c.base + (int)(ci * g.h * g.w) + iy * (int)g.w + ix;
+    } else if (MODE == MODE_DGRAD) {
+        // k = (co, ky, kx): the output pixel whose tap (ky, kx) read this
+        // input pixel, oy * stride + ky - pad = iy, if there is one.
+        u32 taps = g.kh * g.kw, co = k / taps, t = k - co * taps, ky = t / g.kw, kx = t - ky * g.kw;
+        int ys = c.y0 - (int)ky, xs = c.x0 - (int)kx;
+        if (ys < 0 || xs < 0) return -1;
+        if ((u32)ys % g.stride != 0 || (u32)xs % g.stride != 0) return -1;
+        u32 oy = (u32)ys / g.stride, ox = (u32)xs / g.stride;
+        if (oy >= g.oh || ox >= g.ow) return -1;
+        return c.base + (int)((co * g.oh + oy) * g.ow + ox);
+    } else {
+        // k = (b, oy, ox): image b's pixel under tap (ky, kx) of output (oy, ox).
+        u32 ohw = g.oh * g.ow, b = k / ohw, r = k - b * ohw, oy = r / g.ow, ox = r - oy * g.ow;
+        int iy = (int)(oy * g.stride) + c.y0, ix = (int)(ox * g.stride) + c.x0;
+        if (iy < 0 || iy >= (int)g.h || ix < 0 || ix >= (int)g.w) return -1;
+        return c.base + (int)(b * g.cin * g.h * g.w) + iy * (int)g.w + ix;
+    }
+}
+
+// Offset of A[m, k] in the A operand, or -1 outside the matrix or split.
+template <int MODE>
+__device__ __forceinline__ int ig_a_offset(const IgGeom& g, u32 m, u32 k, u32 k_end) {
+    if (m >= g.gm || k >= k_end) return -1;
+    if (MODE == MODE_FWD) {
+        return (int)(m * g.gk + k);  // weight [Cout, Cin*kh*kw]
+    } else if (MODE == MODE_DGRAD) {
+        // A[ci, (co, tap)] = weight[co, ci, tap]
+        u32 taps = g.kh * g.kw, co = k / taps, t = k - co * taps;
+        return (int)((co * g.cin + m) * taps + t);
+    } else {
+        // A[co, (b, pixel)] = grad_out[b, co, pixel]
+        u32 ohw = g.oh * g.ow, b = k / ohw, r = k - b * ohw;
+        return (int)((b * g.cout + m) * ohw + r);
+    }
+}
+
+// Where output element (m, n) goes: NCHW for fwd and dgrad, [Cout, K] for wgrad.
+template <int MODE>
+__device__ __forceinline__ u32 ig_out_offset(const IgGeom& g, u32 m, u32 n) {
+    if (MODE == MODE_FWD) {
+        u32 ohw = g.oh * g.ow, b = n / ohw, r = n - b * ohw;
+        return (b * g.cout + m) * ohw + r;
+    } else if (MODE == MODE_DGRAD) {
+        u32 hw = g.h * g.w, b = n / hw, r = n - b * hw;
+        return (b * g.cin + m) * hw + r;
+    } else {
+        return m * g.gn + n;
+    }
+}
+
+// ---- the tiled loop ----
+
+// `partial` null: write T results (plus bias[m] when `bias` is not null).
+// `partial` set: write this split's raw sums at partial[z][m][n].
+template <typename T, int MODE, int BM, int BN>
+__device__ void implicit_gemm(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out,
+                              typename Num<T>::Acc* __restrict__ partial, const T* __restrict__ bias, IgGeom g) {
+    typedef typename Num<T>::Acc A;
+    constexpr int TM = BM / 16, TN = BN / 16;
+    constexpr int A_LOADS = BM * IG_BK / IG_THREADS;
+    constexpr int B_LOADS = BN * IG_BK / IG_THREADS;
+    constexpr int B_ROW_STEP = IG_THREADS / BN;
+    __shared__ A as[IG_BK][BM];
+    __shared__ A bs[IG_BK][BN];
+
+    u32 tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+    u32 m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    u32 k_begin = blockIdx.z * g.k_per_split;
+    u32 k_end = min(g.gk, k_begin + g.k_per_split);
+
+    // This thread always loads the same B column: decode it once.
+    u32 b_col = tid % BN, b_row = tid / BN;
+    IgCol col = ig_col<MODE>(g, n0 + b_col);
+
+    A acc[TM][TN];
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = A(0);
+
+    for (u32 k0 = k_begin; k0 < k_end; k0 += IG_BK) {
+#pragma unroll
+        for (int l = 0; l < A_LOADS; ++l) {
+            u32 i = tid + l * IG_THREADS, mm = i / IG_BK, kk = i % IG_BK;
+            int off = ig_a_offset<MODE>(g, m0 + mm, k0 + kk, k_end);
+            as[kk][mm] = off >= 0 ? Num<T>::to_acc(a[off]) : A(0);
+        }
+#pragma unroll
+        for (int l = 0; l < B_LOADS; ++l) {
+            u32 kk = b_row + l * B_ROW_STEP;
+            int off = ig_b_offset<MODE>(g, col, k0 + kk, k_end);
+            bs[kk][b_col] = off >= 0 ? Num<T>::to_acc(b[off]) : A(0);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < IG_BK; ++kk) {
+            A ra[TM], rb[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) ra[i] = as[kk][ty + 16 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) rb[j] = bs[kk][tx + 16 * j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] += ra[i] * rb[j];
+        }
+        __syncthreads();  // the tiles are overwritten by the next step
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        u32 m = m0 + ty + 16 * i;
+        if (m >= g.gm) continue;
+        A add = bias != nullptr ? Num<T>::to_acc(bias[m]) : A(0);
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            u32 n = n0 + tx + 16 * j;
+            if (n >= g.gn) continue;
+            if (partial != nullptr) {
+                partial[(blockIdx.z * g.gm + m) * g.gn + n] = acc[i][j];
+            } else {
+                out[ig_out_offset<MODE>(g, m, n)] = Num<T>::from_acc(acc[i][j] + add);
+            }
+        }
+    }
+}
+
+// out[i] = sum over splits s of partial[s][i], added in split order.
+template <typename T>
+__device__ void sum_splits(const typename Num<T>::Acc* partial, T* out, u32 len, u32 splits) {
+    typedef typename Num<T>::Acc A;
+    FOR_EACH(i, len) {
+        A s = A(0);
+        for (u32 z = 0; z < splits; ++z) s += partial[z * len + i];
+        out[i] = Num<T>::from_acc(s);
+    }
+}
+
+// One kernel per (pass, tile, dtype): igemm_fwd_64x64_f32 and so on.
+#define IG_KERNEL(T, TN, MODE, MNAME, BM, BN) \
+    extern "C" __global__ void __launch_bounds__(IG_THREADS) igemm_##MNAME##_##BM##x##BN##_##TN( \
+        const T* a, const T* b, T* out, typename Num<T>::Acc* partial, const T* bias, IgGeom g) { \
+        implicit_gemm<T, MODE, BM, BN>(a, b, out, partial, bias, g); \
+    }
+#define IG_TILES(T, TN, MODE, MNAME) \
+    IG_KERNEL(T, TN, MODE, MNAME, 128, 128) \
+    IG_KERNEL(T, TN, MODE, MNAME, 64, 64) \
+    IG_KERNEL(T, TN, MODE, MNAME, 32, 32)
+#define IG_DTYPE(T, TN) \
+    IG_TILES(T, TN, MODE_FWD, fwd) \
+    IG_TILES(T, TN, MODE_DGRAD, dgrad) \
+    IG_TILES(T, TN, MODE_WGRAD, wgrad) \
+    extern "C" __global__ void igemm_sum_splits_##TN(const typename Num<T>::Acc* partial, T* out, u32 len, u32 splits) { \
+        sum_splits<T>(partial, out, len, splits); \
+    }
+IG_DTYPE(float, f32)
+IG_DTYPE(double, f64)
+IG_DTYPE(f16, f16)
+IG_DTYPE(bf16, bf16)
