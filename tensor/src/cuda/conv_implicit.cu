@@ -25,9 +25,14 @@
 // sums to a scratch buffer and `igemm_sum_splits` adds them in a fixed order
 // (deterministic, no atomics).
 //
-// This is the plain FMA path: no tensor cores, no double buffering. It is
-// selected with PETAL_CUDA_CONV=implicit (conv_implicit.rs); im2col + cuBLAS
-// (conv.cu, conv.rs) stays the default and the reference.
+// Two engines run this loop. `implicit_gemm` is the plain FMA path, for
+// every dtype (f16/bf16 widened to f32 in shared memory). `implicit_gemm_mma`
+// is the tensor-core path for f16 and bf16 on Ampere and newer (sm_80+):
+// the tiles stay 16-bit in shared memory and each warp multiplies them with
+// `mma.sync.m16n8k16` into f32 accumulators. Neither double-buffers its
+// shared tiles. Both are selected with PETAL_CUDA_CONV=implicit
+// (conv_implicit.rs); im2col + cuBLAS (conv.cu, conv.rs) stays the default
+// and the reference.
 //
 // The index functions are mirrored line for line by `conv_implicit.rs`
 // (`index` module), whose host emulation of this loop nest is tested
@@ -223,6 +228,165 @@ __device__ void implicit_gemm(const T* __restrict__ a, const T* __restrict__ b, 
         }
     }
 }
+
+// ---- the tensor-core loop (f16, bf16; sm_80 and newer) ----
+//
+// Shared tiles hold T as loaded: As[m][k] and Bs[n][k], k contiguous, rows
+// padded by 8 elements (16 bytes) to spread a warp's fragment loads over
+// the banks. The block's warps form a WARPS_M x WARPS_N grid; each owns a
+// (BM / WARPS_M) x (BN / WARPS_N) part of the tile as MT x NT mma tiles of
+// 16 x 8. Per `mma.sync.aligned.m16n8k16.row.col` (PTX ISA, "Matrix
+// fragments for mma.m16n8k16"), lane = 4 * g + t holds
+//   A: {A[g][2t..2t+1]}, {A[g+8][2t..2t+1]}, {A[g][2t+8..2t+9]}, {A[g+8][2t+8..2t+9]}
+//   B: {B[2t..2t+1][g]}, {B[2t+8..2t+9][g]}
+//   C: C[g][2t], C[g][2t+1], C[g+8][2t], C[g+8][2t+1]
+// with each {..} pair packed into one 32-bit register, lower index in the
+// low half. conv_implicit.rs emulates exactly this.
+//
+// All of it is compiled only where mma.m16n8k16 exists (sm_80 and newer);
+// the host never asks for these kernels on older GPUs.
+#if __CUDA_ARCH__ >= 800
+
+#define IG_MMA_BK 32
+#define IG_MMA_PAD 8
+
+template <typename T> struct Mma;
+template <> struct Mma<f16> {
+    static __device__ __forceinline__ void mma(float (&d)[4], const u32 (&a)[4], const u32 (&b)[2]) {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    }
+};
+template <> struct Mma<bf16> {
+    static __device__ __forceinline__ void mma(float (&d)[4], const u32 (&a)[4], const u32 (&b)[2]) {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    }
+};
+
+// Two adjacent 16-bit elements of a shared tile as one register.
+template <typename T>
+__device__ __forceinline__ u32 ig_pair(const T* p) {
+    return *reinterpret_cast<const u32*>(p);
+}
+
+template <typename T, int MODE, int BM, int BN, int WARPS_M, int WARPS_N>
+__device__ void implicit_gemm_mma(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out,
+                                  float* __restrict__ partial, const T* __restrict__ bias, IgGeom g) {
+    constexpr int THREADS = 32 * WARPS_M * WARPS_N;
+    constexpr int WM = BM / WARPS_M, WN = BN / WARPS_N;
+    constexpr int MT = WM / 16, NT = WN / 8;
+    constexpr int LD = IG_MMA_BK + IG_MMA_PAD;
+    constexpr int A_LOADS = BM * IG_MMA_BK / THREADS;
+    constexpr int B_LOADS = BN * IG_MMA_BK / THREADS;
+    constexpr int B_ROW_STEP = THREADS / BN;
+    __shared__ __align__(16) T as[BM * LD];
+    __shared__ __align__(16) T bs[BN * LD];
+
+    u32 tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+    u32 warp_m = warp / WARPS_N, warp_n = warp % WARPS_N;
+    u32 lg = lane / 4, lt = lane % 4;
+    u32 m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    u32 k_begin = blockIdx.z * g.k_per_split;
+    u32 k_end = min(g.gk, k_begin + g.k_per_split);
+    T zero;
+    zero.bits = 0;
+
+    u32 b_col = tid % BN, b_row = tid / BN;
+    IgCol col = ig_col<MODE>(g, n0 + b_col);
+
+    float acc[MT][NT][4];
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int j = 0; j < NT; ++j)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
+
+    for (u32 k0 = k_begin; k0 < k_end; k0 += IG_MMA_BK) {
+#pragma unroll
+        for (int l = 0; l < A_LOADS; ++l) {
+            u32 i = tid + l * THREADS, mm = i / IG_MMA_BK, kk = i % IG_MMA_BK;
+            int off = ig_a_offset<MODE>(g, m0 + mm, k0 + kk, k_end);
+            as[mm * LD + kk] = off >= 0 ? a[off] : zero;
+        }
+#pragma unroll
+        for (int l = 0; l < B_LOADS; ++l) {
+            u32 kk = b_row + l * B_ROW_STEP;
+            int off = ig_b_offset<MODE>(g, col, k0 + kk, k_end);
+            bs[b_col * LD + kk] = off >= 0 ? b[off] : zero;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < IG_MMA_BK; kk += 16) {
+            u32 fa[MT][4], fb[NT][2];
+#pragma unroll
+            for (int i = 0; i < MT; ++i) {
+                const T* r0 = as + (warp_m * WM + i * 16 + lg) * LD + kk + 2 * lt;
+                fa[i][0] = ig_pair(r0);
+                fa[i][1] = ig_pair(r0 + 8 * LD);
+                fa[i][2] = ig_pair(r0 + 8);
+                fa[i][3] = ig_pair(r0 + 8 * LD + 8);
+            }
+#pragma unroll
+            for (int j = 0; j < NT; ++j) {
+                const T* c0 = bs + (warp_n * WN + j * 8 + lg) * LD + kk + 2 * lt;
+                fb[j][0] = ig_pair(c0);
+                fb[j][1] = ig_pair(c0 + 8);
+            }
+#pragma unroll
+            for (int i = 0; i < MT; ++i)
+#pragma unroll
+                for (int j = 0; j < NT; ++j) Mma<T>::mma(acc[i][j], fa[i], fb[j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < MT; ++i) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            u32 m = m0 + warp_m * WM + i * 16 + lg + 8 * half;
+            if (m >= g.gm) continue;
+            float add = bias != nullptr ? Num<T>::to_acc(bias[m]) : 0.0f;
+#pragma unroll
+            for (int j = 0; j < NT; ++j) {
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    u32 n = n0 + warp_n * WN + j * 8 + 2 * lt + e;
+                    if (n >= g.gn) continue;
+                    float v = acc[i][j][2 * half + e];
+                    if (partial != nullptr) {
+                        partial[(blockIdx.z * g.gm + m) * g.gn + n] = v;
+                    } else {
+                        out[ig_out_offset<MODE>(g, m, n)] = Num<T>::from_acc(v + add);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#define IG_MMA_KERNEL(T, TN, MODE, MNAME, BM, BN, WARPS_M, WARPS_N) \
+    extern "C" __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N) igemm_mma_##MNAME##_##BM##x##BN##_##TN( \
+        const T* a, const T* b, T* out, float* partial, const T* bias, IgGeom g) { \
+        implicit_gemm_mma<T, MODE, BM, BN, WARPS_M, WARPS_N>(a, b, out, partial, bias, g); \
+    }
+#define IG_MMA_TILES(T, TN, MODE, MNAME) \
+    IG_MMA_KERNEL(T, TN, MODE, MNAME, 128, 128, 2, 4) \
+    IG_MMA_KERNEL(T, TN, MODE, MNAME, 64, 64, 2, 2)
+#define IG_MMA_DTYPE(T, TN) \
+    IG_MMA_TILES(T, TN, MODE_FWD, fwd) \
+    IG_MMA_TILES(T, TN, MODE_DGRAD, dgrad) \
+    IG_MMA_TILES(T, TN, MODE_WGRAD, wgrad)
+IG_MMA_DTYPE(f16, f16)
+IG_MMA_DTYPE(bf16, bf16)
+
+#endif  // __CUDA_ARCH__ >= 800
 
 // out[i] = sum over splits s of partial[s][i], added in split order.
 template <typename T>
