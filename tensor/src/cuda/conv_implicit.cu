@@ -12,8 +12,9 @@
 //   grad weight   Cout   Cin*kh*kw        batch*OH*OW      grad_out     image, unfolded^T
 //
 // A block of 256 threads owns a BM x BN tile of the output and walks K in
-// steps of IG_BK: it copies an IG_BK-deep slice of A and of B into shared
-// memory (as the accumulation type, so f16/bf16 are widened once), waits,
+// steps of IG_BK: it decodes the step's K indices into a small shared table,
+// copies an IG_BK-deep slice of A and of B into shared memory (as the
+// accumulation type, so f16/bf16 are widened once), waits,
 // and every thread adds the outer products of its (BM/16) x (BN/16) cells.
 // Thread (ty, tx) owns rows ty + 16*i and columns tx + 16*j of the tile, so
 // a warp reads consecutive shared-memory words (no bank conflicts) and
@@ -51,7 +52,7 @@ struct IgGeom {
     u32 cout, kh, kw, stride, pad;
     u32 oh, ow;                 // output
     u32 gm, gn, gk;             // GEMM sizes of this pass
-    u32 k_per_split;            // K range of one blockIdx.z (a multiple of IG_BK)
+    u32 k_per_split;            // K range of one blockIdx.z (a multiple of the K step)
 };
 
 // What a thread needs to know about its B-tile column n, worked out once
@@ -91,51 +92,102 @@ __device__ __forceinline__ IgCol ig_col(const IgGeom& g, u32 n) {
     return c;
 }
 
-// Offset of B[k, n] in the B operand, or -1 where it is zero (padding, a
-// stride gap, or past the end of K or of this split).
+// What the block needs to know about reduction index k, decoded once per
+// tile step into shared memory (`IgKTable`) rather than once per loaded
+// element: the divisions by run-time sizes are then paid IG_BK times per
+// step, not (BM + BN) * IG_BK times. `a` is k's part of the A offset, or -1
+// when k is past the end of K or of this split; `delta` k's part of the B
+// offset; (p, q) its shift in the image (fwd, wgrad) or tap (dgrad).
+struct IgK {
+    int a, delta, p, q;
+};
+
 template <int MODE>
-__device__ __forceinline__ int ig_b_offset(const IgGeom& g, const IgCol& c, u32 k, u32 k_end) {
-    if (!c.ok || k >= k_end) return -1;
+__device__ __forceinline__ IgK ig_k(const IgGeom& g, u32 k, u32 k_end) {
+    IgK e;
+    if (k >= k_end) {
+        e.a = -1;
+        e.delta = e.p = e.q = 0;
+        return e;
+    }
     if (MODE == MODE_FWD) {
-        // k = (ci, ky, kx): image pixel (y0 + ky, x0 + kx) of channel ci.
+        // k = (ci, ky, kx); A = weight [Cout, K]
         u32 taps = g.kh * g.kw, ci = k / taps, t = k - ci * taps, ky = t / g.kw, kx = t - ky * g.kw;
-        int iy = c.y0 + (int)ky, ix = c.x0 + (int)kx;
-        if (iy < 0 || iy >= (int)g.h || ix < 0 || ix >= (int)g.w) return -1;
-        return c.base + (int)(ci * g.h * g.w) + iy * (int)g.w + ix;
+        e.a = (int)k;
+        e.delta = (int)(ci * g.h * g.w);
+        e.p = (int)ky;
+        e.q = (int)kx;
     } else if (MODE == MODE_DGRAD) {
-        // k = (co, ky, kx): the output pixel whose tap (ky, kx) read this
-        // input pixel, oy * stride + ky - pad = iy, if there is one.
+        // k = (co, ky, kx); A[ci, k] = weight[co, ci, ky, kx]
         u32 taps = g.kh * g.kw, co = k / taps, t = k - co * taps, ky = t / g.kw, kx = t - ky * g.kw;
-        int ys = c.y0 - (int)ky, xs = c.x0 - (int)kx;
-        if (ys < 0 || xs < 0) return -1;
-        if ((u32)ys % g.stride != 0 || (u32)xs % g.stride != 0) return -1;
-        u32 oy = (u32)ys / g.stride, ox = (u32)xs / g.stride;
-        if (oy >= g.oh || ox >= g.ow) return -1;
-        return c.base + (int)((co * g.oh + oy) * g.ow + ox);
+        e.a = (int)(co * g.cin * taps + t);
+        e.delta = (int)(co * g.oh * g.ow);
+        e.p = (int)ky;
+        e.q = (int)kx;
     } else {
-        // k = (b, oy, ox): image b's pixel under tap (ky, kx) of output (oy, ox).
+        // k = (b, oy, ox); A[co, k] = grad_out[b, co, oy, ox]
         u32 ohw = g.oh * g.ow, b = k / ohw, r = k - b * ohw, oy = r / g.ow, ox = r - oy * g.ow;
-        int iy = (int)(oy * g.stride) + c.y0, ix = (int)(ox * g.stride) + c.x0;
-        if (iy < 0 || iy >= (int)g.h || ix < 0 || ix >= (int)g.w) return -1;
-        return c.base + (int)(b * g.cin * g.h * g.w) + iy * (int)g.w + ix;
+        e.a = (int)(b * g.cout * ohw + r);
+        e.delta = (int)(b * g.cin * g.h * g.w);
+        e.p = (int)(oy * g.stride);
+        e.q = (int)(ox * g.stride);
+    }
+    return e;
+}
+
+// The IgK of the IG_BK (or IG_MMA_BK) indices of one tile step, as four
+// arrays so that neighbouring threads read neighbouring words.
+template <int BK>
+struct IgKTable {
+    int a[BK], delta[BK], p[BK], q[BK];
+};
+
+// Threads 0..BK-1 decode k0 + tid. The caller synchronises before reading.
+template <int MODE, int BK>
+__device__ __forceinline__ void ig_fill(IgKTable<BK>& t, const IgGeom& g, u32 k0, u32 k_end) {
+    if (threadIdx.x < BK) {
+        IgK e = ig_k<MODE>(g, k0 + threadIdx.x, k_end);
+        t.a[threadIdx.x] = e.a;
+        t.delta[threadIdx.x] = e.delta;
+        t.p[threadIdx.x] = e.p;
+        t.q[threadIdx.x] = e.q;
     }
 }
 
-// Offset of A[m, k] in the A operand, or -1 outside the matrix or split.
-template <int MODE>
-__device__ __forceinline__ int ig_a_offset(const IgGeom& g, u32 m, u32 k, u32 k_end) {
-    if (m >= g.gm || k >= k_end) return -1;
-    if (MODE == MODE_FWD) {
-        return (int)(m * g.gk + k);  // weight [Cout, Cin*kh*kw]
-    } else if (MODE == MODE_DGRAD) {
-        // A[ci, (co, tap)] = weight[co, ci, tap]
-        u32 taps = g.kh * g.kw, co = k / taps, t = k - co * taps;
-        return (int)((co * g.cin + m) * taps + t);
+// Offset of B[k, n] in the B operand, or -1 where it is zero (padding, a
+// stride gap, or k past the end), from k's table entry `kk`.
+template <int MODE, int BK>
+__device__ __forceinline__ int ig_b_offset(const IgGeom& g, const IgCol& c, const IgKTable<BK>& t, u32 kk) {
+    if (!c.ok || t.a[kk] < 0) return -1;
+    if (MODE == MODE_DGRAD) {
+        // The output pixel whose tap (ky, kx) = (p, q) read this input
+        // pixel, oy * stride + ky - pad = iy, if there is one.
+        int ys = c.y0 - t.p[kk], xs = c.x0 - t.q[kk];
+        if (ys < 0 || xs < 0) return -1;
+        u32 oy = (u32)ys, ox = (u32)xs;
+        if (g.stride != 1) {
+            if (oy % g.stride != 0 || ox % g.stride != 0) return -1;
+            oy /= g.stride;
+            ox /= g.stride;
+        }
+        if (oy >= g.oh || ox >= g.ow) return -1;
+        return c.base + t.delta[kk] + (int)(oy * g.ow + ox);
     } else {
-        // A[co, (b, pixel)] = grad_out[b, co, pixel]
-        u32 ohw = g.oh * g.ow, b = k / ohw, r = k - b * ohw;
-        return (int)((b * g.cout + m) * ohw + r);
+        // fwd: the receptive field's corner plus tap (ky, kx) = (p, q);
+        // wgrad: tap minus padding plus output pixel times stride.
+        int iy = c.y0 + t.p[kk], ix = c.x0 + t.q[kk];
+        if (iy < 0 || iy >= (int)g.h || ix < 0 || ix >= (int)g.w) return -1;
+        return c.base + t.delta[kk] + iy * (int)g.w + ix;
     }
+}
+
+// Offset of A[m, k] in the A operand, or -1 outside the matrix or split:
+// k's part from the table plus m times the distance between rows of A.
+template <int MODE, int BK>
+__device__ __forceinline__ int ig_a_offset(const IgGeom& g, u32 m, const IgKTable<BK>& t, u32 kk) {
+    if (m >= g.gm || t.a[kk] < 0) return -1;
+    u32 row = MODE == MODE_FWD ? g.gk : MODE == MODE_DGRAD ? g.kh * g.kw : g.oh * g.ow;
+    return t.a[kk] + (int)(m * row);
 }
 
 // Where output element (m, n) goes: NCHW for fwd and dgrad, [Cout, K] for wgrad.
@@ -166,6 +218,7 @@ __device__ void implicit_gemm(const T* __restrict__ a, const T* __restrict__ b, 
     constexpr int B_ROW_STEP = IG_THREADS / BN;
     __shared__ A as[IG_BK][BM];
     __shared__ A bs[IG_BK][BN];
+    __shared__ IgKTable<IG_BK> kt;
 
     u32 tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
     u32 m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
@@ -183,16 +236,18 @@ __device__ void implicit_gemm(const T* __restrict__ a, const T* __restrict__ b, 
         for (int j = 0; j < TN; ++j) acc[i][j] = A(0);
 
     for (u32 k0 = k_begin; k0 < k_end; k0 += IG_BK) {
+        ig_fill<MODE>(kt, g, k0, k_end);
+        __syncthreads();
 #pragma unroll
         for (int l = 0; l < A_LOADS; ++l) {
             u32 i = tid + l * IG_THREADS, mm = i / IG_BK, kk = i % IG_BK;
-            int off = ig_a_offset<MODE>(g, m0 + mm, k0 + kk, k_end);
+            int off = ig_a_offset<MODE>(g, m0 + mm, kt, kk);
             as[kk][mm] = off >= 0 ? Num<T>::to_acc(a[off]) : A(0);
         }
 #pragma unroll
         for (int l = 0; l < B_LOADS; ++l) {
             u32 kk = b_row + l * B_ROW_STEP;
-            int off = ig_b_offset<MODE>(g, col, k0 + kk, k_end);
+            int off = ig_b_offset<MODE>(g, col, kt, kk);
             bs[kk][b_col] = off >= 0 ? Num<T>::to_acc(b[off]) : A(0);
         }
         __syncthreads();
@@ -208,7 +263,7 @@ __device__ void implicit_gemm(const T* __restrict__ a, const T* __restrict__ b, 
 #pragma unroll
                 for (int j = 0; j < TN; ++j) acc[i][j] += ra[i] * rb[j];
         }
-        __syncthreads();  // the tiles are overwritten by the next step
+        __syncthreads();  // the tiles and the table are overwritten by the next step
     }
 
 #pragma unroll
@@ -286,6 +341,7 @@ __device__ void implicit_gemm_mma(const T* __restrict__ a, const T* __restrict__
     constexpr int B_ROW_STEP = THREADS / BN;
     __shared__ __align__(16) T as[BM * LD];
     __shared__ __align__(16) T bs[BN * LD];
+    __shared__ IgKTable<IG_MMA_BK> kt;
 
     u32 tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
     u32 warp_m = warp / WARPS_N, warp_n = warp % WARPS_N;
@@ -308,16 +364,18 @@ __device__ void implicit_gemm_mma(const T* __restrict__ a, const T* __restrict__
             for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
 
     for (u32 k0 = k_begin; k0 < k_end; k0 += IG_MMA_BK) {
+        ig_fill<MODE>(kt, g, k0, k_end);
+        __syncthreads();
 #pragma unroll
         for (int l = 0; l < A_LOADS; ++l) {
             u32 i = tid + l * THREADS, mm = i / IG_MMA_BK, kk = i % IG_MMA_BK;
-            int off = ig_a_offset<MODE>(g, m0 + mm, k0 + kk, k_end);
+            int off = ig_a_offset<MODE>(g, m0 + mm, kt, kk);
             as[mm * LD + kk] = off >= 0 ? a[off] : zero;
         }
 #pragma unroll
         for (int l = 0; l < B_LOADS; ++l) {
             u32 kk = b_row + l * B_ROW_STEP;
-            int off = ig_b_offset<MODE>(g, col, k0 + kk, k_end);
+            int off = ig_b_offset<MODE>(g, col, kt, kk);
             bs[b_col * LD + kk] = off >= 0 ? b[off] : zero;
         }
         __syncthreads();

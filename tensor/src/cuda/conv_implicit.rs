@@ -478,9 +478,10 @@ fn conv2d_backward_weight_forced(
 /// A host run of `conv_implicit.cu`, to test its tiling and index maps
 /// without a GPU.
 ///
-/// `col`, `b_offset`, `a_offset` and `out_offset` repeat the kernel's
-/// `ig_*` functions in the kernel's own 32-bit arithmetic, and `run` walks
+/// `col`, `k_info`, `b_offset`, `a_offset` and `out_offset` repeat the
+/// kernel's `ig_*` functions in the kernel's own 32-bit arithmetic, and `run` walks
 /// a loop nest (`fma_block` or `mma_block`): every block of the grid, the
+/// decoding of each step's K indices into the shared table, a barrier, the
 /// threads' loads into the shared tiles, a barrier, their multiply-adds (or
 /// each warp's fragment loads and `mma`s, the instruction itself emulated
 /// from the PTX ISA's fragment tables by `mma_m16n8k16`), and the epilogue
@@ -542,59 +543,92 @@ mod emulation {
         }
     }
 
-    /// `ig_b_offset`: None where the kernel returns -1.
-    pub(super) fn b_offset(pass: Pass, g: &IgGeom, c: &Col, k: u32, k_end: u32) -> Option<usize> {
-        if !c.ok || k >= k_end {
-            return None;
+    /// `IgK`: what the block's table holds for one reduction index.
+    #[derive(Clone, Copy)]
+    pub(super) struct KInfo {
+        a: i32,
+        delta: i32,
+        p: i32,
+        q: i32,
+    }
+
+    /// `ig_k`.
+    pub(super) fn k_info(pass: Pass, g: &IgGeom, k: u32, k_end: u32) -> KInfo {
+        if k >= k_end {
+            return KInfo { a: -1, delta: 0, p: 0, q: 0 };
         }
-        let inside = |iy: i32, ix: i32| iy >= 0 && iy < g.h as i32 && ix >= 0 && ix < g.w as i32;
         match pass {
             Pass::Forward => {
                 let taps = g.kh * g.kw;
                 let (ci, t) = (k / taps, k % taps);
                 let (ky, kx) = (t / g.kw, t % g.kw);
-                let (iy, ix) = (c.y0 + ky as i32, c.x0 + kx as i32);
-                inside(iy, ix).then(|| (c.base + (ci * g.h * g.w) as i32 + iy * g.w as i32 + ix) as usize)
+                KInfo { a: k as i32, delta: (ci * g.h * g.w) as i32, p: ky as i32, q: kx as i32 }
             }
             Pass::GradInput => {
                 let taps = g.kh * g.kw;
                 let (co, t) = (k / taps, k % taps);
                 let (ky, kx) = (t / g.kw, t % g.kw);
-                let (ys, xs) = (c.y0 - ky as i32, c.x0 - kx as i32);
-                if ys < 0 || xs < 0 || ys as u32 % g.stride != 0 || xs as u32 % g.stride != 0 {
-                    return None;
-                }
-                let (oy, ox) = (ys as u32 / g.stride, xs as u32 / g.stride);
-                (oy < g.oh && ox < g.ow).then(|| (c.base + ((co * g.oh + oy) * g.ow + ox) as i32) as usize)
+                KInfo { a: (co * g.cin * taps + t) as i32, delta: (co * g.oh * g.ow) as i32, p: ky as i32, q: kx as i32 }
             }
             Pass::GradWeight => {
                 let ohw = g.oh * g.ow;
                 let (b, r) = (k / ohw, k % ohw);
                 let (oy, ox) = (r / g.ow, r % g.ow);
-                let (iy, ix) = ((oy * g.stride) as i32 + c.y0, (ox * g.stride) as i32 + c.x0);
-                inside(iy, ix).then(|| (c.base + (b * g.cin * g.h * g.w) as i32 + iy * g.w as i32 + ix) as usize)
+                KInfo {
+                    a: (b * g.cout * ohw + r) as i32,
+                    delta: (b * g.cin * g.h * g.w) as i32,
+                    p: (oy * g.stride) as i32,
+                    q: (ox * g.stride) as i32,
+                }
+            }
+        }
+    }
+
+    /// `ig_fill`, run by threads 0..bk: the table of one tile step.
+    fn k_table(pass: Pass, g: &IgGeom, bk: usize, k0: u32, k_end: u32) -> Vec<KInfo> {
+        (0..bk as u32).map(|tid| k_info(pass, g, k0 + tid, k_end)).collect()
+    }
+
+    /// `ig_b_offset`: None where the kernel returns -1.
+    pub(super) fn b_offset(pass: Pass, g: &IgGeom, c: &Col, e: &KInfo) -> Option<usize> {
+        if !c.ok || e.a < 0 {
+            return None;
+        }
+        match pass {
+            Pass::GradInput => {
+                let (ys, xs) = (c.y0 - e.p, c.x0 - e.q);
+                if ys < 0 || xs < 0 {
+                    return None;
+                }
+                let (mut oy, mut ox) = (ys as u32, xs as u32);
+                if g.stride != 1 {
+                    if oy % g.stride != 0 || ox % g.stride != 0 {
+                        return None;
+                    }
+                    oy /= g.stride;
+                    ox /= g.stride;
+                }
+                (oy < g.oh && ox < g.ow).then(|| (c.base + e.delta + (oy * g.ow + ox) as i32) as usize)
+            }
+            Pass::Forward | Pass::GradWeight => {
+                let (iy, ix) = (c.y0 + e.p, c.x0 + e.q);
+                let inside = iy >= 0 && iy < g.h as i32 && ix >= 0 && ix < g.w as i32;
+                inside.then(|| (c.base + e.delta + iy * g.w as i32 + ix) as usize)
             }
         }
     }
 
     /// `ig_a_offset`.
-    pub(super) fn a_offset(pass: Pass, g: &IgGeom, m: u32, k: u32, k_end: u32) -> Option<usize> {
-        if m >= g.gm || k >= k_end {
+    pub(super) fn a_offset(pass: Pass, g: &IgGeom, m: u32, e: &KInfo) -> Option<usize> {
+        if m >= g.gm || e.a < 0 {
             return None;
         }
-        Some(match pass {
-            Pass::Forward => (m * g.gk + k) as usize,
-            Pass::GradInput => {
-                let taps = g.kh * g.kw;
-                let (co, t) = (k / taps, k % taps);
-                ((co * g.cin + m) * taps + t) as usize
-            }
-            Pass::GradWeight => {
-                let ohw = g.oh * g.ow;
-                let (b, r) = (k / ohw, k % ohw);
-                ((b * g.cout + m) * ohw + r) as usize
-            }
-        })
+        let row = match pass {
+            Pass::Forward => g.gk,
+            Pass::GradInput => g.kh * g.kw,
+            Pass::GradWeight => g.oh * g.ow,
+        };
+        Some((e.a + (m * row) as i32) as usize)
     }
 
     /// `ig_out_offset`.
@@ -681,18 +715,20 @@ mod emulation {
         let mut acc = vec![0.0f64; THREADS * tm * tn];
         let mut k0 = k_begin;
         while k0 < k_end {
+            let table = k_table(pass, g, BK, k0, k_end);
+            // __syncthreads()
             let mut a_s = vec![f64::NAN; BK * bm];
             let mut b_s = vec![f64::NAN; BK * bn];
             for tid in 0..THREADS {
                 for l in 0..a_loads {
                     let i = tid + l * THREADS;
                     let (mm, kk) = (i / BK, i % BK);
-                    a_s[kk * bm + mm] = load(a, a_offset(pass, g, m0 + mm as u32, k0 + kk as u32, k_end));
+                    a_s[kk * bm + mm] = load(a, a_offset(pass, g, m0 + mm as u32, &table[kk]));
                 }
                 let (b_col, b_row) = (tid % bn, tid / bn);
                 for l in 0..b_loads {
                     let kk = b_row + l * b_row_step;
-                    b_s[kk * bn + b_col] = load(b, b_offset(pass, g, &cols[tid], k0 + kk as u32, k_end));
+                    b_s[kk * bn + b_col] = load(b, b_offset(pass, g, &cols[tid], &table[kk]));
                 }
             }
             // __syncthreads()
@@ -766,18 +802,20 @@ mod emulation {
         let mut acc = vec![vec![vec![[[0.0f64; 4]; 32]; nt]; mt]; warps_m * warps_n];
         let mut k0 = k_begin;
         while k0 < k_end {
+            let table = k_table(pass, g, MMA_BK, k0, k_end);
+            // __syncthreads()
             let mut a_s = vec![f64::NAN; bm * ld];
             let mut b_s = vec![f64::NAN; bn * ld];
             for tid in 0..threads {
                 for l in 0..a_loads {
                     let i = tid + l * threads;
                     let (mm, kk) = (i / MMA_BK, i % MMA_BK);
-                    a_s[mm * ld + kk] = load(a, a_offset(pass, g, m0 + mm as u32, k0 + kk as u32, k_end));
+                    a_s[mm * ld + kk] = load(a, a_offset(pass, g, m0 + mm as u32, &table[kk]));
                 }
                 let (b_col, b_row) = (tid % bn, tid / bn);
                 for l in 0..b_loads {
                     let kk = b_row + l * b_row_step;
-                    b_s[b_col * ld + kk] = load(b, b_offset(pass, g, &cols[tid], k0 + kk as u32, k_end));
+                    b_s[b_col * ld + kk] = load(b, b_offset(pass, g, &cols[tid], &table[kk]));
                 }
             }
             // __syncthreads()
