@@ -72,8 +72,10 @@ fn parse_choice(value: Option<&str>) -> std::result::Result<bool, String> {
 const THREADS: usize = 256;
 const BK: usize = 8;
 /// Reduction depth of one tile step of the tensor-core kernels, and the
-/// padding of their shared rows (`IG_MMA_BK`, `IG_MMA_PAD`).
+/// padding of their shared rows (`IG_MMA_BK`, `IG_MMA_PAD`; the padding
+/// matters only to the emulation, which lays out the same tiles).
 const MMA_BK: usize = 32;
+#[cfg(test)]
 const MMA_PAD: usize = 8;
 
 /// Blocks that keep a large GPU busy (two waves on a 132-SM H100/H200);
@@ -292,7 +294,9 @@ pub(crate) fn kernel_name(engine: Engine, pass: Pass, tile: Tile, dtype: DType) 
     format!("{}_{}_{}x{}_{}", engine.kernel_prefix(), pass.kernel_name(), tile.bm, tile.bn, dtype.name())
 }
 
-/// Every kernel `launch` may ask for on a GPU of capability `gpu`.
+/// Every kernel `launch` may ask for on a GPU of capability `gpu` (for the
+/// test that looks for each of them in the compiled module).
+#[cfg(test)]
 pub(crate) fn kernels_for(gpu: ComputeCapability) -> Vec<String> {
     let mut names = vec![];
     for dtype in [DType::F32, DType::F64, DType::F16, DType::BF16] {
