@@ -500,6 +500,8 @@ fn conv2d_backward_weight_forced(
 /// transcriptions; the GPU tests below check them, on a GPU), nor anything
 /// about races, timing or memory coalescing.
 #[cfg(test)]
+// The loops run over thread, lane and tile indices, as the kernel does.
+#[allow(clippy::needless_range_loop)]
 mod emulation {
     use super::*;
 
@@ -1083,7 +1085,9 @@ mod gpu_tests {
             return Err(format!("{what}: {} values on the GPU, {} on the CPU", g.len(), c.len()));
         }
         for (i, (a, b)) in g.iter().zip(&c).enumerate() {
-            if !((a - b).abs() <= tol * (1.0 + b.abs())) {
+            // Written so that a NaN on either side fails.
+            let within = (a - b).abs() <= tol * (1.0 + b.abs());
+            if !within {
                 return Err(format!("{what} ({dtype}): element {i} is {a} on the GPU, {b} on the CPU"));
             }
         }
