@@ -304,6 +304,14 @@ pub trait BackendStorage: Sized {
     fn group_norm(&self, layout: &Layout, gamma: &Self, gamma_layout: &Layout, beta: &Self, beta_layout: &Layout, p: &GroupNormParams) -> Result<(Self, Self, Self)>;
     /// Returns (grad_x, grad_gamma, grad_beta); all inputs contiguous from offset 0.
     fn group_norm_backward(&self, gamma: &Self, mean: &Self, rstd: &Self, grad_y: &Self, p: &GroupNormParams) -> Result<(Self, Self, Self)>;
+    /// `silu(group_norm(x))` in one pass (the U-Net follows every group
+    /// norm with a SiLU). Returns (y, mean, rstd) as `group_norm` does.
+    fn group_norm_silu(&self, layout: &Layout, gamma: &Self, gamma_layout: &Layout, beta: &Self, beta_layout: &Layout, p: &GroupNormParams) -> Result<(Self, Self, Self)>;
+    /// The backward of `group_norm_silu`: (grad_x, grad_gamma, grad_beta).
+    /// The SiLU's input is rebuilt from x, gamma, beta and the statistics,
+    /// so the forward keeps no pre-activation. All inputs contiguous from offset 0.
+    #[allow(clippy::too_many_arguments)]
+    fn group_norm_silu_backward(&self, gamma: &Self, beta: &Self, mean: &Self, rstd: &Self, grad_y: &Self, p: &GroupNormParams) -> Result<(Self, Self, Self)>;
 
     /// Picks slices along `dim` of `self` (contiguous, shape `dims`) at the u32 `indices` (contiguous).
     fn index_select(&self, layout: &Layout, indices: &Self, indices_layout: &Layout, dim: usize) -> Result<Self>;

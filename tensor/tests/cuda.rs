@@ -408,6 +408,37 @@ proptest! {
     }
 
     #[test]
+    fn group_norm_silu_agrees(
+        batch in 1usize..4, groups in 1usize..4, cpg in 1usize..4, spatial in 1usize..40,
+        offset in prop::sample::select(vec![0.0f64, 8.0]),
+        dtype in float_dtype(),
+        seed in any::<u64>(),
+    ) {
+        let dev = need_gpu!();
+        let channels = groups * cpg;
+        let p = GroupNormParams { batch, channels, spatial, groups, eps: 1e-5 };
+        let n = batch * channels * spatial;
+        let xl = Layout::contiguous(Shape::from([batch, channels, spatial]));
+        let cl = Layout::contiguous(Shape::from([channels]));
+        let x = cpu_of(&values(n, seed, 0.0).iter().map(|v| v + offset).collect::<Vec<_>>(), dtype);
+        let gamma = cpu_of(&values(channels, seed ^ 1, 0.0), dtype);
+        let beta = cpu_of(&values(channels, seed ^ 2, 0.0), dtype);
+        let dy = cpu_of(&values(n, seed ^ 3, 0.0), dtype);
+        let (gx, gg, gb, gdy) = (up(&dev, &x), up(&dev, &gamma), up(&dev, &beta), up(&dev, &dy));
+        let (y, mean, rstd) = x.group_norm_silu(&xl, &gamma, &cl, &beta, &cl, &p).unwrap();
+        let (gy, gmean, grstd) = gx.group_norm_silu(&xl, &gg, &cl, &gb, &cl, &p).unwrap();
+        let t = tol(dtype) * 10.0;
+        assert_close("group_norm_silu y", &gy.to_cpu().unwrap(), &y, t)?;
+        assert_close("group_norm_silu mean", &gmean.to_cpu().unwrap(), &mean, t)?;
+        assert_close("group_norm_silu rstd", &grstd.to_cpu().unwrap(), &rstd, t)?;
+        let (dx, dg, db) = x.group_norm_silu_backward(&gamma, &beta, &mean, &rstd, &dy, &p).unwrap();
+        let (gdx, gdg, gdb) = gx.group_norm_silu_backward(&gg, &gb, &gmean, &grstd, &gdy, &p).unwrap();
+        assert_close("group_norm_silu dx", &gdx.to_cpu().unwrap(), &dx, t * 10.0)?;
+        assert_close("group_norm_silu dgamma", &gdg.to_cpu().unwrap(), &dg, t * 10.0)?;
+        assert_close("group_norm_silu dbeta", &gdb.to_cpu().unwrap(), &db, t * 10.0)?;
+    }
+
+    #[test]
     fn index_select_and_add_agree(
         dims in prop::collection::vec(1usize..5, 1..4),
         dim_pick in any::<prop::sample::Index>(),

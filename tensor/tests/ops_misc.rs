@@ -796,6 +796,54 @@ fn image_wrappers_reject_bad_shapes() {
     let (_, m, r) = x.group_norm(2, &g6, &b6, 1e-5).unwrap();
     assert_eq!(err_text(x.group_norm_backward(&g6, &m, &r, &z(&[2, 6, 5]), 2, 1e-5)), "group_norm_backward: shapes [2, 6, 5] and [2, 6, 4] are incompatible");
     assert_eq!(err_text(x.group_norm_backward(&g6, &z(&[2, 3]), &r, &x, 2, 1e-5)), "group_norm_backward mean: shapes [2, 3] and [2, 2] are incompatible");
+    assert_eq!(err_text(x.group_norm_silu(4, &g6, &b6, 1e-5)), "group_norm_silu: 6 channels do not split into 4 groups (shape [2, 6, 4])");
+    assert_eq!(err_text(x.group_norm_silu(2, &g6, &z(&[5]), 1e-5)), "group_norm_silu beta: shapes [5] and [6] are incompatible");
+    assert_eq!(err_text(x.group_norm_silu_backward(&g6, &z(&[4]), &m, &r, &x, 2, 1e-5)), "group_norm_silu_backward beta: shapes [4] and [6] are incompatible");
+    assert_eq!(err_text(x.group_norm_silu_backward(&g6, &b6, &m, &z(&[2]), &x, 2, 1e-5)), "group_norm_silu_backward rstd: shapes [2] and [2, 2] are incompatible");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// The fused group_norm_silu is silu(group_norm(x)), and its backward
+    /// the group norm backward of dy * silu'(z), on views of f64 tensors
+    /// (the kernels themselves are checked against f64 references and
+    /// finite differences in cpu/group_norm.rs).
+    #[test]
+    fn group_norm_silu_is_silu_of_group_norm(
+        n in 1usize..=2,
+        (groups, per_group) in (1usize..=3, 1usize..=3),
+        spatial in shape_rank(0..=2),
+        kind in 0..VIEW_KINDS,
+        seed in any::<u64>(),
+    ) {
+        let c = groups * per_group;
+        let mut dims = vec![n, c];
+        dims.extend(&spatial);
+        let mut rng = Rng::new(seed);
+        let x = non_contiguous_of(&rand_nd(&dims, &mut rng).map(|v| 3.0 * v + 1.0), DType::F64, kind);
+        let gamma = tensor_of(&rand_nd(&[c], &mut rng), DType::F64);
+        let beta = tensor_of(&rand_nd(&[c], &mut rng), DType::F64);
+        let dy = tensor_of(&rand_nd(&dims, &mut rng), DType::F64);
+        let close = |a: &Tensor, b: &Tensor| -> Result<(), TestCaseError> {
+            prop_assert_eq!(a.dims(), b.dims());
+            for (u, v) in a.to_f64_vec().unwrap().iter().zip(b.to_f64_vec().unwrap()) {
+                prop_assert!((u - v).abs() <= 1e-9 * (1.0 + v.abs()), "{} vs {}", u, v);
+            }
+            Ok(())
+        };
+        let (y, mean, rstd) = x.group_norm_silu(groups, &gamma, &beta, 1e-5).unwrap();
+        let (z, mean0, rstd0) = x.group_norm(groups, &gamma, &beta, 1e-5).unwrap();
+        close(&y, &z.silu().unwrap())?;
+        close(&mean, &mean0)?;
+        close(&rstd, &rstd0)?;
+        let (dx, dg, db) = x.group_norm_silu_backward(&gamma, &beta, &mean, &rstd, &dy, groups, 1e-5).unwrap();
+        let dz = z.silu_backward(&dy).unwrap();
+        let (dx0, dg0, db0) = x.group_norm_backward(&gamma, &mean, &rstd, &dz, groups, 1e-5).unwrap();
+        close(&dx, &dx0)?;
+        close(&dg, &dg0)?;
+        close(&db, &db0)?;
+    }
 }
 
 // ---- empty tensors --------------------------------------------------------

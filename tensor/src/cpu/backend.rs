@@ -251,43 +251,19 @@ impl BackendStorage for CpuStorage {
     }
 
     fn group_norm(&self, layout: &Layout, gamma: &Self, gl: &Layout, beta: &Self, bl: &Layout, p: &GroupNormParams) -> Result<(Self, Self, Self)> {
-        check_same("group_norm", self, gamma)?;
-        check_same("group_norm", self, beta)?;
-        macro_rules! run {
-            ($t:ty, $variant:ident) => {{
-                let (y, mean, rstd) = group_norm::group_norm::<$t>(
-                    p,
-                    float_slice::<$t>(self, layout),
-                    float_slice::<$t>(gamma, gl),
-                    float_slice::<$t>(beta, bl),
-                );
-                Ok((CpuStorage::$variant(y), CpuStorage::$variant(mean), CpuStorage::$variant(rstd)))
-            }};
-        }
-        match self {
-            CpuStorage::F32(_) => run!(f32, F32),
-            CpuStorage::F64(_) => run!(f64, F64),
-            other => Err(unsupported("group_norm", other.dtype())),
-        }
+        normalise("group_norm", self, layout, gamma, gl, beta, bl, p, false)
     }
 
     fn group_norm_backward(&self, gamma: &Self, mean: &Self, rstd: &Self, grad_y: &Self, p: &GroupNormParams) -> Result<(Self, Self, Self)> {
-        for other in [gamma, mean, rstd, grad_y] {
-            check_same("group_norm backward", self, other)?;
-        }
-        macro_rules! run {
-            ($t:ty, $variant:ident) => {{
-                let whole = whole_slice::<$t>;
-                let (dx, dg, db) =
-                    group_norm::group_norm_backward::<$t>(p, whole(self), whole(gamma), whole(mean), whole(rstd), whole(grad_y));
-                Ok((CpuStorage::$variant(dx), CpuStorage::$variant(dg), CpuStorage::$variant(db)))
-            }};
-        }
-        match self {
-            CpuStorage::F32(_) => run!(f32, F32),
-            CpuStorage::F64(_) => run!(f64, F64),
-            other => Err(unsupported("group_norm backward", other.dtype())),
-        }
+        normalise_backward("group_norm backward", self, gamma, None, mean, rstd, grad_y, p)
+    }
+
+    fn group_norm_silu(&self, layout: &Layout, gamma: &Self, gl: &Layout, beta: &Self, bl: &Layout, p: &GroupNormParams) -> Result<(Self, Self, Self)> {
+        normalise("group_norm_silu", self, layout, gamma, gl, beta, bl, p, true)
+    }
+
+    fn group_norm_silu_backward(&self, gamma: &Self, beta: &Self, mean: &Self, rstd: &Self, grad_y: &Self, p: &GroupNormParams) -> Result<(Self, Self, Self)> {
+        normalise_backward("group_norm_silu backward", self, gamma, Some(beta), mean, rstd, grad_y, p)
     }
 
     fn index_select(&self, layout: &Layout, indices: &Self, il: &Layout, dim: usize) -> Result<Self> {
@@ -375,5 +351,74 @@ impl BackendStorage for CpuStorage {
             _ => return Ok(false),
         }
         Ok(true)
+    }
+}
+
+/// `group_norm` and `group_norm_silu`, by dtype.
+#[allow(clippy::too_many_arguments)]
+fn normalise(
+    op: &'static str,
+    x: &CpuStorage,
+    layout: &Layout,
+    gamma: &CpuStorage,
+    gl: &Layout,
+    beta: &CpuStorage,
+    bl: &Layout,
+    p: &GroupNormParams,
+    with_silu: bool,
+) -> Result<(CpuStorage, CpuStorage, CpuStorage)> {
+    check_same(op, x, gamma)?;
+    check_same(op, x, beta)?;
+    macro_rules! run {
+        ($t:ty, $variant:ident) => {{
+            let f = if with_silu { group_norm::group_norm_silu::<$t> } else { group_norm::group_norm::<$t> };
+            let (y, mean, rstd) = f(p, float_slice::<$t>(x, layout), float_slice::<$t>(gamma, gl), float_slice::<$t>(beta, bl));
+            Ok((CpuStorage::$variant(y), CpuStorage::$variant(mean), CpuStorage::$variant(rstd)))
+        }};
+    }
+    match x {
+        CpuStorage::F32(_) => run!(f32, F32),
+        CpuStorage::F64(_) => run!(f64, F64),
+        other => Err(unsupported(op, other.dtype())),
+    }
+}
+
+/// `group_norm_backward`, and with `silu_beta` `group_norm_silu_backward`, by dtype.
+#[allow(clippy::too_many_arguments)]
+fn normalise_backward(
+    op: &'static str,
+    x: &CpuStorage,
+    gamma: &CpuStorage,
+    silu_beta: Option<&CpuStorage>,
+    mean: &CpuStorage,
+    rstd: &CpuStorage,
+    grad_y: &CpuStorage,
+    p: &GroupNormParams,
+) -> Result<(CpuStorage, CpuStorage, CpuStorage)> {
+    for other in [gamma, mean, rstd, grad_y].into_iter().chain(silu_beta) {
+        check_same(op, x, other)?;
+    }
+    macro_rules! run {
+        ($t:ty, $variant:ident) => {{
+            let whole = whole_slice::<$t>;
+            let (dx, dg, db) = match silu_beta {
+                None => group_norm::group_norm_backward::<$t>(p, whole(x), whole(gamma), whole(mean), whole(rstd), whole(grad_y)),
+                Some(beta) => group_norm::group_norm_silu_backward::<$t>(
+                    p,
+                    whole(x),
+                    whole(gamma),
+                    whole(beta),
+                    whole(mean),
+                    whole(rstd),
+                    whole(grad_y),
+                ),
+            };
+            Ok((CpuStorage::$variant(dx), CpuStorage::$variant(dg), CpuStorage::$variant(db)))
+        }};
+    }
+    match x {
+        CpuStorage::F32(_) => run!(f32, F32),
+        CpuStorage::F64(_) => run!(f64, F64),
+        other => Err(unsupported(op, other.dtype())),
     }
 }

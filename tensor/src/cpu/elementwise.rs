@@ -21,13 +21,13 @@ fn sigmoid<T: Float>(x: T) -> T {
 
 /// x sigmoid(x) as x / (1 + e^-x): one division instead of two.
 #[inline(always)]
-fn silu<T: Float>(x: T) -> T {
+pub(crate) fn silu<T: Float>(x: T) -> T {
     x / (T::ONE + (-x).exp_sat())
 }
 
 /// d silu / dx = s (1 + x (1 - s)), s = sigmoid(x).
 #[inline(always)]
-fn silu_grad<T: Float>(x: T) -> T {
+pub(crate) fn silu_grad<T: Float>(x: T) -> T {
     let s = sigmoid(x);
     s * (T::ONE + x * (T::ONE - s))
 }

@@ -18,10 +18,18 @@
 //! only two per-channel sums, `sum(dy)` and `sum(dy * (x - mean))`; then
 //! `dx` is again one fused expression per element.
 //!
+//! `group_norm_silu` is the same with SiLU applied on the way out, the
+//! pair every normalisation of the U-Net is followed by: one pass writes
+//! `silu(x * a_c + b_c)` instead of two passes with a tensor in between.
+//! Its backward recomputes the pre-activation `z = x * a_c + b_c` from x and
+//! the statistics, turns `dy` into `dz = dy * silu'(z)` group by group, and
+//! is then the group norm backward.
+//!
 //! CUDA twin: `cuda/group_norm.rs` (launches) and `cuda/group_norm.cu` (kernels).
 
 use rayon::prelude::*;
 
+use super::elementwise::{silu, silu_grad};
 use super::float::Float;
 use crate::backend::GroupNormParams;
 
@@ -101,6 +109,28 @@ pub fn group_norm<T: Float>(
     gamma: &[T],
     beta: &[T],
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
+    normalise(p, x, gamma, beta, false)
+}
+
+/// y = silu(group_norm(x)), in the same single pass; returns (y, mean, rstd)
+/// with the statistics of the group norm.
+pub fn group_norm_silu<T: Float>(
+    p: &GroupNormParams,
+    x: &[T],
+    gamma: &[T],
+    beta: &[T],
+) -> (Vec<T>, Vec<T>, Vec<T>) {
+    normalise(p, x, gamma, beta, true)
+}
+
+/// The forward of both, with or without the SiLU.
+fn normalise<T: Float>(
+    p: &GroupNormParams,
+    x: &[T],
+    gamma: &[T],
+    beta: &[T],
+    with_silu: bool,
+) -> (Vec<T>, Vec<T>, Vec<T>) {
     let cpg = p.channels_per_group();
     let len = p.group_len();
     let ng = p.batch * p.groups;
@@ -140,7 +170,12 @@ pub fn group_norm<T: Float>(
                 let c = g * cpg + ci;
                 let a = r * gamma[c].to_f64();
                 let (a_t, b_t) = (T::from_f64(a), T::from_f64(beta[c].to_f64() - m * a));
-                yp.iter_mut().zip(xp).for_each(|(o, &v)| *o = v * a_t + b_t);
+                // Two loops, not a branch per element, so each vectorises.
+                if with_silu {
+                    yp.iter_mut().zip(xp).for_each(|(o, &v)| *o = silu(v * a_t + b_t));
+                } else {
+                    yp.iter_mut().zip(xp).for_each(|(o, &v)| *o = v * a_t + b_t);
+                }
             }
         });
     (y, mean, rstd)
@@ -151,6 +186,35 @@ pub fn group_norm_backward<T: Float>(
     p: &GroupNormParams,
     x: &[T],
     gamma: &[T],
+    mean: &[T],
+    rstd: &[T],
+    grad_y: &[T],
+) -> (Vec<T>, Vec<T>, Vec<T>) {
+    backward(p, x, gamma, None, mean, rstd, grad_y)
+}
+
+/// The backward of `group_norm_silu`: (grad_x, grad_gamma, grad_beta), from
+/// x, the parameters and the forward's statistics.
+pub fn group_norm_silu_backward<T: Float>(
+    p: &GroupNormParams,
+    x: &[T],
+    gamma: &[T],
+    beta: &[T],
+    mean: &[T],
+    rstd: &[T],
+    grad_y: &[T],
+) -> (Vec<T>, Vec<T>, Vec<T>) {
+    assert_eq!(beta.len(), p.channels);
+    backward(p, x, gamma, Some(beta), mean, rstd, grad_y)
+}
+
+/// The backward of both: with `silu_beta`, the gradient first goes back
+/// through the SiLU (which needs beta to rebuild its input).
+fn backward<T: Float>(
+    p: &GroupNormParams,
+    x: &[T],
+    gamma: &[T],
+    silu_beta: Option<&[T]>,
     mean: &[T],
     rstd: &[T],
     grad_y: &[T],
@@ -176,9 +240,33 @@ pub fn group_norm_backward<T: Float>(
             .zip(db_nc.par_chunks_mut(cpg).zip(dg_nc.par_chunks_mut(cpg)))
             .enumerate()
             .with_min_len(per_task)
-            .for_each(|(i, (((xs, gs), dxs), (db, dg)))| {
+            .for_each(|(i, (((xs, dys), dxs), (db, dg)))| {
                 let g = i % p.groups;
                 let (m, r) = (mean[i].to_f64(), rstd[i].to_f64());
+                // After a SiLU, the group norm's output gradient is
+                // dz = dy * silu'(z), z rebuilt exactly as the forward made it.
+                let dz: Vec<T>;
+                let gs: &[T] = match silu_beta {
+                    None => dys,
+                    Some(beta) => {
+                        let mut buf = vec![T::ZERO; len];
+                        for (ci, ((xp, gp), dp)) in xs
+                            .chunks_exact(p.spatial)
+                            .zip(dys.chunks_exact(p.spatial))
+                            .zip(buf.chunks_exact_mut(p.spatial))
+                            .enumerate()
+                        {
+                            let c = g * cpg + ci;
+                            let a = r * gamma[c].to_f64();
+                            let (a_t, b_t) = (T::from_f64(a), T::from_f64(beta[c].to_f64() - m * a));
+                            for ((d, &dy), &xv) in dp.iter_mut().zip(gp).zip(xp) {
+                                *d = dy * silu_grad(xv * a_t + b_t);
+                            }
+                        }
+                        dz = buf;
+                        &dz
+                    }
+                };
                 // sum over the group of gamma*dy and of gamma*dy*xhat.
                 let (mut sum_gdy, mut sum_gdy_xhat) = (0.0, 0.0);
                 for (ci, (xp, gp)) in xs
@@ -321,6 +409,65 @@ mod tests {
         v.iter().map(|&x| x as f64).collect()
     }
 
+    /// The f32 fused backward against the f64 one (`want`). Besides the
+    /// plain group norm's rounding, dz = dy * silu'(z) inherits the f32
+    /// error of z = x * a + b: a few ulps of |x * a| + |b| (`naive_forward`'s
+    /// magnitude), which is large when a group is nearly constant and rstd
+    /// nears 1/sqrt(eps); with |silu''| <= 0.5 that moves dz by up to
+    /// |dy| * 2.4e-7 * magnitude.
+    #[allow(clippy::type_complexity)]
+    fn fused_silu_backward_f32_agrees(
+        p: &GroupNormParams,
+        x: &[f64],
+        gamma: &[f64],
+        beta: &[f64],
+        g: &[f64],
+        (dx, dgamma, dbeta): (&[f64], &[f64], &[f64]),
+        rstd: &[f64],
+    ) -> Result<(), TestCaseError> {
+        let (_, m32, r32) = group_norm_silu(p, &to32(x), &to32(gamma), &to32(beta));
+        let (dx32, dg32, db32) = group_norm_silu_backward(p, &to32(x), &to32(gamma), &to32(beta), &m32, &r32, &to32(g));
+        let (_, mag) = naive_forward(p, x, gamma, beta);
+        let largest = |v: &[f64]| v.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        let gmax = largest(g);
+        let dz_err = gmax * 2.4e-7 * largest(&mag);
+        let gamma_max = largest(gamma);
+        for (i, (a, b)) in to64(&dx32).iter().zip(dx).enumerate() {
+            let r = rstd[i / p.group_len()];
+            let tol = 1e-4 * (r * gmax * 3.0 + 1.0) + 3.0 * r * gamma_max * dz_err;
+            prop_assert!((a - b).abs() <= tol, "dx32[{}]: {} vs {}", i, a, b);
+        }
+        let n = (p.batch * p.spatial) as f64;
+        // |xhat| is at most sqrt(group length) (its mean square is below 1).
+        let xhat_max = (p.group_len() as f64).sqrt();
+        for (a, b) in to64(&dg32).iter().zip(dgamma) {
+            prop_assert!((a - b).abs() <= 1e-5 * n * gmax * 10.0 + 1e-5 + n * dz_err * xhat_max, "dgamma32: {} vs {}", a, b);
+        }
+        for (a, b) in to64(&db32).iter().zip(dbeta) {
+            prop_assert!((a - b).abs() <= 1e-5 * n * gmax + 1e-5 + n * dz_err, "dbeta32: {} vs {}", a, b);
+        }
+        Ok(())
+    }
+
+    /// A one-element group (variance 0, rstd = 1/sqrt(eps) ~ 316), where
+    /// z = x * a + b cancels in f32: the case that sized the tolerances of
+    /// `fused_silu_backward_f32_agrees`.
+    #[test]
+    fn fused_silu_backward_of_a_constant_group() {
+        let p = GroupNormParams { batch: 1, channels: 1, spatial: 1, groups: 1, eps: 1e-5 };
+        let (x, gamma, beta, g) = ([8.0], [-1.653435468673706], [0.36208799481391907], [0.739790141582489]);
+        let (_, mean, rstd) = group_norm_silu(&p, &x, &gamma, &beta);
+        let (dx, dgamma, dbeta) = group_norm_silu_backward(&p, &x, &gamma, &beta, &mean, &rstd, &g);
+        // Exactly: x - mean = 0, so z = beta, dx = 0 and dgamma = 0.
+        let silu_grad64 = |z: f64| {
+            let s = 1.0 / (1.0 + (-z).exp());
+            s * (1.0 + z * (1.0 - s))
+        };
+        assert!((dbeta[0] - g[0] * silu_grad64(beta[0])).abs() < 1e-12, "{dbeta:?}");
+        assert!(dx[0].abs() < 1e-9 && dgamma[0].abs() < 1e-12, "{dx:?} {dgamma:?}");
+        fused_silu_backward_f32_agrees(&p, &x, &gamma, &beta, &g, (&dx, &dgamma, &dbeta), &rstd).unwrap();
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
 
@@ -383,6 +530,53 @@ mod tests {
             let n = (p.batch * p.spatial) as f64;
             for (a, b) in to64(&dg32).iter().zip(&dgamma) { prop_assert!((a - b).abs() <= 1e-5 * n * gmax * 10.0 + 1e-5); }
             for (a, b) in to64(&db32).iter().zip(&dbeta) { prop_assert!((a - b).abs() <= 1e-5 * n * gmax + 1e-5); }
+        }
+
+        /// silu(group_norm(x)) against the naive forward followed by a naive
+        /// SiLU (|silu'| < 1.1, so the group norm's error bound carries
+        /// over), with the group norm's own statistics.
+        #[test]
+        fn fused_silu_forward_matches_naive((p, x, gamma, beta, _g) in case()) {
+            let (z, mag) = naive_forward(&p, &x, &gamma, &beta);
+            let silu64 = |v: f64| v / (1.0 + (-v).exp());
+            let (y, mean, rstd) = group_norm_silu(&p, &x, &gamma, &beta);
+            let (_, mean0, rstd0) = group_norm(&p, &x, &gamma, &beta);
+            prop_assert_eq!(mean, mean0);
+            prop_assert_eq!(rstd, rstd0);
+            for ((a, zi), m) in y.iter().zip(&z).zip(&mag) {
+                prop_assert!((a - silu64(*zi)).abs() <= 1e-10 * (m + 1.0), "{} vs silu({})", a, zi);
+            }
+            let (y32, _, _) = group_norm_silu(&p, &to32(&x), &to32(&gamma), &to32(&beta));
+            for ((a, zi), m) in y32.iter().zip(&z).zip(&mag) {
+                prop_assert!((*a as f64 - silu64(*zi)).abs() <= 2e-5 * (m + 1.0), "{} vs silu({})", a, zi);
+            }
+        }
+
+        /// The fused backward against central differences of
+        /// L = <silu(group_norm(x, gamma, beta)), g> in f64, as for the plain
+        /// group norm above; and the f32 kernel against the f64 one.
+        #[test]
+        fn fused_silu_backward_matches_finite_differences((p, x, gamma, beta, g) in case()) {
+            let loss = |x: &[f64], gamma: &[f64], beta: &[f64]| -> f64 {
+                group_norm_silu(&p, x, gamma, beta).0.iter().zip(&g).map(|(a, b)| a * b).sum()
+            };
+            let (_, mean, rstd) = group_norm_silu(&p, &x, &gamma, &beta);
+            let (dx, dgamma, dbeta) = group_norm_silu_backward(&p, &x, &gamma, &beta, &mean, &rstd, &g);
+            let h = 1e-5;
+            let fd = |f: &dyn Fn(f64) -> f64| (f(h) - f(-h)) / (2.0 * h);
+            let tol = |v: f64, scale: f64| 1e-5 * (v.abs() + scale + 1.0);
+            for i in 0..x.len() {
+                let num = fd(&|e| { let mut x2 = x.clone(); x2[i] += e; loss(&x2, &gamma, &beta) });
+                let r = rstd[i / p.group_len()];
+                prop_assert!((num - dx[i]).abs() <= tol(num, r), "dx[{}]: {} vs {}", i, dx[i], num);
+            }
+            for c in 0..p.channels {
+                let num = fd(&|e| { let mut g2 = gamma.clone(); g2[c] += e; loss(&x, &g2, &beta) });
+                prop_assert!((num - dgamma[c]).abs() <= tol(num, 0.0), "dgamma[{}]: {} vs {}", c, dgamma[c], num);
+                let num = fd(&|e| { let mut b2 = beta.clone(); b2[c] += e; loss(&x, &gamma, &b2) });
+                prop_assert!((num - dbeta[c]).abs() <= tol(num, 0.0), "dbeta[{}]: {} vs {}", c, dbeta[c], num);
+            }
+            fused_silu_backward_f32_agrees(&p, &x, &gamma, &beta, &g, (&dx, &dgamma, &dbeta), &rstd)?;
         }
     }
 }

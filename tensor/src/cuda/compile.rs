@@ -33,6 +33,7 @@ pub fn all_kernel_sources() -> &'static [(&'static str, &'static str)] {
         ("elementwise", include_str!("elementwise.cu")),
         ("reduce", include_str!("reduce.cu")),
         ("conv", include_str!("conv.cu")),
+        ("conv_implicit", include_str!("conv_implicit.cu")),
         ("pool", include_str!("pool.cu")),
         ("upsample", include_str!("upsample.cu")),
         ("group_norm", include_str!("group_norm.cu")),

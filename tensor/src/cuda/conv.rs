@@ -17,8 +17,13 @@
 //! The unfolded matrix is built a chunk of images at a time, so its scratch
 //! memory stays under `MAX_COL_BYTES` whatever the batch size.
 //!
+//! `PETAL_CUDA_CONV=implicit` replaces all three passes with the implicit
+//! GEMM kernels of `conv_implicit.rs`, which never build the columns; this
+//! file stays the default and the reference.
+//!
 //! CPU twin: `cpu/conv.rs`.
 
+use super::conv_implicit;
 use super::elementwise::{float_only, same_dtype};
 use super::matmul::{gemm, MatRef};
 use super::{check_u32, launch_cfg, CudaDevice, CudaResultExt, CudaStorage};
@@ -69,7 +74,7 @@ fn dims(p: &Conv2dParams) -> Dims {
     }
 }
 
-fn check(p: &Conv2dParams) -> Result<()> {
+pub(super) fn check_params(p: &Conv2dParams) -> Result<()> {
     let ok = p.stride >= 1
         && p.kernel_h >= 1
         && p.kernel_w >= 1
@@ -81,7 +86,7 @@ fn check(p: &Conv2dParams) -> Result<()> {
     Ok(())
 }
 
-fn contiguous(op: &'static str, l: &Layout) -> Result<()> {
+pub(super) fn contiguous(op: &'static str, l: &Layout) -> Result<()> {
     if !l.is_contiguous() {
         return Err(Error::BadShape { op, shape: l.shape().clone(), msg: "expects a contiguous input".into() });
     }
@@ -155,9 +160,12 @@ pub(crate) fn conv2d(
     bias: Option<(&CudaStorage, &Layout)>,
     p: &Conv2dParams,
 ) -> Result<CudaStorage> {
+    if conv_implicit::selected()? {
+        return conv_implicit::conv2d(x, xl, w, wl, bias, p);
+    }
     same_dtype("conv2d", x, w)?;
     float_only("conv2d", x.dtype)?;
-    check(p)?;
+    check_params(p)?;
     contiguous("conv2d", xl)?;
     contiguous("conv2d", wl)?;
     let (dev, dt, d) = (x.device(), x.dtype, dims(p));
@@ -207,9 +215,12 @@ pub(crate) fn conv2d_backward_input(
     wl: &Layout,
     p: &Conv2dParams,
 ) -> Result<CudaStorage> {
+    if conv_implicit::selected()? {
+        return conv_implicit::conv2d_backward_input(g, gl, w, wl, p);
+    }
     same_dtype("conv2d backward", g, w)?;
     float_only("conv2d backward", g.dtype)?;
-    check(p)?;
+    check_params(p)?;
     contiguous("conv2d backward", gl)?;
     contiguous("conv2d backward", wl)?;
     let (dev, dt, d) = (g.device(), g.dtype, dims(p));
@@ -248,9 +259,12 @@ pub(crate) fn conv2d_backward_weight(
     gl: &Layout,
     p: &Conv2dParams,
 ) -> Result<CudaStorage> {
+    if conv_implicit::selected()? {
+        return conv_implicit::conv2d_backward_weight(x, xl, g, gl, p);
+    }
     same_dtype("conv2d backward", x, g)?;
     float_only("conv2d backward", x.dtype)?;
-    check(p)?;
+    check_params(p)?;
     contiguous("conv2d backward", xl)?;
     contiguous("conv2d backward", gl)?;
     let (dev, dt, d) = (x.device(), x.dtype, dims(p));

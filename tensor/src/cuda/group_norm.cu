@@ -13,6 +13,11 @@
 // stores them so `group_norm_param_grads` can sum them over images into
 // grad_gamma and grad_beta (no atomics: deterministic).
 //
+// `group_norm_silu_T` is the same forward with SiLU applied on the way
+// out; its backward rebuilds the SiLU's input z = x * a_c + b_c from x and
+// the statistics and uses dz = dy * silu'(z) in place of dy (computed in
+// both passes over the slice rather than stored).
+//
 // CPU twin: tensor/src/cpu/group_norm.rs, the reference these kernels are tested against (tensor/tests/cuda.rs).
 
 #define GN_BLOCK 256
@@ -41,8 +46,20 @@ __device__ void block_sum2(double& a, double& b) {
     __syncthreads();  // the arrays are reused by the next call
 }
 
+template <typename A>
+__device__ __forceinline__ A gn_silu(A z) {
+    return z / (A(1) + m_exp(-z));
+}
+
+// d silu / dz = s (1 + z (1 - s)), s = sigmoid(z).
+template <typename A>
+__device__ __forceinline__ A gn_silu_grad(A z) {
+    A s = A(1) / (A(1) + m_exp(-z));
+    return s * (A(1) + z * (A(1) - s));
+}
+
 // One block per (image, group): blockIdx.x = n * groups + g.
-template <typename T>
+template <typename T, bool SILU>
 __device__ void group_norm_fwd(const T* x, const T* gamma, const T* beta, T* y, T* mean, T* rstd, GnGeom p) {
     typedef typename Num<T>::Acc A;
     u32 cpg = p.channels / p.groups;
@@ -78,15 +95,36 @@ __device__ void group_norm_fwd(const T* x, const T* gamma, const T* beta, T* y, 
         A b_t = (A)(Num<T>::to_double(beta[c]) - m * a);
         for (u32 i = threadIdx.x; i < p.spatial; i += GN_BLOCK) {
             u32 k = ci * p.spatial + i;
-            ys[k] = Num<T>::from_acc(Num<T>::to_acc(xs[k]) * a_t + b_t);
+            A z = Num<T>::to_acc(xs[k]) * a_t + b_t;
+            ys[k] = Num<T>::from_acc(SILU ? gn_silu(z) : z);
         }
     }
 }
 
-// One block per (image, group). Writes dx, and per (image, channel) the sums
-// sum(dy) -> db_nc and sum(dy * xhat) -> dg_nc (doubles).
+// The gradient that reaches the group norm's output: dy itself, or after a
+// SiLU dy * silu'(z), with z = x * za + zb rebuilt as the forward computed
+// it (the same per-channel a_c, b_c, rounded the same way; `gn_silu_coefs`).
+template <typename T, bool SILU>
+__device__ __forceinline__ typename Num<T>::Acc gn_out_grad(T dy, T x, typename Num<T>::Acc za, typename Num<T>::Acc zb) {
+    typedef typename Num<T>::Acc A;
+    A g = Num<T>::to_acc(dy);
+    return SILU ? g * gn_silu_grad(Num<T>::to_acc(x) * za + zb) : g;
+}
+
 template <typename T>
-__device__ void group_norm_bwd(const T* x, const T* gamma, const T* mean, const T* rstd, const T* dy, T* dx,
+__device__ __forceinline__ void gn_silu_coefs(const T* gamma, const T* beta, u32 c, double m, double r,
+                                              typename Num<T>::Acc& za, typename Num<T>::Acc& zb) {
+    typedef typename Num<T>::Acc A;
+    double a = r * Num<T>::to_double(gamma[c]);
+    za = (A)a;
+    zb = (A)(Num<T>::to_double(beta[c]) - m * a);
+}
+
+// One block per (image, group). Writes dx, and per (image, channel) the sums
+// sum(dy) -> db_nc and sum(dy * xhat) -> dg_nc (doubles). With SILU, dy is
+// the gradient after the SiLU and `beta` is read; otherwise beta is unused.
+template <typename T, bool SILU>
+__device__ void group_norm_bwd(const T* x, const T* gamma, const T* beta, const T* mean, const T* rstd, const T* dy, T* dx,
                                double* db_nc, double* dg_nc, GnGeom p) {
     typedef typename Num<T>::Acc A;
     u32 cpg = p.channels / p.groups;
@@ -100,9 +138,11 @@ __device__ void group_norm_bwd(const T* x, const T* gamma, const T* mean, const 
     double sum_gdy = 0.0, sum_gdy_xhat = 0.0;
     for (u32 ci = 0; ci < cpg; ++ci) {
         double s_dy = 0.0, s_dy_xc = 0.0;
+        A za = A(0), zb = A(0);
+        if (SILU) gn_silu_coefs(gamma, beta, g * cpg + ci, m, r, za, zb);
         for (u32 i = threadIdx.x; i < p.spatial; i += GN_BLOCK) {
             u32 k = ci * p.spatial + i;
-            double gv = Num<T>::to_double(gs[k]);
+            double gv = (double)gn_out_grad<T, SILU>(gs[k], xs[k], za, zb);
             s_dy += gv;
             s_dy_xc += gv * (Num<T>::to_double(xs[k]) - m);
         }
@@ -125,9 +165,12 @@ __device__ void group_norm_bwd(const T* x, const T* gamma, const T* mean, const 
     A c0 = (A)(r * r * b_mean * m - r * a_mean);
     for (u32 ci = 0; ci < cpg; ++ci) {
         A a_t = (A)(r * Num<T>::to_double(gamma[g * cpg + ci]));
+        A za = A(0), zb = A(0);
+        if (SILU) gn_silu_coefs(gamma, beta, g * cpg + ci, m, r, za, zb);
         for (u32 i = threadIdx.x; i < p.spatial; i += GN_BLOCK) {
             u32 k = ci * p.spatial + i;
-            dxs[k] = Num<T>::from_acc(a_t * Num<T>::to_acc(gs[k]) + bx * Num<T>::to_acc(xs[k]) + c0);
+            A gv = gn_out_grad<T, SILU>(gs[k], xs[k], za, zb);
+            dxs[k] = Num<T>::from_acc(a_t * gv + bx * Num<T>::to_acc(xs[k]) + c0);
         }
     }
 }
@@ -147,8 +190,10 @@ __device__ void param_grads(const double* db_nc, const double* dg_nc, T* grad_ga
 }
 
 #define GN(T, TN) \
-    extern "C" __global__ void __launch_bounds__(GN_BLOCK) group_norm_##TN(const T* x, const T* gamma, const T* beta, T* y, T* mean, T* rstd, GnGeom p) { group_norm_fwd<T>(x, gamma, beta, y, mean, rstd, p); } \
-    extern "C" __global__ void __launch_bounds__(GN_BLOCK) group_norm_backward_##TN(const T* x, const T* gamma, const T* mean, const T* rstd, const T* dy, T* dx, double* db_nc, double* dg_nc, GnGeom p) { group_norm_bwd<T>(x, gamma, mean, rstd, dy, dx, db_nc, dg_nc, p); } \
+    extern "C" __global__ void __launch_bounds__(GN_BLOCK) group_norm_##TN(const T* x, const T* gamma, const T* beta, T* y, T* mean, T* rstd, GnGeom p) { group_norm_fwd<T, false>(x, gamma, beta, y, mean, rstd, p); } \
+    extern "C" __global__ void __launch_bounds__(GN_BLOCK) group_norm_silu_##TN(const T* x, const T* gamma, const T* beta, T* y, T* mean, T* rstd, GnGeom p) { group_norm_fwd<T, true>(x, gamma, beta, y, mean, rstd, p); } \
+    extern "C" __global__ void __launch_bounds__(GN_BLOCK) group_norm_backward_##TN(const T* x, const T* gamma, const T* beta, const T* mean, const T* rstd, const T* dy, T* dx, double* db_nc, double* dg_nc, GnGeom p) { group_norm_bwd<T, false>(x, gamma, beta, mean, rstd, dy, dx, db_nc, dg_nc, p); } \
+    extern "C" __global__ void __launch_bounds__(GN_BLOCK) group_norm_silu_backward_##TN(const T* x, const T* gamma, const T* beta, const T* mean, const T* rstd, const T* dy, T* dx, double* db_nc, double* dg_nc, GnGeom p) { group_norm_bwd<T, true>(x, gamma, beta, mean, rstd, dy, dx, db_nc, dg_nc, p); } \
     extern "C" __global__ void group_norm_param_grads_##TN(const double* db_nc, const double* dg_nc, T* gg, T* gb, u32 batch, u32 channels) { param_grads<T>(db_nc, dg_nc, gg, gb, batch, channels); }
 GN(float, f32)
 GN(double, f64)

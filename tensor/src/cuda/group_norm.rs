@@ -2,6 +2,9 @@
 //! `group_norm.cu`): one 256-thread block per (image, group) slice, which is
 //! contiguous in NCHW; statistics are shifted double sums, as on the CPU.
 //!
+//! `group_norm_silu` and its backward are the same kernels with SiLU fused
+//! in (a template flag in the .cu).
+//!
 //! CPU twin: `cpu/group_norm.rs`.
 
 use super::elementwise::{float_only, same_dtype};
@@ -50,6 +53,8 @@ fn contiguous(op: &'static str, l: &Layout) -> Result<()> {
     Ok(())
 }
 
+/// `group_norm`, or with `with_silu` `group_norm_silu`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn group_norm(
     x: &CudaStorage,
     xl: &Layout,
@@ -58,6 +63,7 @@ pub(crate) fn group_norm(
     beta: &CudaStorage,
     bl: &Layout,
     p: &GroupNormParams,
+    with_silu: bool,
 ) -> Result<(CudaStorage, CudaStorage, CudaStorage)> {
     const OP: &str = "group_norm";
     same_dtype(OP, x, gamma)?;
@@ -75,7 +81,8 @@ pub(crate) fn group_norm(
     if ng == 0 {
         return Ok((y, mean, rstd));
     }
-    let f = dev.func("group_norm", &format!("group_norm_{}", dt.name()))?;
+    let kernel = if with_silu { "group_norm_silu" } else { "group_norm" };
+    let f = dev.func("group_norm", &format!("{kernel}_{}", dt.name()))?;
     let (xp, gp, bp) = (x.ptr_at(xl.offset()), gamma.ptr_at(gl.offset()), beta.ptr_at(bl.offset()));
     let (yp, mp, rp) = (y.ptr(), mean.ptr(), rstd.ptr());
     let mut b = dev.stream().launch_builder(&f);
@@ -85,16 +92,18 @@ pub(crate) fn group_norm(
     Ok((y, mean, rstd))
 }
 
+/// `group_norm_backward`, or with `silu_beta` `group_norm_silu_backward`.
 pub(crate) fn group_norm_backward(
     x: &CudaStorage,
     gamma: &CudaStorage,
+    silu_beta: Option<&CudaStorage>,
     mean: &CudaStorage,
     rstd: &CudaStorage,
     grad_y: &CudaStorage,
     p: &GroupNormParams,
 ) -> Result<(CudaStorage, CudaStorage, CudaStorage)> {
     const OP: &str = "group_norm backward";
-    for other in [gamma, mean, rstd, grad_y] {
+    for other in [gamma, mean, rstd, grad_y].into_iter().chain(silu_beta) {
         same_dtype(OP, x, other)?;
     }
     float_only(OP, x.dtype)?;
@@ -102,7 +111,8 @@ pub(crate) fn group_norm_backward(
     let (dev, dt) = (x.device(), x.dtype);
     let n = p.batch * p.channels * p.spatial;
     let ng = p.batch * p.groups;
-    if x.len < n || grad_y.len < n || gamma.len < p.channels || mean.len < ng || rstd.len < ng {
+    let beta_short = silu_beta.is_some_and(|b| b.len < p.channels);
+    if x.len < n || grad_y.len < n || gamma.len < p.channels || beta_short || mean.len < ng || rstd.len < ng {
         return Err(Error::BadArgument { op: OP, msg: "a buffer is smaller than the parameters say".into() });
     }
     let dx = dev.alloc(n, dt)?;
@@ -116,10 +126,13 @@ pub(crate) fn group_norm_backward(
     let dg_nc = dev.scratch(p.batch * p.channels * 8)?;
     let (dbp, dgp) = (db_nc.ptr(), dg_nc.ptr());
     if ng > 0 {
-        let f = dev.func("group_norm", &format!("group_norm_backward_{}", dt.name()))?;
+        let kernel = if silu_beta.is_some() { "group_norm_silu_backward" } else { "group_norm_backward" };
+        let f = dev.func("group_norm", &format!("{kernel}_{}", dt.name()))?;
         let (xp, gp, mp, rp, gyp, dxp) = (x.ptr(), gamma.ptr(), mean.ptr(), rstd.ptr(), grad_y.ptr(), dx.ptr());
+        // The plain kernel never reads beta.
+        let bp = silu_beta.map_or(0u64, |b| b.ptr());
         let mut b = dev.stream().launch_builder(&f);
-        b.arg(&xp).arg(&gp).arg(&mp).arg(&rp).arg(&gyp).arg(&dxp).arg(&dbp).arg(&dgp).arg(&g);
+        b.arg(&xp).arg(&gp).arg(&bp).arg(&mp).arg(&rp).arg(&gyp).arg(&dxp).arg(&dbp).arg(&dgp).arg(&g);
         // SAFETY: each block touches only its own slice and its channels' sums.
         unsafe { b.launch(blocks(ng)) }.ctx("group_norm backward kernel")?;
     }

@@ -20,6 +20,9 @@
 //!   device addresses with the layout offset already applied, plus small
 //!   `#[repr(C)]` structs (shapes, strides) passed by value.
 //! - Matrix products (matmul, and conv2d after im2col) run on cuBLAS.
+//!   `PETAL_CUDA_CONV=implicit` (read once) switches conv2d and its two
+//!   backward passes to implicit-GEMM kernels that never build the im2col
+//!   columns (`conv_implicit.rs`); they are new and not the default.
 
 mod allocator;
 pub mod arch;
@@ -27,6 +30,7 @@ pub mod profile;
 mod backend;
 pub mod compile;
 mod conv;
+mod conv_implicit;
 mod copy;
 mod elementwise;
 mod group_norm;

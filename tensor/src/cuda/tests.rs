@@ -74,6 +74,32 @@ fn nvrtc_compiles_every_kernel_for_every_arch() {
     assert!(failures.is_empty(), "kernels failed to compile:\n{}", failures.join("\n\n"));
 }
 
+/// Every implicit-GEMM conv kernel the host may launch is in the cubin
+/// (the tensor-core ones exist only from sm_80 on, behind an `#if`), so a
+/// misspelt name or a wrong arch guard fails here, not on a GPU.
+#[test]
+fn conv_implicit_kernels_exist_where_the_host_asks_for_them() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let (name, src) = *all_kernel_sources().iter().find(|(n, _)| *n == "conv_implicit").unwrap();
+    for arch in [ComputeCapability::new(7, 5), ComputeCapability::new(8, 0)] {
+        let KernelCode::Cubin(elf) = compile(name, src, Target::Cubin(arch)).unwrap() else { panic!("not a cubin") };
+        let has = |symbol: &str| elf.windows(symbol.len() + 1).any(|w| &w[..symbol.len()] == symbol.as_bytes() && w[symbol.len()] == 0);
+        assert!(has("igemm_fwd_32x32_f32") && !has("igemm_fwd_32x32_f3"), "the symbol search is broken");
+        let wanted = conv_implicit::kernels_for(arch);
+        for kernel in &wanted {
+            assert!(has(kernel), "{kernel} is missing from conv_implicit.cu for {}", arch.sm());
+        }
+        let mma = wanted.iter().filter(|k| k.starts_with("igemm_mma_")).count();
+        assert_eq!(mma > 0, arch >= arch::AMPERE, "{} asks for {mma} tensor-core kernels", arch.sm());
+        // Turing's cubin has no tensor-core kernels at all.
+        if arch < arch::AMPERE {
+            assert!(!has("igemm_mma_fwd_64x64_f16"), "sm_75 compiled a tensor-core kernel");
+        }
+    }
+}
+
 /// The fallback for a GPU newer than NVRTC: PTX text for a virtual architecture.
 #[test]
 fn nvrtc_writes_ptx_for_the_fallback() {

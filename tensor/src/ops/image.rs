@@ -165,14 +165,28 @@ impl Tensor {
     /// Group normalisation of [N, C, ...] with per-channel gain and bias.
     /// Returns (y, mean [N, G], rstd [N, G]); the statistics feed the backward.
     pub fn group_norm(&self, groups: usize, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
-        let p = self.group_norm_params("group_norm", groups, eps)?;
-        same_dtype("group_norm", self, gamma)?;
-        same_dtype("group_norm", self, beta)?;
-        expect_shape("group_norm gamma", gamma, &[p.channels])?;
-        expect_shape("group_norm beta", beta, &[p.channels])?;
+        self.normalise("group_norm", groups, gamma, beta, eps, false)
+    }
+
+    /// `silu(group_norm(x))` in one pass, without the normalised tensor in
+    /// between. Returns (y, mean [N, G], rstd [N, G]) like `group_norm`.
+    pub fn group_norm_silu(&self, groups: usize, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
+        self.normalise("group_norm_silu", groups, gamma, beta, eps, true)
+    }
+
+    fn normalise(&self, op: &'static str, groups: usize, gamma: &Tensor, beta: &Tensor, eps: f64, with_silu: bool) -> Result<(Tensor, Tensor, Tensor)> {
+        let p = self.group_norm_params(op, groups, eps)?;
+        same_dtype(op, self, gamma)?;
+        same_dtype(op, self, beta)?;
+        expect_shape(if with_silu { "group_norm_silu gamma" } else { "group_norm gamma" }, gamma, &[p.channels])?;
+        expect_shape(if with_silu { "group_norm_silu beta" } else { "group_norm beta" }, beta, &[p.channels])?;
         let (x, g, b) = (self.contiguous()?, gamma.contiguous()?, beta.contiguous()?);
         let (y, mean, rstd) = dispatch!("group_norm", (&*x.storage(), &*g.storage(), &*b.storage()), |xs, gs, bs; wrap| {
-            let (y, mean, rstd) = xs.group_norm(x.layout(), gs, g.layout(), bs, b.layout(), &p)?;
+            let (y, mean, rstd) = if with_silu {
+                xs.group_norm_silu(x.layout(), gs, g.layout(), bs, b.layout(), &p)?
+            } else {
+                xs.group_norm(x.layout(), gs, g.layout(), bs, b.layout(), &p)?
+            };
             (wrap(y), wrap(mean), wrap(rstd))
         });
         let stats = [p.batch, p.groups];
@@ -182,20 +196,59 @@ impl Tensor {
     /// The fused group norm backward; `self` is the normalised input x.
     /// Returns (grad_x, grad_gamma, grad_beta).
     pub fn group_norm_backward(&self, gamma: &Tensor, mean: &Tensor, rstd: &Tensor, grad_y: &Tensor, groups: usize, eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
-        let p = self.group_norm_params("group_norm_backward", groups, eps)?;
-        expect_shape("group_norm_backward", grad_y, self.dims())?;
-        expect_shape("group_norm_backward mean", mean, &[p.batch, p.groups])?;
-        expect_shape("group_norm_backward rstd", rstd, &[p.batch, p.groups])?;
+        self.normalise_backward("group_norm_backward", gamma, None, mean, rstd, grad_y, groups, eps)
+    }
+
+    /// The backward of `group_norm_silu`; `self` is its input x, `mean` and
+    /// `rstd` what its forward returned. Returns (grad_x, grad_gamma, grad_beta).
+    #[allow(clippy::too_many_arguments)]
+    pub fn group_norm_silu_backward(&self, gamma: &Tensor, beta: &Tensor, mean: &Tensor, rstd: &Tensor, grad_y: &Tensor, groups: usize, eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
+        self.normalise_backward("group_norm_silu_backward", gamma, Some(beta), mean, rstd, grad_y, groups, eps)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn normalise_backward(
+        &self,
+        op: &'static str,
+        gamma: &Tensor,
+        silu_beta: Option<&Tensor>,
+        mean: &Tensor,
+        rstd: &Tensor,
+        grad_y: &Tensor,
+        groups: usize,
+        eps: f64,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let p = self.group_norm_params(op, groups, eps)?;
+        expect_shape(op, grad_y, self.dims())?;
+        expect_shape(if silu_beta.is_some() { "group_norm_silu_backward gamma" } else { "group_norm_backward gamma" }, gamma, &[p.channels])?;
+        if let Some(beta) = silu_beta {
+            expect_shape("group_norm_silu_backward beta", beta, &[p.channels])?;
+        }
+        expect_shape(if silu_beta.is_some() { "group_norm_silu_backward mean" } else { "group_norm_backward mean" }, mean, &[p.batch, p.groups])?;
+        expect_shape(if silu_beta.is_some() { "group_norm_silu_backward rstd" } else { "group_norm_backward rstd" }, rstd, &[p.batch, p.groups])?;
         // The kernel reads whole buffers from offset 0.
         let (x, g, m, r, gy) = (self.whole()?, gamma.whole()?, mean.whole()?, rstd.whole()?, grad_y.whole()?);
-        let (dx, dg, db) = dispatch!(
-            "group_norm_backward",
-            (&*x.storage(), &*g.storage(), &*m.storage(), &*r.storage(), &*gy.storage()),
-            |xs, gs, ms, rs, gys; wrap| {
-                let (dx, dg, db) = xs.group_norm_backward(gs, ms, rs, gys, &p)?;
-                (wrap(dx), wrap(dg), wrap(db))
+        let beta = silu_beta.map(|b| b.whole()).transpose()?;
+        let (dx, dg, db) = match &beta {
+            None => dispatch!(
+                "group_norm_backward",
+                (&*x.storage(), &*g.storage(), &*m.storage(), &*r.storage(), &*gy.storage()),
+                |xs, gs, ms, rs, gys; wrap| {
+                    let (dx, dg, db) = xs.group_norm_backward(gs, ms, rs, gys, &p)?;
+                    (wrap(dx), wrap(dg), wrap(db))
+                }
+            ),
+            Some(b) => {
+                dispatch!(
+                    "group_norm_silu_backward",
+                    (&*x.storage(), &*g.storage(), &*b.storage(), &*m.storage(), &*r.storage(), &*gy.storage()),
+                    |xs, gs, bs, ms, rs, gys; wrap| {
+                        let (dx, dg, db) = xs.group_norm_silu_backward(gs, bs, ms, rs, gys, &p)?;
+                        (wrap(dx), wrap(dg), wrap(db))
+                    }
+                )
             }
-        );
+        };
         Ok((Tensor::from_storage(dx, self.shape()), Tensor::from_storage(dg, [p.channels]), Tensor::from_storage(db, [p.channels])))
     }
 
