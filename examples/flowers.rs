@@ -1,15 +1,16 @@
-//! Train the seed recipe on flowers and watch them appear.
+//! Train the diffusion model on flowers and watch them appear.
 //!
 //! `cargo run -p ddpm --release --example flowers` picks sensible defaults
-//! and says what it chose and why: on a CUDA GPU the `flowers64` preset for
-//! 100 epochs (the seed's first run); on a CPU the `tiny` preset for about
-//! an hour. Every `ddpm train` flag overrides them (`-- --help`).
+//! and says what it chose and why:
+//! - on a CUDA GPU, the seed recipe: the `flowers64` preset for 100 epochs
+//!   (the seed's first run);
+//! - on a CPU, the `cpu-hour` recipe (v prediction with min-SNR weighting,
+//!   class conditioning, warm-ups; see `ddpm::recipe`) on the `cpu32` preset
+//!   for about an hour. At equal time it beats the seed recipe by the
+//!   score (BENCHMARKS.md, "An hour on the CPU").
 //!
-//! `--recipe cpu-hour` swaps in the levers meant for a short CPU run (v
-//! prediction with min-SNR weighting, class conditioning, warm-ups; see
-//! `ddpm::recipe`), and on a CPU the `cpu32` preset at a higher peak LR.
-//! It is not the default: no equal-time measurement has yet shown it beats
-//! the seed recipe.
+//! `--recipe seed` gives the seed recipe on a CPU too (the `tiny` preset for
+//! about an hour). Every `ddpm train` flag overrides these (`-- --help`).
 //!
 //! Images come from `--data DIR`, else `$PETAL_DATA`, else the workspace's
 //! `../shared/data/flowers102/train`, else the download cache, which is
@@ -64,18 +65,19 @@ fn main() -> Result<()> {
     if args.out.is_some() {
         args.take_choices_of_resumed_run()?;
     }
-    let recipe = args.recipe.recipe.unwrap_or_default();
-    let cpu_hour = recipe == RecipeName::CpuHour;
     let device = args.device.resolve()?;
     let on_gpu = device.is_cuda();
+    let default_recipe = if on_gpu { RecipeName::Seed } else { RecipeName::CpuHour };
+    let recipe = args.recipe.recipe.unwrap_or(default_recipe);
+    let cpu_hour = recipe == RecipeName::CpuHour;
     // Resolve once; the trainer gets the same device again.
     args.device = if on_gpu { DeviceChoice::Cuda } else { DeviceChoice::Cpu };
 
     let (preset, why_preset) = match args.preset {
         Some(p) => (p, "as asked"),
         None if on_gpu => (Preset::Flowers64, "a CUDA GPU is available: the seed's first run"),
-        None if cpu_hour => (Preset::Cpu32, "no GPU, --recipe cpu-hour: the CPU-sized preset"),
-        None => (Preset::Tiny, "no GPU: the small model that trains on a CPU in about an hour"),
+        None if cpu_hour => (Preset::Cpu32, "no GPU, the cpu-hour recipe: the CPU-sized preset"),
+        None => (Preset::Tiny, "no GPU, the seed recipe: the small model that trains on a CPU in about an hour"),
     };
     if cpu_hour && !on_gpu && args.lr.is_none() {
         args.lr = Some(CPU_HOUR_LR);
@@ -91,6 +93,14 @@ fn main() -> Result<()> {
         Some(d) => (d, "as asked"),
         None => find_data()?,
     };
+    // Class conditioning needs one folder per class; a flat folder of
+    // images (your own, or a download whose labels could not be had)
+    // trains the same recipe without it.
+    let conditional = args.recipe.resolve(recipe)?.class_cond;
+    if conditional && !args.resume && ddpm::download::has_images(&data) {
+        println!("note:    {} has images outside class folders: training without class conditioning", data.display());
+        args.recipe.class_cond = Some(false);
+    }
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("flowers-{preset}")));
     println!("device:  {device}");
     println!("preset:  {preset} ({why_preset})");
@@ -99,7 +109,7 @@ fn main() -> Result<()> {
     // A resumed run trains on with the recipe its checkpoint records.
     let levers = match args.resume {
         true => "the resumed run's own recipe".to_string(),
-        false => format!("{} ({})", recipe.to_possible_value().expect("named").get_name(), args.recipe.resolve(RecipeName::Seed)?.describe()),
+        false => format!("{} ({})", recipe.to_possible_value().expect("named").get_name(), args.recipe.resolve(default_recipe)?.describe()),
     };
     println!(
         "recipe:  {levers}, Adam lr {}, batch {}, cosine annealing, EMA 0.999, dropout {}, seed {}",
@@ -109,5 +119,5 @@ fn main() -> Result<()> {
         args.seed()
     );
     println!("output:  {} (loss.csv, loss.png, samples/*.png, last.safetensors)", out.display());
-    ddpm::cli::train(&args, data, preset, length, out, RecipeName::Seed)
+    ddpm::cli::train(&args, data, preset, length, out, default_recipe)
 }

@@ -17,9 +17,9 @@
 //! parallel with single-threaded GEMMs when there are enough of them (no
 //! synchronisation inside the product); otherwise the GEMM gets every thread.
 //! Pointwise convolutions (1x1, stride 1, no padding) skip the unfold: the
-//! image itself is the column matrix. 3x3 stride-1 convolutions with 16 or
-//! more channels on both sides go to `winograd.rs` instead (2.25x fewer
-//! multiplies); `PETAL_WINOGRAD=0` keeps them here.
+//! image itself is the column matrix. With `PETAL_WINOGRAD=1`, 3x3 stride-1
+//! convolutions with 16 or more channels on both sides go to `winograd.rs`
+//! instead (2.25x fewer multiplies; not yet the default, see there).
 //!
 //! CUDA twin: `cuda/conv.rs` (launches, cuBLAS GEMMs) and `cuda/conv.cu` (im2col, col2im, bias).
 
