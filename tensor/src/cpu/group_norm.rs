@@ -468,6 +468,41 @@ mod tests {
         fused_silu_backward_f32_agrees(&p, &x, &gamma, &beta, &g, (&dx, &dgamma, &dbeta), &rstd).unwrap();
     }
 
+    /// Checks (dx, dgamma, dbeta) against central differences of
+    /// L = <forward(x, gamma, beta), g> in f64 (step 1e-5, so truncation
+    /// error ~1e-10 * third derivative and rounding ~1e-11 / 1e-5):
+    /// agreement to 1e-5 relative.
+    #[allow(clippy::too_many_arguments)]
+    fn matches_central_differences(
+        p: &GroupNormParams,
+        x: &[f64],
+        gamma: &[f64],
+        beta: &[f64],
+        g: &[f64],
+        forward: &dyn Fn(&[f64], &[f64], &[f64]) -> Vec<f64>,
+        (dx, dgamma, dbeta): (&[f64], &[f64], &[f64]),
+        rstd: &[f64],
+    ) -> Result<(), TestCaseError> {
+        let (x, gamma, beta) = (x.to_vec(), gamma.to_vec(), beta.to_vec());
+        let loss = |x: &[f64], gamma: &[f64], beta: &[f64]| -> f64 { forward(x, gamma, beta).iter().zip(g).map(|(a, b)| a * b).sum() };
+        let h = 1e-5;
+        let fd = |f: &dyn Fn(f64) -> f64| (f(h) - f(-h)) / (2.0 * h);
+        let tol = |v: f64, scale: f64| 1e-5 * (v.abs() + scale + 1.0);
+        for i in 0..x.len() {
+            let num = fd(&|e| { let mut x2 = x.clone(); x2[i] += e; loss(&x2, &gamma, &beta) });
+            // Gradients scale with rstd; so must the tolerance.
+            let r = rstd[i / p.group_len()];
+            prop_assert!((num - dx[i]).abs() <= tol(num, r), "dx[{}]: {} vs {}", i, dx[i], num);
+        }
+        for c in 0..p.channels {
+            let num = fd(&|e| { let mut g2 = gamma.clone(); g2[c] += e; loss(&x, &g2, &beta) });
+            prop_assert!((num - dgamma[c]).abs() <= tol(num, 0.0), "dgamma[{}]: {} vs {}", c, dgamma[c], num);
+            let num = fd(&|e| { let mut b2 = beta.clone(); b2[c] += e; loss(&x, &gamma, &b2) });
+            prop_assert!((num - dbeta[c]).abs() <= tol(num, 0.0), "dbeta[{}]: {} vs {}", c, dbeta[c], num);
+        }
+        Ok(())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
 
@@ -497,26 +532,10 @@ mod tests {
         /// rounding ~1e-11 / 1e-5): agreement to 1e-5 relative.
         #[test]
         fn backward_matches_finite_differences((p, x, gamma, beta, g) in case()) {
-            let loss = |x: &[f64], gamma: &[f64], beta: &[f64]| -> f64 {
-                group_norm(&p, x, gamma, beta).0.iter().zip(&g).map(|(a, b)| a * b).sum()
-            };
             let (_, mean, rstd) = group_norm(&p, &x, &gamma, &beta);
             let (dx, dgamma, dbeta) = group_norm_backward(&p, &x, &gamma, &mean, &rstd, &g);
-            let h = 1e-5;
-            let fd = |f: &dyn Fn(f64) -> f64| (f(h) - f(-h)) / (2.0 * h);
-            let tol = |v: f64, scale: f64| 1e-5 * (v.abs() + scale + 1.0);
-            for i in 0..x.len() {
-                let num = fd(&|e| { let mut x2 = x.clone(); x2[i] += e; loss(&x2, &gamma, &beta) });
-                // Gradients scale with rstd; so must the tolerance.
-                let r = rstd[i / p.group_len()];
-                prop_assert!((num - dx[i]).abs() <= tol(num, r), "dx[{}]: {} vs {}", i, dx[i], num);
-            }
-            for c in 0..p.channels {
-                let num = fd(&|e| { let mut g2 = gamma.clone(); g2[c] += e; loss(&x, &g2, &beta) });
-                prop_assert!((num - dgamma[c]).abs() <= tol(num, 0.0), "dgamma[{}]: {} vs {}", c, dgamma[c], num);
-                let num = fd(&|e| { let mut b2 = beta.clone(); b2[c] += e; loss(&x, &gamma, &b2) });
-                prop_assert!((num - dbeta[c]).abs() <= tol(num, 0.0), "dbeta[{}]: {} vs {}", c, dbeta[c], num);
-            }
+            let forward = |x: &[f64], gamma: &[f64], beta: &[f64]| group_norm(&p, x, gamma, beta).0;
+            matches_central_differences(&p, &x, &gamma, &beta, &g, &forward, (&dx, &dgamma, &dbeta), &rstd)?;
 
             // The f32 kernel agrees with the f64 one to 1e-4 relative to the
             // scale of the terms (dx is a difference of O(rstd * |g|) terms).
@@ -557,25 +576,10 @@ mod tests {
         /// group norm above; and the f32 kernel against the f64 one.
         #[test]
         fn fused_silu_backward_matches_finite_differences((p, x, gamma, beta, g) in case()) {
-            let loss = |x: &[f64], gamma: &[f64], beta: &[f64]| -> f64 {
-                group_norm_silu(&p, x, gamma, beta).0.iter().zip(&g).map(|(a, b)| a * b).sum()
-            };
             let (_, mean, rstd) = group_norm_silu(&p, &x, &gamma, &beta);
             let (dx, dgamma, dbeta) = group_norm_silu_backward(&p, &x, &gamma, &beta, &mean, &rstd, &g);
-            let h = 1e-5;
-            let fd = |f: &dyn Fn(f64) -> f64| (f(h) - f(-h)) / (2.0 * h);
-            let tol = |v: f64, scale: f64| 1e-5 * (v.abs() + scale + 1.0);
-            for i in 0..x.len() {
-                let num = fd(&|e| { let mut x2 = x.clone(); x2[i] += e; loss(&x2, &gamma, &beta) });
-                let r = rstd[i / p.group_len()];
-                prop_assert!((num - dx[i]).abs() <= tol(num, r), "dx[{}]: {} vs {}", i, dx[i], num);
-            }
-            for c in 0..p.channels {
-                let num = fd(&|e| { let mut g2 = gamma.clone(); g2[c] += e; loss(&x, &g2, &beta) });
-                prop_assert!((num - dgamma[c]).abs() <= tol(num, 0.0), "dgamma[{}]: {} vs {}", c, dgamma[c], num);
-                let num = fd(&|e| { let mut b2 = beta.clone(); b2[c] += e; loss(&x, &gamma, &b2) });
-                prop_assert!((num - dbeta[c]).abs() <= tol(num, 0.0), "dbeta[{}]: {} vs {}", c, dbeta[c], num);
-            }
+            let forward = |x: &[f64], gamma: &[f64], beta: &[f64]| group_norm_silu(&p, x, gamma, beta).0;
+            matches_central_differences(&p, &x, &gamma, &beta, &g, &forward, (&dx, &dgamma, &dbeta), &rstd)?;
             fused_silu_backward_f32_agrees(&p, &x, &gamma, &beta, &g, (&dx, &dgamma, &dbeta), &rstd)?;
         }
     }
