@@ -151,6 +151,44 @@ proptest! {
     }
 
     #[test]
+    fn batch_norm(
+        (x, gamma, beta) in (1usize..4, 1usize..4, 1usize..3, 1usize..4)
+            .prop_flat_map(|(n, c, h, w)| {
+                // At least 4 values per channel, for the reason given for group norm.
+                let w = if n * h * w < 4 { w + 3 } else { w };
+                (arb(vec![n, c, h, w], -2.0, 2.0), arb(vec![c], 0.5, 1.5), arb(vec![c], -1.0, 1.0))
+            })
+    ) {
+        check("batch_norm", |v| Ok(v[0].batch_norm(&v[1], &v[2], 1e-5)?.0), &[x, gamma, beta])?;
+    }
+
+    /// Forward values and batch statistics against a plain f64 loop.
+    #[test]
+    fn batch_norm_matches_reference(
+        (x, gamma, beta) in (1usize..4, 1usize..5, 1usize..4, 1usize..4)
+            .prop_flat_map(|(n, c, h, w)| (arb(vec![n, c, h, w], -3.0, 3.0), arb(vec![c], 0.5, 1.5), arb(vec![c], -1.0, 1.0)))
+    ) {
+        let eps = 1e-5;
+        let (y, mean, var) = Var::constant(x.clone()).batch_norm(&Var::constant(gamma.clone()), &Var::constant(beta.clone()), eps).unwrap();
+        let (d, xs, gs, bs) = (x.dims().to_vec(), x.to_vec::<f64>().unwrap(), gamma.to_vec::<f64>().unwrap(), beta.to_vec::<f64>().unwrap());
+        let (n, c, hw) = (d[0], d[1], d[2] * d[3]);
+        let (ys, ms, vs) = (y.tensor().to_vec::<f64>().unwrap(), mean.to_vec::<f64>().unwrap(), var.to_vec::<f64>().unwrap());
+        for ch in 0..c {
+            let vals: Vec<f64> = (0..n).flat_map(|i| xs[(i * c + ch) * hw..][..hw].to_vec()).collect();
+            let m = vals.iter().sum::<f64>() / vals.len() as f64;
+            let v = vals.iter().map(|a| (a - m) * (a - m)).sum::<f64>() / vals.len() as f64;
+            prop_assert!((ms[ch] - m).abs() < 1e-9 && (vs[ch] - v).abs() < 1e-9, "channel {ch}: stats ({}, {}) against ({m}, {v})", ms[ch], vs[ch]);
+            for i in 0..n {
+                for p in 0..hw {
+                    let at = (i * c + ch) * hw + p;
+                    let want = (xs[at] - m) / (v + eps).sqrt() * gs[ch] + bs[ch];
+                    prop_assert!((ys[at] - want).abs() < 1e-9, "y[{at}] = {} against {want}", ys[at]);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn index_select(
         (table, indices, dim) in (1usize..5, 1usize..4, 1usize..6, 0usize..2).prop_flat_map(|(rows, cols, k, dim)| {
             let len = if dim == 0 { rows } else { cols };

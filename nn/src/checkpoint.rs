@@ -105,19 +105,19 @@ impl Checkpoint {
     /// are reported back. The error lists every problem and names the file.
     pub fn load_into(&self, store: &ParamStore, strict: bool) -> Result<LoadReport> {
         let (mut report, mut misshaped, mut todo) = (LoadReport::default(), Vec::new(), Vec::new());
-        for (name, var) in store.named() {
-            match self.model.get(&name) {
-                None => report.missing.push(name),
-                Some(t) if t.dims() != var.dims() => misshaped.push((name, var.dims().to_vec(), t.dims().to_vec())),
-                Some(t) => todo.push((var, t)),
+        let live = store.tensors();
+        for (name, p) in &live {
+            match self.model.get(name) {
+                None => report.missing.push(name.clone()),
+                Some(t) if t.dims() != p.dims() => misshaped.push((name.clone(), p.dims().to_vec(), t.dims().to_vec())),
+                Some(t) => todo.push((p, t)),
             }
         }
-        report.unexpected = self.model.keys().filter(|k| store.get(k).is_none()).cloned().collect();
+        report.unexpected = self.model.keys().filter(|k| !live.contains_key(*k)).cloned().collect();
         if !misshaped.is_empty() || (strict && !(report.missing.is_empty() && report.unexpected.is_empty())) {
             return Err(NnError::Mismatch { origin: self.origin("model weights"), missing: report.missing, unexpected: report.unexpected, misshaped });
         }
-        for (var, t) in todo {
-            let p = var.tensor();
+        for (p, t) in todo {
             p.assign(&t.to_dtype(p.dtype())?.to_device(p.device())?)?;
         }
         Ok(report)

@@ -11,7 +11,7 @@
 //! - `module.rs`: the [`Module`] trait, the forward context [`Ctx`]
 //!   (train/eval and the dropout generator) and [`Sequential`].
 //! - `layers/`: one file per layer, initialised as PyTorch does: [`Linear`],
-//!   [`Conv2d`], [`GroupNorm`], [`Embedding`], [`SinusoidalEmbedding`],
+//!   [`Conv2d`], [`GroupNorm`], [`BatchNorm2d`], [`Embedding`], [`SinusoidalEmbedding`],
 //!   [`Dropout`], [`SiLU`], [`AvgPool2d`], [`MaxPool2d`], [`UpsampleNearest2d`].
 //! - `optim/`: the [`Optimizer`] trait with [`Sgd`] and [`Adam`] (AdamW via
 //!   [`AdamConfig::adamw`]), [`clip_grad_norm`], the weight average [`Ema`],
@@ -35,7 +35,7 @@ mod precision;
 pub use autograd;
 pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, LoadReport};
 pub use error::{NnError, Result};
-pub use layers::{AvgPool2d, Conv2d, Conv2dConfig, Dropout, Embedding, GroupNorm, Linear, MaxPool2d, SiLU, SinusoidalEmbedding, UpsampleNearest2d};
+pub use layers::{AvgPool2d, BatchNorm2d, Conv2d, Conv2dConfig, Dropout, Embedding, GroupNorm, Linear, MaxPool2d, SiLU, SinusoidalEmbedding, UpsampleNearest2d};
 pub use module::{Ctx, Module, Sequential};
 pub use optim::{clip_grad_norm, Adam, AdamConfig, Constant, CosineAnnealing, Ema, LinearWarmup, LrSchedule, OptimState, Optimizer, Sgd, SgdConfig};
 pub use params::{Init, ParamStore, Path};

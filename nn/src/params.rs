@@ -7,6 +7,11 @@
 //! `time_mlp.0.bias`: exactly PyTorch's `state_dict` names for the same tree.
 //! Initial values come from the store's seeded counter-based generator, in
 //! creation order, so a model built twice from the same seed is identical.
+//!
+//! Beside the parameters a store holds *buffers*: state a layer keeps but no
+//! optimizer trains, such as batch norm's running statistics. They are part
+//! of the checkpoint (PyTorch's `state_dict` holds them too) but not of
+//! [`ParamStore::named`], so optimizers and EMA never see them.
 
 use crate::{NnError, Result};
 use autograd::Var;
@@ -64,6 +69,7 @@ struct Inner {
     dtype: DType,
     rng: Rng,
     params: BTreeMap<String, Var>,
+    buffers: BTreeMap<String, Tensor>,
 }
 
 /// All parameters of a model. Cloning gives another handle to the same store.
@@ -88,7 +94,7 @@ impl ParamStore {
     /// An empty store whose parameters will live on `device` as `dtype`,
     /// initialised from `rng`.
     pub fn new(device: Device, dtype: DType, rng: Rng) -> ParamStore {
-        ParamStore(Arc::new(Mutex::new(Inner { device, dtype, rng, params: BTreeMap::new() })))
+        ParamStore(Arc::new(Mutex::new(Inner { device, dtype, rng, params: BTreeMap::new(), buffers: BTreeMap::new() })))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -105,14 +111,22 @@ impl ParamStore {
         self.lock().params.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
-    /// The parameter values by name (a PyTorch `state_dict`); the tensors
-    /// are the live parameters, not copies.
+    /// The parameter and buffer values by name (a PyTorch `state_dict`);
+    /// the tensors are the live ones, not copies.
     pub fn tensors(&self) -> BTreeMap<String, Tensor> {
-        self.lock().params.iter().map(|(k, v)| (k.clone(), v.tensor().clone())).collect()
+        let inner = self.lock();
+        let params = inner.params.iter().map(|(k, v)| (k.clone(), v.tensor().clone()));
+        params.chain(inner.buffers.iter().map(|(k, t)| (k.clone(), t.clone()))).collect()
     }
 
+    /// The parameter called `name` (buffers are not parameters).
     pub fn get(&self, name: &str) -> Option<Var> {
         self.lock().params.get(name).cloned()
+    }
+
+    /// The buffers by name (live tensors).
+    pub fn buffers(&self) -> BTreeMap<String, Tensor> {
+        self.lock().buffers.clone()
     }
 
     /// Number of parameter tensors.
@@ -138,18 +152,29 @@ impl ParamStore {
         self.lock().dtype
     }
 
-    fn register(&self, name: String, shape: Shape, init: Init) -> Result<Var> {
+    /// A fresh value for the new name `name` (parameter or buffer).
+    fn fresh_value(&self, name: &str, shape: Shape, init: Init) -> Result<Tensor> {
         let mut inner = self.lock();
         if name.is_empty() {
             return Err(NnError::bad("ParamStore", "a parameter needs a name"));
         }
-        if inner.params.contains_key(&name) {
-            return Err(NnError::DuplicateParam(name));
+        if inner.params.contains_key(name) || inner.buffers.contains_key(name) {
+            return Err(NnError::DuplicateParam(name.to_string()));
         }
         let Inner { device, dtype, rng, .. } = &mut *inner;
-        let var = Var::param(init.make(shape, *dtype, device, rng)?);
-        inner.params.insert(name, var.clone());
+        init.make(shape, *dtype, device, rng)
+    }
+
+    fn register_param(&self, name: String, shape: Shape, init: Init) -> Result<Var> {
+        let var = Var::param(self.fresh_value(&name, shape, init)?);
+        self.lock().params.insert(name, var.clone());
         Ok(var)
+    }
+
+    fn register_buffer(&self, name: String, shape: Shape, init: Init) -> Result<Tensor> {
+        let value = self.fresh_value(&name, shape, init)?;
+        self.lock().buffers.insert(name, value.clone());
+        Ok(value)
     }
 }
 
@@ -178,7 +203,14 @@ impl Path {
     /// Registers a new parameter `self.name`, filled by `init`; fails if
     /// the name is taken.
     pub fn param(&self, name: impl Display, shape: impl Into<Shape>, init: Init) -> Result<Var> {
-        self.store.register(self.join(name), shape.into(), init)
+        self.store.register_param(self.join(name), shape.into(), init)
+    }
+
+    /// Registers a new buffer `self.name`: a tensor that is saved and
+    /// loaded with the model but not trained. Its owner updates it in place
+    /// (`Tensor::assign`).
+    pub fn buffer(&self, name: impl Display, shape: impl Into<Shape>, init: Init) -> Result<Tensor> {
+        self.store.register_buffer(self.join(name), shape.into(), init)
     }
 
     fn join(&self, name: impl Display) -> String {

@@ -500,3 +500,34 @@ mod corrupted {
         }
     }
 }
+
+#[test]
+fn batch_norm_running_statistics_travel_with_the_weights() {
+    let dir = tmp_dir("buffers");
+    let s = store(6);
+    let bn = BatchNorm2d::new(&s.root().pp("bn"), 2).unwrap();
+    let x = Var::constant(Tensor::randn(1.0, 2.0, [3, 2, 2, 2], DType::F32, &Device::Cpu, &mut Rng::new(1)).unwrap());
+    bn.forward(&x, &mut Ctx::train(Rng::new(0))).unwrap();
+    // The average tracks parameters only, so building one over a store with buffers works.
+    let ema = Ema::new(&s, 0.9).unwrap();
+    assert_eq!(ema.named().len(), 2);
+
+    let path = dir.join("bn.safetensors");
+    save_checkpoint(&path, &Checkpoint::new(&s).with_ema(&ema)).unwrap();
+    let target = store(7);
+    let bn2 = BatchNorm2d::new(&target.root().pp("bn"), 2).unwrap();
+    let loaded = load_checkpoint(&path).unwrap();
+    loaded.load_into(&target, true).unwrap();
+    assert_eq!(bits(&bn2.running_mean), bits(&bn.running_mean));
+    assert_eq!(bits(&bn2.running_var), bits(&bn.running_var));
+    assert_ne!(bn.running_mean.to_vec::<f32>().unwrap(), vec![0.0, 0.0], "training moved the running mean");
+    let y = |b: &BatchNorm2d| bits(b.forward(&x, &mut Ctx::eval()).unwrap().tensor());
+    assert_eq!(y(&bn2), y(&bn));
+
+    // A file without the statistics is missing them, by name.
+    let mut partial = Checkpoint::default();
+    partial.model = s.tensors().into_iter().filter(|(k, _)| !k.contains("running")).collect();
+    let report = partial.load_into(&target, false).unwrap();
+    assert_eq!(report.missing, ["bn.running_mean", "bn.running_var"]);
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -126,6 +126,67 @@ fn group_norm_matches_hand_computed_statistics() {
     assert!(GroupNorm::new(&s.root().pp("bad"), 3, 4).is_err());
 }
 
+/// Per-channel mean and biased variance over N, H, W of x [N, C, H, W].
+fn channel_stats(x: &[f64], dims: [usize; 4]) -> Vec<(f64, f64)> {
+    let [n, c, h, w] = dims;
+    (0..c)
+        .map(|ch| {
+            let vals: Vec<f64> = (0..n).flat_map(|i| x[(i * c + ch) * h * w..][..h * w].to_vec()).collect();
+            let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+            (mean, vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / vals.len() as f64)
+        })
+        .collect()
+}
+
+#[test]
+fn batch_norm_trains_on_batch_statistics_and_evaluates_on_running_ones() {
+    let s = store(4);
+    let bn = BatchNorm2d::new(&s.root().pp("bn"), 3).unwrap();
+    bn.weight.tensor().assign(&Tensor::from_vec(vec![1.0f64, 2.0, -0.5], 3, &Device::Cpu).unwrap()).unwrap();
+    bn.bias.tensor().assign(&Tensor::from_vec(vec![0.0f64, 1.0, 0.25], 3, &Device::Cpu).unwrap()).unwrap();
+    let dims = [2, 3, 2, 3];
+    let x = input(&dims, 5).affine(2.0, 0.5).unwrap();
+    let xv = x.tensor().to_f64_vec().unwrap();
+    let (g, b) = (bn.weight.tensor().to_f64_vec().unwrap(), bn.bias.tensor().to_f64_vec().unwrap());
+    let stats = channel_stats(&xv, dims);
+    let count = 12.0;
+
+    // Training: the batch's own statistics, folded into the running ones
+    // with momentum 0.1 (the variance unbiased, as PyTorch keeps it).
+    let y = bn.forward(&x, &mut Ctx::train(Rng::new(0))).unwrap().tensor().to_f64_vec().unwrap();
+    let want: Vec<f64> = (0..xv.len()).map(|i| {
+        let ch = (i / 6) % 3;
+        (xv[i] - stats[ch].0) / (stats[ch].1 + 1e-5).sqrt() * g[ch] + b[ch]
+    }).collect();
+    close(&y, &want, 1e-10);
+    let rm: Vec<f64> = stats.iter().map(|s| 0.1 * s.0).collect();
+    let rv: Vec<f64> = stats.iter().map(|s| 0.9 + 0.1 * s.1 * count / (count - 1.0)).collect();
+    close(&bn.running_mean.to_f64_vec().unwrap(), &rm, 1e-10);
+    close(&bn.running_var.to_f64_vec().unwrap(), &rv, 1e-10);
+
+    // Evaluation: the running statistics, and training leaves them alone.
+    let y = bn.forward(&x, &mut Ctx::eval()).unwrap().tensor().to_f64_vec().unwrap();
+    let want: Vec<f64> = (0..xv.len()).map(|i| {
+        let ch = (i / 6) % 3;
+        (xv[i] - rm[ch]) / (rv[ch] + 1e-5).sqrt() * g[ch] + b[ch]
+    }).collect();
+    close(&y, &want, 1e-10);
+    close(&bn.running_mean.to_f64_vec().unwrap(), &rm, 1e-10);
+
+    // Gradients reach weight and bias; buffers are state, not parameters.
+    let grads = bn.forward(&x, &mut Ctx::train(Rng::new(0))).unwrap().sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(&bn.weight).is_some() && grads.get(&bn.bias).is_some());
+    let params: Vec<String> = s.named().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(params, ["bn.bias", "bn.weight"]);
+    assert_eq!(s.num_params(), 6);
+    let state: Vec<String> = s.tensors().into_keys().collect();
+    assert_eq!(state, ["bn.bias", "bn.running_mean", "bn.running_var", "bn.weight"]);
+
+    let err = bn.forward(&input(&[2, 4, 2, 2], 1), &mut Ctx::eval()).err().unwrap().to_string();
+    assert!(err.contains("[2, 4, 2, 2]") && err.contains("[N, 3, H, W]"), "{err}");
+    assert!(s.root().pp("bn").param("running_mean", [3], Init::Const(0.0)).is_err(), "a buffer's name is taken");
+}
+
 #[test]
 fn embedding_looks_up_rows() {
     let s = store(4);

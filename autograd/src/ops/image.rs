@@ -8,10 +8,12 @@
 //! - upsampling: `upsample_nearest2d_backward` sums each block back onto the
 //!   pixel it copied;
 //! - group norm: the fused `group_norm_backward`, fed with the per-group
-//!   mean and 1/std the forward kernel returned.
+//!   mean and 1/std the forward kernel returned;
+//! - batch norm: the same two kernels on the channel-major copy
+//!   `[1, C, N*H*W]`, where each channel is one group.
 
 use crate::var::Var;
-use tensor::Result;
+use tensor::{Result, Tensor};
 
 impl Var {
     /// 2-D convolution: input `[N, C, H, W]`, weight `[O, C, kh, kw]`, bias `[O]`.
@@ -60,5 +62,39 @@ impl Var {
             let (dx, dgamma, dbeta) = x.group_norm_backward(&gm, &mean, &rstd, g, groups, eps)?;
             Ok(vec![need[0].then_some(dx), need[1].then_some(dgamma), need[2].then_some(dbeta)])
         }))
+    }
+
+    /// Batch normalisation in training mode: each channel of `[N, C, ...]`
+    /// is normalised with the mean and (biased) variance of its values over
+    /// the batch and every position, then scaled by `gamma` and shifted by
+    /// `beta` `[C]`. Also returns those batch statistics, mean and biased
+    /// variance `[C]`, which a layer folds into its running averages.
+    ///
+    /// Batch norm is group norm of the channel-major layout: permuted to
+    /// `[1, C, N*H*W]`, each channel is a group of one image. That reuses
+    /// the fused group-norm kernels (and their statistics) at the cost of
+    /// one transposing copy each way.
+    pub fn batch_norm(&self, gamma: &Var, beta: &Var, eps: f64) -> Result<(Var, Tensor, Tensor)> {
+        let dims = self.dims().to_vec();
+        if dims.len() < 2 {
+            return Err(tensor::Error::BadShape { op: "batch_norm", shape: self.shape().clone(), msg: "needs [N, C, ...]".into() });
+        }
+        let (n, c) = (dims[0], dims[1]);
+        let rest: usize = dims[2..].iter().product();
+        let to_channel_major = move |t: &Tensor| -> Result<Tensor> { t.reshape([n, c, rest])?.permute(&[1, 0, 2])?.contiguous()?.reshape([1, c, n * rest]) };
+        let x = to_channel_major(self.tensor())?;
+        let (y, mean, rstd) = x.group_norm(c, gamma.tensor(), beta.tensor(), eps)?;
+        let back = move |t: Tensor| -> Result<Tensor> { t.reshape([c, n, rest])?.permute(&[1, 0, 2])?.contiguous()?.reshape(dims.as_slice()) };
+        let y = back(y)?;
+        let (mean, rstd) = (mean.reshape([c])?, rstd.reshape([c])?);
+        // var = 1/rstd² - eps, as the kernel computed rstd = 1/sqrt(var + eps).
+        let var = rstd.powf(-2.0)?.add_scalar(-eps)?;
+        let gm = gamma.tensor().clone();
+        let (stat_mean, stat_rstd) = (mean.reshape([1, c])?, rstd.reshape([1, c])?);
+        let out = Var::from_op("batch_norm", y, &[self, gamma, beta], move |g, need| {
+            let (dx, dgamma, dbeta) = x.group_norm_backward(&gm, &stat_mean, &stat_rstd, &to_channel_major(g)?, c, eps)?;
+            Ok(vec![if need[0] { Some(back(dx)?) } else { None }, need[1].then_some(dgamma), need[2].then_some(dbeta)])
+        });
+        Ok((out, mean, var))
     }
 }

@@ -5,9 +5,10 @@
 //! Mixed precision: `Linear` and `Conv2d` compute in their input's dtype,
 //! casting their parameters to it when it differs (`param_as`); `GroupNorm`
 //! normalises a half-precision input in its parameters' dtype (f32) and
-//! casts the result back.
+//! casts the result back. `BatchNorm2d` expects its parameters' dtype.
 
 mod activation;
+mod batch_norm;
 mod conv2d;
 mod dropout;
 mod embedding;
@@ -18,6 +19,7 @@ mod sinusoidal;
 mod upsample;
 
 pub use activation::SiLU;
+pub use batch_norm::BatchNorm2d;
 pub use conv2d::{Conv2d, Conv2dConfig};
 pub use dropout::Dropout;
 pub use embedding::Embedding;

@@ -30,7 +30,7 @@ impl Ema {
         if !(0.0..=1.0).contains(&decay) {
             return Err(NnError::bad("Ema", format!("decay must be in [0, 1], got {decay}")));
         }
-        let shadow = store.tensors().into_iter().map(|(k, t)| Ok((k, t.copy()?))).collect::<Result<_>>()?;
+        let shadow = store.named().into_iter().map(|(k, v)| Ok((k, v.tensor().copy()?))).collect::<Result<_>>()?;
         Ok(Ema { decay, shadow })
     }
 
