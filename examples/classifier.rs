@@ -5,7 +5,8 @@
 //!     --train ../shared/data/flowers102/train --valid ../shared/data/flowers102/valid
 //! ```
 //!
-//! The recipe: the CNN of `ddpm/src/classifier.rs` on 64x64 images,
+//! The recipe: the CNN of `ddpm/src/classifier.rs` (conv, batch norm,
+//! ReLU) on 64x64 images,
 //! softmax cross-entropy with label smoothing, random flips and shifts
 //! (random crops of the edge-padded image), AdamW with a one-cycle
 //! schedule (linear warm-up, then cosine decay to zero). Each epoch prints
@@ -33,7 +34,8 @@ struct Args {
     /// Validation images, with the same class folders.
     #[arg(long, default_value = "../shared/data/flowers102/valid")]
     valid: PathBuf,
-    #[arg(long, default_value_t = 12)]
+    /// Passes over the training set (24 take about 27 minutes on 2 cores).
+    #[arg(long, default_value_t = 24)]
     epochs: u64,
     #[arg(long, default_value_t = 64)]
     batch: usize,

@@ -121,14 +121,15 @@ if [ "$what" = all ] || [ "$what" = tests ]; then
         grep -E "^test .*(FAILED|ok)$|SKIPPED|panicked|test result" "logs/$name.log" | grep -v " ok$" | tail -n 30
         record "$name" $rc $(( $(date +%s) - start )) "logs/$name.log"
     done
-    # The implicit-GEMM convolutions (opt-in) through the existing conv and
-    # U-Net tests, so they can become the default once these pass.
+    # The opt-in kernels (implicit-GEMM convolutions, fused GroupNorm +
+    # SiLU) through the existing CUDA and U-Net tests, so they can become the
+    # default once these pass.
     for t in tests/cuda-* tests/unet_parity-*; do
         [ -e "$t" ] || continue
-        name=implicit-$(basename "$t")
-        echo "== $name (PETAL_CUDA_CONV=implicit)"
+        name=opt-in-$(basename "$t")
+        echo "== $name (PETAL_CUDA_CONV=implicit PETAL_CUDA_FUSED_NORM=1)"
         start=$(date +%s)
-        PETAL_CUDA_CONV=implicit timeout 240 "./$t" > "logs/$name.log" 2>&1
+        PETAL_CUDA_CONV=implicit PETAL_CUDA_FUSED_NORM=1 timeout 240 "./$t" > "logs/$name.log" 2>&1
         rc=$?
         grep -E "^test .*(FAILED|ok)$|SKIPPED|panicked|test result" "logs/$name.log" | grep -v " ok$" | tail -n 30
         record "$name" $rc $(( $(date +%s) - start )) "logs/$name.log"

@@ -147,7 +147,8 @@ proptest! {
                 (arb(vec![n, c, h, spatial], -2.0, 2.0), arb(vec![c], 0.5, 1.5), arb(vec![c], -1.0, 1.0), Just(groups))
             })
     ) {
-        check("group_norm", |v| v[0].group_norm(groups, &v[1], &v[2], 1e-5), &[x, gamma, beta])?;
+        check("group_norm", |v| v[0].group_norm(groups, &v[1], &v[2], 1e-5), &[x.clone(), gamma.clone(), beta.clone()])?;
+        check("group_norm_silu", |v| v[0].group_norm_silu(groups, &v[1], &v[2], 1e-5), &[x, gamma, beta])?;
     }
 
     #[test]

@@ -49,12 +49,12 @@ impl ResBlock {
 
     /// `time` is swish(t_emb), shared by every block: [N, F].
     pub fn forward(&self, x: &Var, time: &Var, ctx: &mut Ctx) -> nn::Result<Var> {
-        let y = self.conv1.forward(&self.norm1.forward(x, ctx)?.silu()?, ctx)?;
+        let y = self.conv1.forward(&self.norm1.forward_silu(x, ctx)?, ctx)?;
         let (n, c) = (y.dims()[0], y.dims()[1]);
         let scale = self.time_scale.forward(time, ctx)?.add_scalar(1.0)?.reshape([n, c, 1, 1])?;
         let shift = self.time_shift.forward(time, ctx)?.reshape([n, c, 1, 1])?;
         let y = y.mul(&scale)?.add(&shift)?;
-        let y = self.norm2.forward(&y, ctx)?.silu()?;
+        let y = self.norm2.forward_silu(&y, ctx)?;
         let y = self.conv2.forward(&self.dropout.forward(&y, ctx)?, ctx)?;
         let skip = match &self.skip {
             Some(conv) => conv.forward(x, ctx)?,
@@ -217,7 +217,7 @@ impl UNet {
                 a.up.push(h.clone());
             }
         }
-        let h = self.norm_out.forward(&h, ctx)?.silu()?;
+        let h = self.norm_out.forward_silu(&h, ctx)?;
         self.conv_out.forward(&h, ctx)
     }
 

@@ -8,7 +8,8 @@
 //! - upsampling: `upsample_nearest2d_backward` sums each block back onto the
 //!   pixel it copied;
 //! - group norm: the fused `group_norm_backward`, fed with the per-group
-//!   mean and 1/std the forward kernel returned;
+//!   mean and 1/std the forward kernel returned (`group_norm_silu` likewise,
+//!   with the SiLU folded into both kernels);
 //! - batch norm: the same two kernels on the channel-major copy
 //!   `[1, C, N*H*W]`, where each channel is one group.
 
@@ -60,6 +61,18 @@ impl Var {
         let (x, gm) = (self.tensor().clone(), gamma.tensor().clone());
         Ok(Var::from_op("group_norm", y, &[self, gamma, beta], move |g, need| {
             let (dx, dgamma, dbeta) = x.group_norm_backward(&gm, &mean, &rstd, g, groups, eps)?;
+            Ok(vec![need[0].then_some(dx), need[1].then_some(dgamma), need[2].then_some(dbeta)])
+        }))
+    }
+
+    /// `silu(group_norm(x))` as one op: one pass forward and one backward,
+    /// and no normalised tensor kept in between (the backward rebuilds it
+    /// from x and the statistics).
+    pub fn group_norm_silu(&self, groups: usize, gamma: &Var, beta: &Var, eps: f64) -> Result<Var> {
+        let (y, mean, rstd) = self.tensor().group_norm_silu(groups, gamma.tensor(), beta.tensor(), eps)?;
+        let (x, gm, bt) = (self.tensor().clone(), gamma.tensor().clone(), beta.tensor().clone());
+        Ok(Var::from_op("group_norm_silu", y, &[self, gamma, beta], move |g, need| {
+            let (dx, dgamma, dbeta) = x.group_norm_silu_backward(&gm, &bt, &mean, &rstd, g, groups, eps)?;
             Ok(vec![need[0].then_some(dx), need[1].then_some(dgamma), need[2].then_some(dbeta)])
         }))
     }

@@ -24,6 +24,19 @@ impl GroupNorm {
     }
 }
 
+impl GroupNorm {
+    /// `silu(self.forward(x))` in one fused op: a pass over the activations
+    /// less each way, and no normalised tensor kept for the backward.
+    pub fn forward_silu(&self, x: &Var, _ctx: &mut Ctx) -> Result<Var> {
+        let (dtype, stats) = (x.dtype(), self.weight.dtype());
+        if dtype == stats || !dtype.is_float() {
+            return Ok(x.group_norm_silu(self.groups, &self.weight, &self.bias, self.eps)?);
+        }
+        let y = x.to_dtype(stats)?.group_norm_silu(self.groups, &self.weight, &self.bias, self.eps)?;
+        Ok(y.to_dtype(dtype)?)
+    }
+}
+
 impl Module for GroupNorm {
     /// x: [N, C, ...]. A half-precision x is normalised in the parameters'
     /// dtype (f32: the statistics need its range and precision), and the

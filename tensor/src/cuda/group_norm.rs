@@ -3,17 +3,80 @@
 //! contiguous in NCHW; statistics are shifted double sums, as on the CPU.
 //!
 //! `group_norm_silu` and its backward are the same kernels with SiLU fused
-//! in (a template flag in the .cu).
+//! in (a template flag in the .cu). **Not the default:** the fused kernels
+//! have not run on a GPU yet, so unless `PETAL_CUDA_FUSED_NORM=1` the op is
+//! composed of the plain group-norm kernels and the SiLU ones (the backward
+//! rebuilds the SiLU's input with one more forward kernel). The variable is
+//! read once per process; `0` or unset is the composed path, anything else
+//! an error naming it.
 //!
 //! CPU twin: `cpu/group_norm.rs`.
 
-use super::elementwise::{float_only, same_dtype};
+use super::elementwise::{self, float_only, same_dtype};
 use super::{check_u32, launch_cfg, CudaResultExt, CudaStorage};
-use crate::backend::GroupNormParams;
+use crate::backend::{BackendStorage, GroupNormParams, UnaryOp};
 use crate::{Error, Layout, Result};
 use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+use std::sync::OnceLock;
 
 const GN_BLOCK: u32 = 256;
+
+/// The environment variable that turns on the fused GroupNorm + SiLU kernels.
+pub const FUSED_NORM_VAR: &str = "PETAL_CUDA_FUSED_NORM";
+
+/// True when `PETAL_CUDA_FUSED_NORM=1` (read once per process).
+fn fused_selected() -> Result<bool> {
+    static CHOICE: OnceLock<std::result::Result<bool, String>> = OnceLock::new();
+    CHOICE
+        .get_or_init(|| match std::env::var(FUSED_NORM_VAR).ok().as_deref() {
+            None | Some("") | Some("0") => Ok(false),
+            Some("1") => Ok(true),
+            Some(other) => Err(format!("{FUSED_NORM_VAR}={other:?}: use 1 (the fused GroupNorm + SiLU kernels) or 0 (the default)")),
+        })
+        .clone()
+        .map_err(Error::Cuda)
+}
+
+/// `silu(group_norm(x))`: the fused kernel when selected, else the plain
+/// group norm followed by the SiLU kernel.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn group_norm_silu(
+    x: &CudaStorage,
+    xl: &Layout,
+    gamma: &CudaStorage,
+    gl: &Layout,
+    beta: &CudaStorage,
+    bl: &Layout,
+    p: &GroupNormParams,
+) -> Result<(CudaStorage, CudaStorage, CudaStorage)> {
+    if fused_selected()? {
+        return group_norm(x, xl, gamma, gl, beta, bl, p, true);
+    }
+    let (y, mean, rstd) = group_norm(x, xl, gamma, gl, beta, bl, p, false)?;
+    let y = elementwise::unary(&y, &Layout::contiguous(xl.shape().clone()), UnaryOp::Silu)?;
+    Ok((y, mean, rstd))
+}
+
+/// The backward of `group_norm_silu`, fused or composed as its forward.
+pub(crate) fn group_norm_silu_backward(
+    x: &CudaStorage,
+    gamma: &CudaStorage,
+    beta: &CudaStorage,
+    mean: &CudaStorage,
+    rstd: &CudaStorage,
+    grad_y: &CudaStorage,
+    p: &GroupNormParams,
+) -> Result<(CudaStorage, CudaStorage, CudaStorage)> {
+    if fused_selected()? {
+        return group_norm_backward(x, gamma, Some(beta), mean, rstd, grad_y, p);
+    }
+    let xl = Layout::contiguous([p.batch, p.channels, p.spatial].into());
+    let cl = Layout::contiguous([p.channels].into());
+    // The SiLU's input, rebuilt: the forward kept only the statistics.
+    let (pre, _, _) = group_norm(x, &xl, gamma, &cl, beta, &cl, p, false)?;
+    let grad_pre = pre.silu_backward(&xl, grad_y, &xl)?;
+    group_norm_backward(x, gamma, None, mean, rstd, &grad_pre, p)
+}
 
 /// Matches `struct GnGeom` in group_norm.cu.
 #[repr(C)]
