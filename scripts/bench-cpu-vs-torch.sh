@@ -1,0 +1,22 @@
+#!/bin/bash
+# Interleaved CPU benchmark rounds: one or more petal binaries against
+# PyTorch (NCHW and channels-last, 2 threads), each command under
+# `flock /tmp/bench.lock` so no two timed runs share the cores. Read the
+# medians: a noisy machine moves single runs by 10 to 30%.
+#
+#   scripts/bench-cpu-vs-torch.sh ROUNDS "PRESETS" PETAL_CMD [PETAL_CMD ...]
+#   e.g. scripts/bench-cpu-vs-torch.sh 3 "tiny cpu32" target/release/ddpm "env PETAL_WINOGRAD=1 target/release/ddpm"
+set -u
+rounds=$1 presets=$2; shift 2
+torch="python3 scripts/torch_unet_bench.py --device cpu --threads 2"
+run() { echo "## $*"; flock /tmp/bench.lock "$@" 2>&1 | grep -v -i warn | tail -n 2; }
+for _ in $(seq "$rounds"); do
+    for preset in $presets; do
+        steps=6; [ "$preset" = tiny ] || [ "$preset" = cpu32 ] || steps=3
+        for petal in "$@"; do
+            run $petal bench --preset "$preset" --batch 32 --steps $steps --device cpu
+        done
+        run $torch --preset "$preset" --batch 32 --steps $steps
+        run $torch --preset "$preset" --batch 32 --steps $steps --channels-last
+    done
+done
