@@ -202,6 +202,45 @@ impl Bench {
         }
     }
 
+    /// GroupNorm followed by SiLU, as the U-Net runs it: the fused op
+    /// against group norm and then a separate SiLU pass (whose backward
+    /// reads the kept normalised tensor), through the public `Tensor` API.
+    /// GB/s counts the bytes the fused op must move.
+    fn group_norm_silu(&self, n: usize, c: usize, hw: usize, groups: usize) {
+        use tensor::{Device, Tensor};
+        let shape = [n, c, hw, hw];
+        let len = n * c * hw * hw;
+        let bytes = (len * 4) as f64;
+        let dev = Device::Cpu;
+        let x = Tensor::from_vec(values(len, 31), shape, &dev).unwrap();
+        let dy = Tensor::from_vec(values(len, 32), shape, &dev).unwrap();
+        let gamma = Tensor::from_vec(values(c, 33), c, &dev).unwrap();
+        let beta = Tensor::from_vec(values(c, 34), c, &dev).unwrap();
+        let eps = 1e-5;
+        let name = format!("group_norm+silu [{n},{c},{hw},{hw}] g{groups} fwd fused");
+        if self.wants(&name) {
+            self.report(&name, time(|| x.group_norm_silu(groups, &gamma, &beta, eps).unwrap()), 2.0 * bytes, "GB/s");
+        }
+        let name = format!("group_norm+silu [{n},{c},{hw},{hw}] g{groups} fwd apart");
+        if self.wants(&name) {
+            self.report(&name, time(|| x.group_norm(groups, &gamma, &beta, eps).unwrap().0.silu().unwrap()), 2.0 * bytes, "GB/s");
+        }
+        let (pre, mean, rstd) = x.group_norm(groups, &gamma, &beta, eps).unwrap();
+        let name = format!("group_norm+silu [{n},{c},{hw},{hw}] g{groups} bwd fused");
+        if self.wants(&name) {
+            let t = time(|| x.group_norm_silu_backward(&gamma, &beta, &mean, &rstd, &dy, groups, eps).unwrap());
+            self.report(&name, t, 3.0 * bytes, "GB/s");
+        }
+        let name = format!("group_norm+silu [{n},{c},{hw},{hw}] g{groups} bwd apart");
+        if self.wants(&name) {
+            let t = time(|| {
+                let d_pre = pre.silu_backward(&dy).unwrap();
+                x.group_norm_backward(&gamma, &mean, &rstd, &d_pre, groups, eps).unwrap()
+            });
+            self.report(&name, t, 3.0 * bytes, "GB/s");
+        }
+    }
+
     fn pool_and_upsample(&self, n: usize, c: usize, hw: usize) {
         let p = Pool2dParams {
             batch: n,
@@ -346,6 +385,8 @@ fn main() {
     bench.conv("1x1 b32 128->256 16x16", pointwise, true);
     bench.group_norm(32, 128, 32, 32);
     bench.group_norm(32, 256, 8, 32);
+    bench.group_norm_silu(32, 64, 32, 32);
+    bench.group_norm_silu(32, 128, 16, 32);
     bench.pool_and_upsample(32, 64, 64);
     bench.elementwise(32, 128, 32);
 }
