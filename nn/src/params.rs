@@ -124,11 +124,6 @@ impl ParamStore {
         self.lock().params.get(name).cloned()
     }
 
-    /// The buffers by name (live tensors).
-    pub fn buffers(&self) -> BTreeMap<String, Tensor> {
-        self.lock().buffers.clone()
-    }
-
     /// Number of parameter tensors.
     pub fn len(&self) -> usize {
         self.lock().params.len()
