@@ -99,15 +99,14 @@ impl Var {
         let (y, mean, rstd) = x.group_norm(c, gamma.tensor(), beta.tensor(), eps)?;
         let back = move |t: Tensor| -> Result<Tensor> { t.reshape([c, n, rest])?.permute(&[1, 0, 2])?.contiguous()?.reshape(dims.as_slice()) };
         let y = back(y)?;
-        let (mean, rstd) = (mean.reshape([c])?, rstd.reshape([c])?);
+        // The statistics are [1, C] (one image of C groups); the layer wants [C].
         // var = 1/rstd² - eps, as the kernel computed rstd = 1/sqrt(var + eps).
-        let var = rstd.powf(-2.0)?.add_scalar(-eps)?;
+        let (batch_mean, batch_var) = (mean.reshape([c])?, rstd.powf(-2.0)?.add_scalar(-eps)?.reshape([c])?);
         let gm = gamma.tensor().clone();
-        let (stat_mean, stat_rstd) = (mean.reshape([1, c])?, rstd.reshape([1, c])?);
         let out = Var::from_op("batch_norm", y, &[self, gamma, beta], move |g, need| {
-            let (dx, dgamma, dbeta) = x.group_norm_backward(&gm, &stat_mean, &stat_rstd, &to_channel_major(g)?, c, eps)?;
+            let (dx, dgamma, dbeta) = x.group_norm_backward(&gm, &mean, &rstd, &to_channel_major(g)?, c, eps)?;
             Ok(vec![if need[0] { Some(back(dx)?) } else { None }, need[1].then_some(dgamma), need[2].then_some(dbeta)])
         });
-        Ok((out, mean, var))
+        Ok((out, batch_mean, batch_var))
     }
 }
