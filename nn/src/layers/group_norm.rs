@@ -28,25 +28,24 @@ impl GroupNorm {
     /// `silu(self.forward(x))` in one fused op: a pass over the activations
     /// less each way, and no normalised tensor kept for the backward.
     pub fn forward_silu(&self, x: &Var, _ctx: &mut Ctx) -> Result<Var> {
+        self.in_stats_dtype(x, |x| x.group_norm_silu(self.groups, &self.weight, &self.bias, self.eps))
+    }
+
+    /// `norm(x)`, where a half-precision x is normalised in the parameters'
+    /// dtype (f32: the statistics need its range and precision) and the
+    /// result is cast back to x's dtype.
+    fn in_stats_dtype(&self, x: &Var, norm: impl Fn(&Var) -> tensor::Result<Var>) -> Result<Var> {
         let (dtype, stats) = (x.dtype(), self.weight.dtype());
         if dtype == stats || !dtype.is_float() {
-            return Ok(x.group_norm_silu(self.groups, &self.weight, &self.bias, self.eps)?);
+            return Ok(norm(x)?);
         }
-        let y = x.to_dtype(stats)?.group_norm_silu(self.groups, &self.weight, &self.bias, self.eps)?;
-        Ok(y.to_dtype(dtype)?)
+        Ok(norm(&x.to_dtype(stats)?)?.to_dtype(dtype)?)
     }
 }
 
 impl Module for GroupNorm {
-    /// x: [N, C, ...]. A half-precision x is normalised in the parameters'
-    /// dtype (f32: the statistics need its range and precision), and the
-    /// result is cast back to x's dtype.
+    /// x: [N, C, ...], normalised in the parameters' dtype (see `in_stats_dtype`).
     fn forward(&self, x: &Var, _ctx: &mut Ctx) -> Result<Var> {
-        let (dtype, stats) = (x.dtype(), self.weight.dtype());
-        if dtype == stats || !dtype.is_float() {
-            return Ok(x.group_norm(self.groups, &self.weight, &self.bias, self.eps)?);
-        }
-        let y = x.to_dtype(stats)?.group_norm(self.groups, &self.weight, &self.bias, self.eps)?;
-        Ok(y.to_dtype(dtype)?)
+        self.in_stats_dtype(x, |x| x.group_norm(self.groups, &self.weight, &self.bias, self.eps))
     }
 }
