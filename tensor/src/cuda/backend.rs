@@ -128,11 +128,11 @@ impl BackendStorage for CudaStorage {
     }
 
     fn group_norm_silu(&self, layout: &Layout, gamma: &Self, gl: &Layout, beta: &Self, bl: &Layout, p: &GroupNormParams) -> Result<(Self, Self, Self)> {
-        group_norm::group_norm_silu(self, layout, gamma, gl, beta, bl, p)
+        group_norm::group_norm(self, layout, gamma, gl, beta, bl, p, true)
     }
 
     fn group_norm_silu_backward(&self, gamma: &Self, beta: &Self, mean: &Self, rstd: &Self, grad_y: &Self, p: &GroupNormParams) -> Result<(Self, Self, Self)> {
-        group_norm::group_norm_silu_backward(self, gamma, beta, mean, rstd, grad_y, p)
+        group_norm::group_norm_backward(self, gamma, Some(beta), mean, rstd, grad_y, p)
     }
 
     fn index_select(&self, layout: &Layout, indices: &Self, il: &Layout, dim: usize) -> Result<Self> {

@@ -37,47 +37,6 @@ fn fused_selected() -> Result<bool> {
         .map_err(Error::Cuda)
 }
 
-/// `silu(group_norm(x))`: the fused kernel when selected, else the plain
-/// group norm followed by the SiLU kernel.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn group_norm_silu(
-    x: &CudaStorage,
-    xl: &Layout,
-    gamma: &CudaStorage,
-    gl: &Layout,
-    beta: &CudaStorage,
-    bl: &Layout,
-    p: &GroupNormParams,
-) -> Result<(CudaStorage, CudaStorage, CudaStorage)> {
-    if fused_selected()? {
-        return group_norm(x, xl, gamma, gl, beta, bl, p, true);
-    }
-    let (y, mean, rstd) = group_norm(x, xl, gamma, gl, beta, bl, p, false)?;
-    let y = elementwise::unary(&y, &Layout::contiguous(xl.shape().clone()), UnaryOp::Silu)?;
-    Ok((y, mean, rstd))
-}
-
-/// The backward of `group_norm_silu`, fused or composed as its forward.
-pub(crate) fn group_norm_silu_backward(
-    x: &CudaStorage,
-    gamma: &CudaStorage,
-    beta: &CudaStorage,
-    mean: &CudaStorage,
-    rstd: &CudaStorage,
-    grad_y: &CudaStorage,
-    p: &GroupNormParams,
-) -> Result<(CudaStorage, CudaStorage, CudaStorage)> {
-    if fused_selected()? {
-        return group_norm_backward(x, gamma, Some(beta), mean, rstd, grad_y, p);
-    }
-    let xl = Layout::contiguous([p.batch, p.channels, p.spatial].into());
-    let cl = Layout::contiguous([p.channels].into());
-    // The SiLU's input, rebuilt: the forward kept only the statistics.
-    let (pre, _, _) = group_norm(x, &xl, gamma, &cl, beta, &cl, p, false)?;
-    let grad_pre = pre.silu_backward(&xl, grad_y, &xl)?;
-    group_norm_backward(x, gamma, None, mean, rstd, &grad_pre, p)
-}
-
 /// Matches `struct GnGeom` in group_norm.cu.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -128,6 +87,11 @@ pub(crate) fn group_norm(
     p: &GroupNormParams,
     with_silu: bool,
 ) -> Result<(CudaStorage, CudaStorage, CudaStorage)> {
+    if with_silu && !fused_selected()? {
+        let (y, mean, rstd) = group_norm(x, xl, gamma, gl, beta, bl, p, false)?;
+        let y = elementwise::unary(&y, &Layout::contiguous(xl.shape().clone()), UnaryOp::Silu)?;
+        return Ok((y, mean, rstd));
+    }
     const OP: &str = "group_norm";
     same_dtype(OP, x, gamma)?;
     same_dtype(OP, x, beta)?;
@@ -165,6 +129,15 @@ pub(crate) fn group_norm_backward(
     grad_y: &CudaStorage,
     p: &GroupNormParams,
 ) -> Result<(CudaStorage, CudaStorage, CudaStorage)> {
+    let fused = silu_beta.is_some() && fused_selected()?;
+    if let Some(beta) = silu_beta.filter(|_| !fused) {
+        let xl = Layout::contiguous([p.batch, p.channels, p.spatial].into());
+        let cl = Layout::contiguous([p.channels].into());
+        // The SiLU's input, rebuilt: the forward kept only the statistics.
+        let (pre, _, _) = group_norm(x, &xl, gamma, &cl, beta, &cl, p, false)?;
+        let grad_pre = pre.silu_backward(&xl, grad_y, &xl)?;
+        return group_norm_backward(x, gamma, None, mean, rstd, &grad_pre, p);
+    }
     const OP: &str = "group_norm backward";
     for other in [gamma, mean, rstd, grad_y].into_iter().chain(silu_beta) {
         same_dtype(OP, x, other)?;
