@@ -58,6 +58,7 @@ mod ops;
 pub mod rng;
 mod shape;
 mod storage;
+mod switch;
 mod tensor;
 
 pub use backend::{AdamStep, BinaryOp, CmpOp, Conv2dParams, GroupNormParams, MatmulDims, Pool2dParams, ReduceOp, UnaryOp};

@@ -40,13 +40,12 @@
 //!
 //! There is no CUDA twin: the GPU convolutions are `cuda/conv.rs`.
 
-use std::sync::atomic::{AtomicU8, Ordering};
-
 use rayon::prelude::*;
 
 use super::float::Float;
 use super::matmul::{gemm, MatRef};
 use crate::backend::Conv2dParams;
+use crate::switch::EnvSwitch;
 
 /// Positions of a transformed 4x4 tile.
 const E: usize = 16;
@@ -59,8 +58,7 @@ const MIN_CHANNELS: usize = 16;
 /// elements, so they stay in the outer caches between the three phases.
 const MAX_CHUNK_ELEMS: usize = 1 << 22;
 
-/// 0: not yet decided, 1: on, 2: off.
-static ENABLED: AtomicU8 = AtomicU8::new(0);
+static ENABLED: EnvSwitch = EnvSwitch::new("PETAL_WINOGRAD");
 
 /// Whether 3x3 stride-1 convolutions use Winograd: only when the environment
 /// says `PETAL_WINOGRAD=1`, or `set_enabled(true)` was called. Off by
@@ -68,21 +66,13 @@ static ENABLED: AtomicU8 = AtomicU8::new(0);
 /// 2 threads was slower with them (BENCHMARKS.md), so im2col stays the
 /// default until the parallel split of the transforms is fixed.
 pub fn enabled() -> bool {
-    match ENABLED.load(Ordering::Relaxed) {
-        1 => true,
-        2 => false,
-        _ => {
-            let on = std::env::var("PETAL_WINOGRAD").as_deref() == Ok("1");
-            ENABLED.store(if on { 1 } else { 2 }, Ordering::Relaxed);
-            on
-        }
-    }
+    ENABLED.is_on()
 }
 
 /// Switches Winograd on or off for the whole process (benchmarks, and runs
 /// that compare both paths).
 pub fn set_enabled(on: bool) {
-    ENABLED.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+    ENABLED.set(on);
 }
 
 /// Whether the forward pass and the weight gradient of `p` take this path.

@@ -9,13 +9,12 @@
 //! overall than a normal run, but the shares are what matter. Without the
 //! variable the only cost is one relaxed atomic load per label.
 
+use crate::switch::EnvSwitch;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// 0 = not read yet, 1 = off, 2 = on.
-static ENABLED: AtomicU8 = AtomicU8::new(0);
+static ENABLED: EnvSwitch = EnvSwitch::new("PETAL_CUDA_PROFILE");
 
 struct State {
     current: Option<(String, Instant)>,
@@ -26,15 +25,7 @@ static STATE: Mutex<State> = Mutex::new(State { current: None, totals: BTreeMap:
 
 /// True when `PETAL_CUDA_PROFILE=1` was set at the first check.
 pub fn enabled() -> bool {
-    match ENABLED.load(Ordering::Relaxed) {
-        1 => false,
-        2 => true,
-        _ => {
-            let on = std::env::var("PETAL_CUDA_PROFILE").as_deref() == Ok("1");
-            ENABLED.store(if on { 2 } else { 1 }, Ordering::Relaxed);
-            on
-        }
-    }
+    ENABLED.is_on()
 }
 
 /// Closes the running label (after `sync` has waited for the device) and

@@ -1,0 +1,34 @@
+//! A process-wide on/off switch read from an environment variable: on when
+//! the variable is `1` at the first question, off otherwise; code may also
+//! set it. After the first read, asking costs one relaxed atomic load,
+//! cheap enough for a hot path.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+pub(crate) struct EnvSwitch {
+    var: &'static str,
+    /// 0: not yet read, 1: on, 2: off.
+    state: AtomicU8,
+}
+
+impl EnvSwitch {
+    pub(crate) const fn new(var: &'static str) -> EnvSwitch {
+        EnvSwitch { var, state: AtomicU8::new(0) }
+    }
+
+    pub(crate) fn is_on(&self) -> bool {
+        match self.state.load(Ordering::Relaxed) {
+            1 => true,
+            2 => false,
+            _ => {
+                let on = std::env::var(self.var).as_deref() == Ok("1");
+                self.set(on);
+                on
+            }
+        }
+    }
+
+    pub(crate) fn set(&self, on: bool) {
+        self.state.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+    }
+}
