@@ -3,32 +3,16 @@
 //! validation photos it must still reach the accuracy its file records
 //! (at least 70% top-1).
 //!
-//! The photos are read from `$PETAL_DATA/../valid` when `PETAL_DATA` is set,
-//! else from `shared/data/flowers102/valid` beside the workspace. Without
-//! them the accuracy check skips, saying so; `PETAL_REQUIRE_DATA=1` (as CI
-//! sets it) turns that skip into a failure.
+//! Where the photos are found, and what happens without them, is
+//! `common::flowers_valid`.
+
+mod common;
 
 use ddpm::classifier::{accuracy, default_weights, Classifier, LabelledImages, INPUT_SIZE};
 use ddpm::data::{CorruptPolicy, ImageFolder};
-use std::path::PathBuf;
 use tensor::Device;
 
 const TARGET: f64 = 0.70;
-
-fn valid_photos() -> Option<PathBuf> {
-    let dir = match std::env::var_os("PETAL_DATA") {
-        Some(train) => PathBuf::from(train).join("../valid"),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/flowers102/valid"),
-    };
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("PETAL_REQUIRE_DATA").is_ok_and(|v| v == "1") {
-        panic!("PETAL_REQUIRE_DATA=1 but the Flowers 102 validation photos are missing at {}", dir.display());
-    }
-    eprintln!("SKIPPED: Flowers 102 validation photos not found at {} (set PETAL_DATA to the train folder)", dir.display());
-    None
-}
 
 #[test]
 fn committed_classifier_reaches_its_recorded_accuracy() {
@@ -39,7 +23,7 @@ fn committed_classifier_reaches_its_recorded_accuracy() {
     assert!(recorded >= TARGET, "{} records {:.2}% top-1, under the {:.0}% target", path.display(), 100.0 * recorded, 100.0 * TARGET);
     assert!(ck.meta("command").is_some_and(|c| c.contains("classifier")), "the weights record the command that made them");
 
-    let Some(dir) = valid_photos() else { return };
+    let Some(dir) = common::flowers_valid() else { return };
     let valid = LabelledImages::new(ImageFolder::open(&dir, INPUT_SIZE, CorruptPolicy::Fail).unwrap()).unwrap();
     assert_eq!(valid.class_names.len(), model.classes);
     let measured = accuracy(&model, &valid, 128, &Device::Cpu).unwrap();

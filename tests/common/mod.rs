@@ -76,12 +76,34 @@ pub fn fixtures() -> Option<PathBuf> {
         Some(dir) => PathBuf::from(dir),
         None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/tiny"),
     };
-    if dir.join("case.safetensors").exists() && dir.join("weights.safetensors").exists() {
-        return Some(dir);
+    let present = dir.join("case.safetensors").exists() && dir.join("weights.safetensors").exists();
+    let what = format!("the PyTorch fixtures are missing at {} (set PETAL_FIXTURES to their folder)", dir.display());
+    present_or_skip(present, "PETAL_REQUIRE_FIXTURES", &what).then_some(dir)
+}
+
+/// The Oxford Flowers 102 validation photos: `$PETAL_DATA/../valid` when
+/// `PETAL_DATA` (the train folder) is set, else `shared/data/flowers102/valid`
+/// beside the workspace. Missing photos skip the test, saying so; with
+/// `PETAL_REQUIRE_DATA=1` (as CI sets it) they fail it instead.
+pub fn flowers_valid() -> Option<PathBuf> {
+    let dir = match std::env::var_os("PETAL_DATA") {
+        Some(train) => PathBuf::from(train).join("../valid"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/flowers102/valid"),
+    };
+    let what = format!("the Flowers 102 validation photos are missing at {} (set PETAL_DATA to the train folder)", dir.display());
+    present_or_skip(dir.is_dir(), "PETAL_REQUIRE_DATA", &what).then_some(dir)
+}
+
+/// Whether data a test needs is `present`. When it is not, the test skips
+/// and says so where people see it, unless `require_var=1` turns the skip
+/// into a failure (CI sets it wherever the data exists).
+fn present_or_skip(present: bool, require_var: &str, what: &str) -> bool {
+    if present {
+        return true;
     }
-    if std::env::var("PETAL_REQUIRE_FIXTURES").is_ok_and(|v| v == "1") {
-        panic!("PETAL_REQUIRE_FIXTURES=1 but the PyTorch fixtures are missing at {} (set PETAL_FIXTURES to their folder)", dir.display());
+    if std::env::var(require_var).is_ok_and(|v| v == "1") {
+        panic!("{require_var}=1 but {what}");
     }
-    eprintln!("SKIPPED: PyTorch fixtures not found at {} (set PETAL_FIXTURES to their folder)", dir.display());
-    None
+    eprintln!("SKIPPED: {what}");
+    false
 }
