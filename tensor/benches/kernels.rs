@@ -17,6 +17,7 @@ use tensor::cpu::group_norm;
 use tensor::cpu::matmul;
 use tensor::cpu::pool;
 use tensor::cpu::upsample;
+use tensor::cpu::conv_direct;
 use tensor::cpu::winograd;
 
 /// (median, best) seconds per call of `f`, after warm-up, over 3..50 timed
@@ -91,16 +92,33 @@ impl Bench {
         self.report(&name, t, 2.0 * (n * n * n) as f64, "GFLOP/s");
     }
 
-    /// 3x3 stride-1 shapes run twice, through im2col and through Winograd,
-    /// and print Winograd's f32 error against an f64 direct convolution.
+    /// Stride-1 shapes run through each path that takes them: im2col, the
+    /// direct kernel and (3x3 only) Winograd; Winograd's f32 error against
+    /// an f64 direct convolution is printed too.
     fn conv(&self, label: &str, p: Conv2dParams, all_passes: bool) {
         winograd::set_enabled(true);
-        if !winograd::applies(&p) {
+        let by_winograd = winograd::applies(&p);
+        winograd::set_enabled(false);
+        let direct = conv_direct::applies(&p);
+        if !by_winograd && !direct {
             self.conv_path(label, p, all_passes);
             return;
         }
-        winograd::set_enabled(false);
+        conv_direct::set_disabled(true);
         self.conv_path(&format!("{label} im2col"), p, all_passes);
+        conv_direct::set_disabled(false);
+        if direct {
+            let isa = conv_direct::isa().unwrap_or("none");
+            self.conv_path(&format!("{label} direct {isa}"), p, all_passes);
+            if isa == "avx512" {
+                conv_direct::set_avx512_disabled(true);
+                self.conv_path(&format!("{label} direct avx2"), p, all_passes);
+                conv_direct::set_avx512_disabled(false);
+            }
+        }
+        if !by_winograd {
+            return;
+        }
         winograd::set_enabled(true);
         self.conv_path(&format!("{label} winograd"), p, all_passes);
         if self.wants(&format!("conv {label} winograd error")) {
@@ -115,7 +133,7 @@ impl Bench {
             let scale = exact.iter().fold(0.0f64, |m, v| m.max(v.abs()));
             let err = |got: &[f32]| got.iter().zip(&exact).fold(0.0f64, |m, (&a, b)| m.max((a as f64 - b).abs())) / scale;
             println!(
-                "conv {label}: max |f32 - f64 direct| / max |y|: winograd {:.2e}, im2col {:.2e}",
+                "conv {label}: max |f32 - f64 direct| / max |y|: winograd {:.2e}, default path {:.2e}",
                 err(&fast),
                 err(&direct)
             );
@@ -376,6 +394,10 @@ fn main() {
     bench.conv("3x3 b32 256->256 8x8", conv3x3(32, 256, 256, 8), true);
     bench.conv("3x3 b32 256->256 4x4", conv3x3(32, 256, 256, 4), true);
     bench.conv("3x3 b32 3->64 64x64", conv3x3(32, 3, 64, 64), false);
+    // The tiny preset's shapes, at the sampling batch (16).
+    bench.conv("3x3 b16 32->32 32x32", conv3x3(16, 32, 32, 32), true);
+    bench.conv("3x3 b16 64->64 16x16", conv3x3(16, 64, 64, 16), true);
+    bench.conv("3x3 b16 64->64 8x8", conv3x3(16, 64, 64, 8), true);
     let pointwise = Conv2dParams {
         kernel_h: 1,
         kernel_w: 1,

@@ -17,9 +17,15 @@
 //! parallel with single-threaded GEMMs when there are enough of them (no
 //! synchronisation inside the product); otherwise the GEMM gets every thread.
 //! Pointwise convolutions (1x1, stride 1, no padding) skip the unfold: the
-//! image itself is the column matrix. With `PETAL_WINOGRAD=1`, 3x3 stride-1
-//! convolutions with 16 or more channels on both sides go to `winograd.rs`
-//! instead (2.25x fewer multiplies; not yet the default, see there).
+//! image itself is the column matrix.
+//!
+//! Two other paths take over where they are faster, so this file is the
+//! general fallback (f64, strided convolutions, CPUs without AVX2):
+//! - `conv_direct.rs`: f32 stride-1 convolutions on CPUs with AVX2 + FMA or
+//!   AVX-512, computed without the unfold (the default there);
+//! - `winograd.rs`: with `PETAL_WINOGRAD=1`, 3x3 stride-1 convolutions with
+//!   16 or more channels on both sides (2.25x fewer multiplies; not the
+//!   default, see there).
 //!
 //! CUDA twin: `cuda/conv.rs` (launches, cuBLAS GEMMs) and `cuda/conv.cu` (im2col, col2im, bias).
 
@@ -27,6 +33,7 @@ use rayon::prelude::*;
 
 use super::float::Float;
 use super::matmul::{gemm, MatRef};
+use super::conv_direct;
 use super::winograd;
 use crate::backend::Conv2dParams;
 
@@ -305,6 +312,14 @@ pub fn conv2d<T: Float>(p: &Conv2dParams, input: &[T], weight: &[T], bias: Optio
     if winograd::applies(p) {
         return winograd::conv2d(p, input, weight, bias);
     }
+    if conv_direct::applies(p) {
+        p.validate();
+        let mut out = vec![T::ZERO; p.batch * p.out_image()];
+        if let (Some(x), Some(w), Some(y)) = (T::as_f32(input), T::as_f32(weight), T::as_f32_mut(&mut out)) {
+            conv_direct::conv2d(p, x, w, bias.and_then(T::as_f32), y);
+            return out;
+        }
+    }
     conv2d_planned(p, &Plan::new(p), input, weight, bias)
 }
 
@@ -404,6 +419,14 @@ pub fn conv2d_backward_input<T: Float>(p: &Conv2dParams, grad_out: &[T], weight:
     if winograd::applies_backward_input(p) {
         return winograd::conv2d_backward_input(p, grad_out, weight);
     }
+    if conv_direct::applies_backward_input(p) {
+        p.validate();
+        let mut grad_in = vec![T::ZERO; p.batch * p.in_image()];
+        if let (Some(g), Some(w), Some(dx)) = (T::as_f32(grad_out), T::as_f32(weight), T::as_f32_mut(&mut grad_in)) {
+            conv_direct::conv2d_backward_input(p, g, w, dx);
+            return grad_in;
+        }
+    }
     conv2d_backward_input_planned(p, &Plan::new(p), grad_out, weight)
 }
 
@@ -480,6 +503,14 @@ fn conv2d_backward_input_planned<T: Float>(
 pub fn conv2d_backward_weight<T: Float>(p: &Conv2dParams, input: &[T], grad_out: &[T]) -> Vec<T> {
     if winograd::applies(p) {
         return winograd::conv2d_backward_weight(p, input, grad_out);
+    }
+    if conv_direct::applies_backward_weight(p) {
+        p.validate();
+        let mut grad_weight = vec![T::ZERO; p.out_channels * p.patch_len()];
+        if let (Some(x), Some(g), Some(dw)) = (T::as_f32(input), T::as_f32(grad_out), T::as_f32_mut(&mut grad_weight)) {
+            conv_direct::conv2d_backward_weight(p, x, g, dw);
+            return grad_weight;
+        }
     }
     conv2d_backward_weight_planned(p, &Plan::new(p), input, grad_out)
 }

@@ -52,6 +52,10 @@ pub trait Float:
     /// (see `exp_f32`) that loops vectorise, where libm's `expf` is a scalar
     /// call; f64 (references, gradient checks) keeps the exact one.
     fn exp_sat(self) -> Self;
+    /// The slice itself when `Self` is f32, else `None`: lets a kernel
+    /// written with f32 SIMD intrinsics take over from the generic one.
+    fn as_f32(s: &[Self]) -> Option<&[f32]>;
+    fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]>;
 }
 
 /// exp(x) for f32 with no branch or call, so that a loop over a slice
@@ -89,7 +93,7 @@ pub fn exp_f32(x: f32) -> f32 {
 }
 
 macro_rules! impl_float {
-    ($t:ty, $exp_sat:expr) => {
+    ($t:ty, $exp_sat:expr, $as_f32:expr, $as_f32_mut:expr) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -155,8 +159,16 @@ macro_rules! impl_float {
             fn exp_sat(self) -> Self {
                 $exp_sat(self)
             }
+            #[inline(always)]
+            fn as_f32(s: &[Self]) -> Option<&[f32]> {
+                $as_f32(s)
+            }
+            #[inline(always)]
+            fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]> {
+                $as_f32_mut(s)
+            }
         }
     };
 }
-impl_float!(f32, exp_f32);
-impl_float!(f64, f64::exp);
+impl_float!(f32, exp_f32, Some, Some);
+impl_float!(f64, f64::exp, |_| None, |_| None);

@@ -9,6 +9,7 @@
 mod allocator;
 mod backend;
 pub mod conv;
+pub mod conv_direct;
 mod copy;
 mod elementwise;
 pub mod float;

@@ -1,0 +1,695 @@
+//! Stride-1 convolutions computed where the input lies, without im2col.
+//!
+//! `conv.rs` unfolds every receptive field into a matrix `Cin*kh*kw` rows
+//! tall, and the GEMM then copies that matrix once more into its packed
+//! panels. With the U-Net's narrow layers (32 and 64 channels) those two
+//! copies cost about as much as the multiplies. This file skips both.
+//!
+//! The trick is to flatten. Pad each input plane with zeros and lay it out
+//! row by row with width `Wp = W + 2p`. Then output position `q = y*Wp + x`
+//! is
+//!
+//! ```text
+//! y[co][q] = sum over ci, ky, kx of  w[co,ci,ky,kx] * xpad[ci][q + ky*Wp + kx]
+//! ```
+//!
+//! Every tap reads the same flat array, shifted by a constant. So the
+//! convolution is `kh*kw` shifted multiply-adds over contiguous memory, and
+//! vectorises along `q`. The columns `x >= OW` of each flat output row
+//! mix the end of one row with the start of the next: they are computed
+//! and thrown away. At 32x32 with padding 1 that is 6% of the work, at 8x8
+//! 25%, which is why the smallest maps stay with im2col (see `applies`).
+//!
+//! The microkernel keeps a block of output channels x flat positions in
+//! vector registers. Each step over (input channel, tap) loads the block's
+//! input vectors once and broadcasts one weight per channel, so every
+//! loaded value feeds several fused multiply-adds. The weights are packed
+//! beforehand as `[block][ci][tap][channel]`, so the broadcasts walk memory
+//! in order. A block past the last channel holds zero weights, so every
+//! block is full: its extra rows are computed and never stored. Two
+//! kernels, picked at run time:
+//! - AVX-512: 8 channels x 32 positions (two 16-wide vectors), 16
+//!   accumulators out of 32 registers;
+//! - AVX2 + FMA: 4 channels x 16 positions, 8 accumulators out of 16 (the
+//!   fewest that keep both FMA units busy through their 4-cycle latency;
+//!   12 left the compiler spilling registers inside the loop).
+//!
+//! The input gradient of a stride-1 convolution is itself one (the output
+//! gradient convolved with the flipped filters, their channel axes swapped,
+//! at padding `k - 1 - p`), so it takes the same path. The weight gradient
+//! stays with `conv.rs`.
+//!
+//! f32 on x86-64 with AVX2 and FMA, or AVX-512, only; everything else goes
+//! to im2col.
+
+use rayon::prelude::*;
+
+use crate::backend::Conv2dParams;
+use crate::switch::EnvSwitch;
+
+/// Flat positions one weight-gradient sweep should cover at least: each
+/// sweep ends with `R * J` horizontal sums, which a short sweep (one 8x8
+/// image is 100 positions) would spend as long on as on its multiply-adds.
+/// Its two gradient rows (32 KiB) stay in L1/L2 across input channels.
+const GRAD_SWEEP: usize = 4096;
+
+/// Input channels summed per pass over the tiles. For a 3x3 kernel, 32
+/// channels' packed weights (4.5 KiB) and the input rows one tile reads
+/// (about 12 KiB) stay in a 32 KiB L1 cache; all 128 channels at once
+/// would not, and ran 30% slower.
+const CI_CHUNK: usize = 32;
+
+static DISABLED: EnvSwitch = EnvSwitch::new("PETAL_CONV_IM2COL");
+static NO_AVX512: EnvSwitch = EnvSwitch::new("PETAL_NO_AVX512");
+
+/// A forward block kernel; `block_avx2` states the contract.
+type BlockFn = unsafe fn(&[f32], usize, &[usize], &[f32], usize, bool, usize, &mut [f32], usize);
+/// A weight-gradient block kernel; `grad_avx2` states the contract.
+type GradFn = unsafe fn(&[f32], usize, &[f32], &[usize], usize, &mut [f32]);
+
+/// A microkernel and the block it computes.
+#[derive(Clone, Copy)]
+struct Kernel {
+    /// Output channels per block.
+    channels: usize,
+    /// Flat output positions per block.
+    positions: usize,
+    run: BlockFn,
+    /// Output channels x taps per weight-gradient block.
+    grad_channels: usize,
+    grad_taps: usize,
+    /// Vector width of the weight-gradient kernel.
+    lanes: usize,
+    grad: GradFn,
+}
+
+#[cfg(target_arch = "x86_64")]
+const AVX512: Kernel = Kernel { channels: 8, positions: 32, run: block_avx512, grad_channels: 2, grad_taps: 9, lanes: 16, grad: grad_avx512 };
+#[cfg(target_arch = "x86_64")]
+const AVX2: Kernel = Kernel { channels: 4, positions: 16, run: block_avx2, grad_channels: 3, grad_taps: 3, lanes: 8, grad: grad_avx2 };
+
+/// The widest kernel this CPU runs, unless AVX-512 was turned off.
+fn kernel() -> Option<Kernel> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !NO_AVX512.is_on() && is_x86_feature_detected!("avx512f") {
+            return Some(AVX512);
+        }
+        if super::elementwise::has_avx2() {
+            return Some(AVX2);
+        }
+    }
+    None
+}
+
+/// Keeps this path on AVX2 even where the CPU has AVX-512 when `on` (to
+/// compare the two); the environment's `PETAL_NO_AVX512=1` does the same.
+pub fn set_avx512_disabled(on: bool) {
+    NO_AVX512.set(on);
+}
+
+/// The instruction set the direct convolution runs with here, if any.
+pub fn isa() -> Option<&'static str> {
+    kernel().map(|k| if k.channels == 8 { "avx512" } else { "avx2" })
+}
+
+/// Sends every convolution back to im2col when `on` (benchmarks compare
+/// both paths in one process); the environment's `PETAL_CONV_IM2COL=1` does
+/// the same.
+pub fn set_disabled(on: bool) {
+    DISABLED.set(on);
+}
+
+/// Whether the forward pass of `p` (f32) takes this path: stride 1, a
+/// kernel larger than 1x1 (1x1 needs no unfold anyway), and output rows
+/// wide enough that the discarded columns cost at most a fifth of the work.
+pub fn applies(p: &Conv2dParams) -> bool {
+    kernel().is_some() && fits(p) && !DISABLED.is_on()
+}
+
+/// The shapes this path is for, whatever the CPU.
+fn fits(p: &Conv2dParams) -> bool {
+    let wp = p.in_w + 2 * p.padding;
+    p.stride == 1 && p.kernel_h * p.kernel_w > 1 && p.in_h + 2 * p.padding >= p.kernel_h && wp >= p.kernel_w && 5 * p.out_w() >= 4 * wp
+}
+
+/// Whether the input gradient of `p` takes this path: for stride 1, a
+/// forward convolution at padding `k - 1 - p`, so the kernel must be
+/// square and `p < k`.
+pub fn applies_backward_input(p: &Conv2dParams) -> bool {
+    fits_backward_input(p) && applies(&backward_as_forward(p))
+}
+
+/// Whether the weight gradient of `p` takes this path: the output
+/// gradient is flattened with zeros in the discarded columns, which still
+/// cost multiply-adds, so at least 3/4 of the padded plane must be output
+/// (16x16 maps with padding 1 are, 8x8 ones are not).
+pub fn applies_backward_weight(p: &Conv2dParams) -> bool {
+    applies(p) && 4 * p.out_h() * p.out_w() >= 3 * (p.in_h + 2 * p.padding) * (p.in_w + 2 * p.padding)
+}
+
+fn fits_backward_input(p: &Conv2dParams) -> bool {
+    p.stride == 1 && p.kernel_h == p.kernel_w && p.padding < p.kernel_h && fits(&backward_as_forward(p))
+}
+
+/// The forward convolution that computes the input gradient of `p`.
+fn backward_as_forward(p: &Conv2dParams) -> Conv2dParams {
+    Conv2dParams {
+        batch: p.batch,
+        in_channels: p.out_channels,
+        out_channels: p.in_channels,
+        in_h: p.out_h(),
+        in_w: p.out_w(),
+        kernel_h: p.kernel_h,
+        kernel_w: p.kernel_w,
+        stride: 1,
+        padding: p.kernel_h.saturating_sub(1 + p.padding),
+    }
+}
+
+/// Sizes of the flattened problem, shared by the packing and the kernel.
+struct Flat {
+    /// Padded input width: the stride of a flat row, input and output alike.
+    wp: usize,
+    ow: usize,
+    /// Register blocks of positions that cover the `oh` flat output rows.
+    tiles: usize,
+    /// Length of one padded input plane, with zeros past its end for the
+    /// last block's farthest tap.
+    plane: usize,
+    /// Flat offset of each tap, `ky*Wp + kx`.
+    taps: Vec<usize>,
+}
+
+impl Flat {
+    fn new(p: &Conv2dParams, positions: usize) -> Flat {
+        let (wp, hp) = (p.in_w + 2 * p.padding, p.in_h + 2 * p.padding);
+        let (oh, ow) = (p.out_h(), p.out_w());
+        let tiles = (oh * wp).div_ceil(positions);
+        let taps: Vec<usize> = (0..p.kernel_h).flat_map(|ky| (0..p.kernel_w).map(move |kx| ky * wp + kx)).collect();
+        let farthest = tiles * positions + taps.last().copied().unwrap_or(0);
+        // A whole number of vectors, so the weight gradient's planes laid
+        // end to end stay aligned to the vector width.
+        Flat { wp, ow, tiles, plane: farthest.max(hp * wp).next_multiple_of(16), taps }
+    }
+}
+
+/// `[Cout, Cin, taps]` weights as `[block][ci][tap][R]`, zero past `Cout`.
+#[allow(non_snake_case)]
+fn pack_weights(weight: &[f32], cout: usize, cin: usize, taps: usize, R: usize) -> Vec<f32> {
+    let blocks = cout.div_ceil(R);
+    let mut packed = vec![0.0f32; blocks * cin * taps * R];
+    for co in 0..cout {
+        let (block, r) = (co / R, co % R);
+        for ci in 0..cin {
+            for t in 0..taps {
+                packed[((block * cin + ci) * taps + t) * R + r] = weight[(co * cin + ci) * taps + t];
+            }
+        }
+    }
+    packed
+}
+
+/// input [N,Cin,H,W], weight [Cout,Cin,kh,kw], bias [Cout] -> out [N,Cout,OH,OW].
+/// The caller has checked `applies(p)`.
+pub fn conv2d(p: &Conv2dParams, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+    assert!(applies(p), "the direct convolution needs stride 1, and AVX2 and FMA or AVX-512");
+    conv2d_with(kernel().expect("checked by applies"), p, input, weight, bias, out);
+}
+
+#[allow(non_snake_case)]
+fn conv2d_with(kernel: Kernel, p: &Conv2dParams, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+    let (R, P) = (kernel.channels, kernel.positions);
+    let (cin, cout) = (p.in_channels, p.out_channels);
+    let taps = p.kernel_h * p.kernel_w;
+    let (in_image, ohw) = (cin * p.in_h * p.in_w, p.out_h() * p.out_w());
+    assert_eq!(input.len(), p.batch * in_image);
+    assert_eq!(weight.len(), cout * cin * taps);
+    assert_eq!(out.len(), p.batch * cout * ohw);
+    if out.is_empty() {
+        return;
+    }
+    let flat = Flat::new(p, P);
+    let packed = pack_weights(weight, cout, cin, taps, R);
+    let blocks = cout.div_ceil(R);
+    // Work items are (image, run of channel blocks). Small batches split
+    // each image's channels too, so that every thread has work; each item
+    // pads its own copy of the image, which is cheap next to the multiplies.
+    let threads = rayon::current_num_threads();
+    let splits = (2 * threads).div_ceil(p.batch).clamp(1, blocks);
+    let per_item = blocks.div_ceil(splits) * R * ohw;
+    let mut items: Vec<(usize, usize, &mut [f32])> = Vec::new();
+    for (n, image) in out.chunks_mut(cout * ohw).enumerate() {
+        for (s, part) in image.chunks_mut(per_item).enumerate() {
+            items.push((n, s * per_item / (R * ohw), part));
+        }
+    }
+    items.into_par_iter().for_each_init(
+        || (vec![0.0f32; cin * flat.plane], vec![0.0f32; R * flat.tiles * P]),
+        |(xpad, scratch), (n, first_block, part)| {
+            pad_image(p, &flat, &input[n * in_image..][..in_image], xpad);
+            for (i, channels) in part.chunks_mut(R * ohw).enumerate() {
+                let block = first_block + i;
+                let w = &packed[block * cin * taps * R..][..cin * taps * R];
+                for first in (0..cin).step_by(CI_CHUNK) {
+                    let chunk = CI_CHUNK.min(cin - first);
+                    let x = &xpad[first * flat.plane..][..chunk * flat.plane];
+                    let w = &w[first * taps * R..][..chunk * taps * R];
+                    for tile in 0..flat.tiles {
+                        // SAFETY: `kernel()` checked the CPU's features;
+                        // `Flat::new` sized each plane for the farthest tap
+                        // of the last tile, and `scratch` holds R rows of
+                        // `tiles * P`.
+                        unsafe { (kernel.run)(x, flat.plane, &flat.taps, w, chunk, first > 0, tile * P, scratch, flat.tiles * P) };
+                    }
+                }
+                for (r, plane) in channels.chunks_mut(ohw).enumerate() {
+                    let b = bias.map_or(0.0, |b| b[block * R + r]);
+                    let rows = &scratch[r * flat.tiles * P..];
+                    for (y, row) in plane.chunks_exact_mut(flat.ow).enumerate() {
+                        row.iter_mut().zip(&rows[y * flat.wp..]).for_each(|(o, &v)| *o = v + b);
+                    }
+                }
+            }
+        },
+    );
+}
+
+/// grad_out [N,Cout,OH,OW], weight [Cout,Cin,kh,kw] -> grad_input [N,Cin,H,W]:
+/// the forward convolution with the filters flipped and transposed.
+/// The caller has checked `applies_backward_input(p)`.
+pub fn conv2d_backward_input(p: &Conv2dParams, grad_out: &[f32], weight: &[f32], grad_in: &mut [f32]) {
+    assert!(applies_backward_input(p), "the direct input gradient needs a square kernel and padding below its size");
+    backward_input_with(kernel().expect("checked by applies"), p, grad_out, weight, grad_in);
+}
+
+fn backward_input_with(kernel: Kernel, p: &Conv2dParams, grad_out: &[f32], weight: &[f32], grad_in: &mut [f32]) {
+    let (cin, cout, taps) = (p.in_channels, p.out_channels, p.kernel_h * p.kernel_w);
+    let mut flipped = vec![0.0f32; weight.len()];
+    for co in 0..cout {
+        for ci in 0..cin {
+            let src = &weight[(co * cin + ci) * taps..][..taps];
+            let dst = &mut flipped[(ci * cout + co) * taps..][..taps];
+            dst.iter_mut().zip(src.iter().rev()).for_each(|(d, &s)| *d = s);
+        }
+    }
+    let q = backward_as_forward(p);
+    debug_assert_eq!((q.out_h(), q.out_w()), (p.in_h, p.in_w));
+    conv2d_with(kernel, &q, grad_out, &flipped, None, grad_in);
+}
+
+/// input [N,Cin,H,W], grad_out [N,Cout,OH,OW] -> grad_weight [Cout,Cin,kh,kw].
+/// The caller has checked `applies_backward_weight(p)`.
+pub fn conv2d_backward_weight(p: &Conv2dParams, input: &[f32], grad_out: &[f32], grad_weight: &mut [f32]) {
+    assert!(applies_backward_weight(p), "the direct weight gradient needs stride 1, output rows near the padded width, and AVX2 and FMA or AVX-512");
+    let kernel = kernel().expect("checked by applies");
+    let flat = Flat::new(p, kernel.positions);
+    // Long sweeps, but at least one chunk per thread.
+    let per_thread = p.batch.div_ceil(rayon::current_num_threads()).max(1);
+    let chunk = GRAD_SWEEP.div_ceil(flat.plane).min(per_thread);
+    backward_weight_with(kernel, p, chunk, input, grad_out, grad_weight);
+}
+
+/// The weight gradient is a sum over output positions,
+/// `dw[co,ci,tap] = sum over q of gflat[co][q] * xpad[ci][q + tap]`, with
+/// the output gradient flattened like the output (zeros in the discarded
+/// columns, so they add nothing). Each chunk of `chunk` images lays its
+/// planes end to end per channel, so one sweep covers the whole chunk; the
+/// chunks run in parallel, each thread summing into its own `dw`.
+fn backward_weight_with(kernel: Kernel, p: &Conv2dParams, chunk: usize, input: &[f32], grad_out: &[f32], dw: &mut [f32]) {
+    let (cin, cout, taps) = (p.in_channels, p.out_channels, p.kernel_h * p.kernel_w);
+    let (in_image, out_image) = (cin * p.in_h * p.in_w, cout * p.out_h() * p.out_w());
+    assert_eq!(input.len(), p.batch * in_image);
+    assert_eq!(grad_out.len(), p.batch * out_image);
+    assert_eq!(dw.len(), cout * cin * taps);
+    dw.fill(0.0);
+    if dw.is_empty() || p.batch == 0 {
+        return;
+    }
+    let flat = Flat::new(p, kernel.positions);
+    let r = kernel.grad_channels;
+    let blocks = cout.div_ceil(r);
+    // Past the chunk's last plane, the farthest tap of the last vector reads zeros.
+    let stride = chunk * flat.plane + flat.taps.last().copied().unwrap_or(0) + kernel.lanes;
+    // Taps in groups of the kernel's size, the last one padded with taps
+    // whose sums are dropped.
+    let j = kernel.grad_taps;
+    let groups: Vec<Vec<usize>> = flat.taps.chunks(j).map(|c| (0..j).map(|t| c.get(t).copied().unwrap_or(0)).collect()).collect();
+    let (oh, ow, wp, pad) = (p.out_h(), flat.ow, flat.wp, p.padding);
+    let total = input
+        .par_chunks(chunk * in_image)
+        .zip(grad_out.par_chunks(chunk * out_image))
+        .fold(
+            || (vec![0.0f32; dw.len()], vec![0.0f32; cin * stride], vec![0.0f32; blocks * r * stride]),
+            |(mut acc, mut xs, mut gs), (x, g)| {
+                let images = x.len() / in_image;
+                let used = images * flat.plane;
+                // Planes end to end: xs[ci][image][plane], gs[co][image][plane].
+                // Borders, discarded columns and tails are never written.
+                for (ci, xc) in xs.chunks_exact_mut(stride).enumerate() {
+                    for b in 0..images {
+                        let src = &x[b * in_image + ci * p.in_h * p.in_w..][..p.in_h * p.in_w];
+                        for (y, row) in src.chunks_exact(p.in_w).enumerate() {
+                            xc[b * flat.plane + (y + pad) * wp + pad..][..p.in_w].copy_from_slice(row);
+                        }
+                    }
+                    // A short last chunk: the next plane's slot holds an
+                    // older image, which the slack reads must not see.
+                    xc[used..].fill(0.0);
+                }
+                for (co, gc) in gs.chunks_exact_mut(stride).enumerate().take(cout) {
+                    for b in 0..images {
+                        let src = &g[b * out_image + co * oh * ow..][..oh * ow];
+                        for (y, row) in src.chunks_exact(ow).enumerate() {
+                            gc[b * flat.plane + y * wp..][..ow].copy_from_slice(row);
+                        }
+                    }
+                }
+                let mut sums = vec![0.0f32; r * j];
+                for block in 0..blocks {
+                    let gb = &gs[block * r * stride..][..r * stride];
+                    for ci in 0..cin {
+                        for (gi, group) in groups.iter().enumerate() {
+                            sums.fill(0.0);
+                            // SAFETY: `kernel()` checked the CPU's features; every
+                            // read stays below `used + last tap + lanes <= stride`.
+                            unsafe { (kernel.grad)(gb, stride, &xs[ci * stride..][..stride], group, used, &mut sums) };
+                            for (rr, row) in sums.chunks_exact(j).enumerate() {
+                                let co = block * r + rr;
+                                if co >= cout {
+                                    break;
+                                }
+                                let dst = &mut acc[(co * cin + ci) * taps..][..taps];
+                                for (d, &v) in dst.iter_mut().skip(gi * j).zip(row) {
+                                    *d += v;
+                                }
+                            }
+                        }
+                    }
+                }
+                (acc, xs, gs)
+            },
+        )
+        .map(|(acc, _, _)| acc)
+        .reduce_with(|mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(x, &y)| *x += y);
+            a
+        });
+    if let Some(total) = total {
+        dw.copy_from_slice(&total);
+    }
+}
+
+/// Copies one image into its padded planes. The borders and the tail of
+/// each plane are never written, so they keep the zeros `xpad` was made with.
+fn pad_image(p: &Conv2dParams, flat: &Flat, image: &[f32], xpad: &mut [f32]) {
+    let (h, w, pad) = (p.in_h, p.in_w, p.padding);
+    for (plane, padded) in image.chunks_exact(h * w).zip(xpad.chunks_exact_mut(flat.plane)) {
+        for (y, row) in plane.chunks_exact(w).enumerate() {
+            padded[(y + pad) * flat.wp + pad..][..w].copy_from_slice(row);
+        }
+    }
+}
+
+/// One register block: `out[r][start..start + P]` (row stride `ld`) for the
+/// block's `R` channels, summed over `cin` input channels and every tap,
+/// and added to what `out` holds when `accumulate`.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `xpad` holds `cin` planes of `plane` values,
+/// each readable at `start + tap + P` for every tap; `w` holds
+/// `cin * taps.len() * R` values; `out` holds `R` rows of `ld >= start + P`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block_avx2(xpad: &[f32], plane: usize, taps: &[usize], w: &[f32], cin: usize, accumulate: bool, start: usize, out: &mut [f32], ld: usize) {
+    use std::arch::x86_64::*;
+    const R: usize = 4;
+    const V: usize = 2;
+    const P: usize = 8 * V;
+    debug_assert!(xpad.len() >= cin * plane && start + P + taps.last().copied().unwrap_or(0) <= plane);
+    debug_assert!(w.len() >= cin * taps.len() * R && out.len() >= (R - 1) * ld + start + P);
+    let mut acc = [[_mm256_setzero_ps(); V]; R];
+    if accumulate {
+        for (r, row) in acc.iter_mut().enumerate() {
+            let src = out.as_ptr().add(r * ld + start);
+            for (v, a) in row.iter_mut().enumerate() {
+                *a = _mm256_loadu_ps(src.add(8 * v));
+            }
+        }
+    }
+    let mut wp = w.as_ptr();
+    for ci in 0..cin {
+        let base = xpad.as_ptr().add(ci * plane + start);
+        for &tap in taps {
+            let src = base.add(tap);
+            let x: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(src.add(8 * v)));
+            for (r, row) in acc.iter_mut().enumerate() {
+                let wr = _mm256_broadcast_ss(&*wp.add(r));
+                for (a, &xv) in row.iter_mut().zip(&x) {
+                    *a = _mm256_fmadd_ps(wr, xv, *a);
+                }
+            }
+            wp = wp.add(R);
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        let dst = out.as_mut_ptr().add(r * ld + start);
+        for (v, &a) in row.iter().enumerate() {
+            _mm256_storeu_ps(dst.add(8 * v), a);
+        }
+    }
+}
+
+/// Weight-gradient block: `sums[r*J + j] = sum over q < len of
+/// g[r*ldg + q] * x[q + taps[j]]`, for `R = 3` output channels and `J = 3`
+/// taps (one kernel row of a 3x3): 9 accumulators, and 6 loads for 9
+/// fused multiply-adds.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `len` is a multiple of 8; `g` holds `R` rows
+/// of `ldg >= len`; `taps` holds `J` offsets and `x` is readable up to
+/// `len + max(taps)`; `sums` holds `R * J` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn grad_avx2(g: &[f32], ldg: usize, x: &[f32], taps: &[usize], len: usize, sums: &mut [f32]) {
+    use std::arch::x86_64::*;
+    const R: usize = 3;
+    const J: usize = 3;
+    debug_assert!(len.is_multiple_of(8) && g.len() >= (R - 1) * ldg + len && sums.len() >= R * J);
+    debug_assert!(taps.len() == J && x.len() >= len + taps.iter().max().copied().unwrap_or(0));
+    let mut acc = [[_mm256_setzero_ps(); J]; R];
+    let src: [*const f32; J] = std::array::from_fn(|j| x.as_ptr().add(taps[j]));
+    for q in (0..len).step_by(8) {
+        let gv: [__m256; R] = std::array::from_fn(|r| _mm256_loadu_ps(g.as_ptr().add(r * ldg + q)));
+        for (j, &s) in src.iter().enumerate() {
+            let xv = _mm256_loadu_ps(s.add(q));
+            for (row, &gr) in acc.iter_mut().zip(&gv) {
+                row[j] = _mm256_fmadd_ps(gr, xv, row[j]);
+            }
+        }
+    }
+    for (sum, a) in sums.iter_mut().zip(acc.iter().flatten()) {
+        let mut lanes = [0.0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), *a);
+        *sum = lanes.iter().sum();
+    }
+}
+
+/// `grad_avx2` with 16-wide vectors, `R = 2` output channels and `J = 9`
+/// taps (a whole 3x3): 18 accumulators out of 32 registers.
+///
+/// # Safety
+/// As `grad_avx2`, with `len` a multiple of 16, on a CPU with AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn grad_avx512(g: &[f32], ldg: usize, x: &[f32], taps: &[usize], len: usize, sums: &mut [f32]) {
+    use std::arch::x86_64::*;
+    const R: usize = 2;
+    const J: usize = 9;
+    debug_assert!(len.is_multiple_of(16) && g.len() >= (R - 1) * ldg + len && sums.len() >= R * J);
+    debug_assert!(taps.len() == J && x.len() >= len + taps.iter().max().copied().unwrap_or(0));
+    let mut acc = [[_mm512_setzero_ps(); J]; R];
+    let src: [*const f32; J] = std::array::from_fn(|j| x.as_ptr().add(taps[j]));
+    for q in (0..len).step_by(16) {
+        let gv: [__m512; R] = std::array::from_fn(|r| _mm512_loadu_ps(g.as_ptr().add(r * ldg + q)));
+        for (j, &s) in src.iter().enumerate() {
+            let xv = _mm512_loadu_ps(s.add(q));
+            for (row, &gr) in acc.iter_mut().zip(&gv) {
+                row[j] = _mm512_fmadd_ps(gr, xv, row[j]);
+            }
+        }
+    }
+    for (sum, a) in sums.iter_mut().zip(acc.iter().flatten()) {
+        let mut lanes = [0.0f32; 16];
+        _mm512_storeu_ps(lanes.as_mut_ptr(), *a);
+        *sum = lanes.iter().sum();
+    }
+}
+
+/// `block_avx2` with 16-wide vectors: 8 channels x 32 positions.
+///
+/// # Safety
+/// As `block_avx2` with `R = 8` and `P = 32`, on a CPU with AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block_avx512(xpad: &[f32], plane: usize, taps: &[usize], w: &[f32], cin: usize, accumulate: bool, start: usize, out: &mut [f32], ld: usize) {
+    use std::arch::x86_64::*;
+    const R: usize = 8;
+    const V: usize = 2;
+    const P: usize = 16 * V;
+    debug_assert!(xpad.len() >= cin * plane && start + P + taps.last().copied().unwrap_or(0) <= plane);
+    debug_assert!(w.len() >= cin * taps.len() * R && out.len() >= (R - 1) * ld + start + P);
+    let mut acc = [[_mm512_setzero_ps(); V]; R];
+    if accumulate {
+        for (r, row) in acc.iter_mut().enumerate() {
+            let src = out.as_ptr().add(r * ld + start);
+            for (v, a) in row.iter_mut().enumerate() {
+                *a = _mm512_loadu_ps(src.add(16 * v));
+            }
+        }
+    }
+    let mut wp = w.as_ptr();
+    for ci in 0..cin {
+        let base = xpad.as_ptr().add(ci * plane + start);
+        for &tap in taps {
+            let src = base.add(tap);
+            let x: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(src.add(16 * v)));
+            for (r, row) in acc.iter_mut().enumerate() {
+                let wr = _mm512_set1_ps(*wp.add(r));
+                for (a, &xv) in row.iter_mut().zip(&x) {
+                    *a = _mm512_fmadd_ps(wr, xv, *a);
+                }
+            }
+            wp = wp.add(R);
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        let dst = out.as_mut_ptr().add(r * ld + start);
+        for (v, &a) in row.iter().enumerate() {
+            _mm512_storeu_ps(dst.add(16 * v), a);
+        }
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::conv::tests::{naive_backward, naive_forward};
+    use crate::cpu::elementwise::has_avx2;
+    use proptest::prelude::*;
+
+    /// Stride-1 shapes this path takes: odd sizes, kernels up to 4x4 (not
+    /// all square), padding 0 to 3, channel counts that are not multiples
+    /// of the 4-channel block, and more than `CI_CHUNK` input channels.
+    fn case() -> impl Strategy<Value = (Conv2dParams, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)> {
+        (1usize..4, prop::sample::select(vec![1usize, 3, 4, 7, 33, 70]), prop::sample::select(vec![1usize, 2, 3, 5, 9, 36]), 1usize..13, 1usize..13, 1usize..5, 1usize..5, 0usize..4)
+            .prop_filter_map("a shape the direct path does not take", |(batch, cin, cout, h, w, kh, kw, padding)| {
+                let p = Conv2dParams { batch, in_channels: cin, out_channels: cout, in_h: h, in_w: w, kernel_h: kh, kernel_w: kw, stride: 1, padding };
+                fits(&p).then_some(p)
+            })
+            .prop_flat_map(|p| {
+                let xs = p.batch * p.in_channels * p.in_h * p.in_w;
+                let ws = p.out_channels * p.in_channels * p.kernel_h * p.kernel_w;
+                let gs = p.batch * p.out_channels * p.out_h() * p.out_w();
+                (
+                    Just(p),
+                    prop::collection::vec(-2.0f64..2.0, xs),
+                    prop::collection::vec(-2.0f64..2.0, ws),
+                    prop::collection::vec(-2.0f64..2.0, p.out_channels),
+                    prop::collection::vec(-2.0f64..2.0, gs),
+                )
+            })
+    }
+
+    fn to32(v: &[f64]) -> Vec<f32> {
+        v.iter().map(|&x| x as f32).collect()
+    }
+
+    /// Within 1e-5 of the sum of |terms|, as for im2col (`conv.rs`).
+    fn close(got: &[f32], want: &[f64], mag: &[f64]) -> Result<(), TestCaseError> {
+        prop_assert_eq!(got.len(), want.len());
+        for (i, ((&g, &w), &m)) in got.iter().zip(want).zip(mag).enumerate() {
+            prop_assert!((g as f64 - w).abs() <= 1e-5 * m + 1e-6, "at {}: {} vs {} (mag {})", i, g, w, m);
+        }
+        Ok(())
+    }
+
+    /// The kernels this CPU runs. A missing one says SKIPPED once per test.
+    fn kernels() -> Vec<Kernel> {
+        let mut found = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if has_avx2() {
+                found.push(AVX2);
+            } else {
+                eprintln!("SKIPPED: this CPU lacks AVX2 and FMA, so the AVX2 direct convolution is not tested here");
+            }
+            if is_x86_feature_detected!("avx512f") {
+                found.push(AVX512);
+            } else {
+                eprintln!("SKIPPED: this CPU lacks AVX-512, so the AVX-512 direct convolution is not tested here");
+            }
+        }
+        found
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn forward_matches_naive((p, x, w, b, _g) in case(), use_bias in any::<bool>()) {
+            let (want, mag) = naive_forward(&p, &x, &w, use_bias.then_some(&b[..]));
+            let b32 = to32(&b);
+            for kernel in kernels() {
+                let mut got = vec![f32::NAN; want.len()];
+                conv2d_with(kernel, &p, &to32(&x), &to32(&w), use_bias.then_some(&b32[..]), &mut got);
+                close(&got, &want, &mag)?;
+            }
+        }
+
+        #[test]
+        fn backward_input_matches_naive((p, x, w, _b, g) in case()) {
+            prop_assume!(fits_backward_input(&p));
+            let [(want, mag), _] = naive_backward(&p, &x, &w, &g);
+            for kernel in kernels() {
+                let mut got = vec![f32::NAN; want.len()];
+                backward_input_with(kernel, &p, &to32(&g), &to32(&w), &mut got);
+                close(&got, &want, &mag)?;
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn backward_weight_matches_naive((p, x, w, _b, g) in case(), chunk in 1usize..4) {
+            let [_, (want, mag)] = naive_backward(&p, &x, &w, &g);
+            for kernel in kernels() {
+                let mut got = vec![f32::NAN; want.len()];
+                backward_weight_with(kernel, &p, chunk.min(p.batch), &to32(&x), &to32(&g), &mut got);
+                close(&got, &want, &mag)?;
+            }
+        }
+    }
+
+    /// The public entry points route the U-Net's convolutions here, and
+    /// leave 1x1, strided and very narrow outputs to im2col.
+    #[test]
+    fn applies_to_the_unet_shapes() {
+        if kernel().is_none() {
+            eprintln!("SKIPPED: this CPU has neither AVX2 + FMA nor AVX-512, so convolutions stay with im2col");
+            return;
+        }
+        let p = |cin, hw, k, stride, padding| Conv2dParams { batch: 2, in_channels: cin, out_channels: 32, in_h: hw, in_w: hw, kernel_h: k, kernel_w: k, stride, padding };
+        assert!(applies(&p(3, 32, 3, 1, 1)) && applies(&p(64, 8, 3, 1, 1)));
+        assert!(applies_backward_input(&p(32, 32, 3, 1, 1)) && applies_backward_weight(&p(64, 16, 3, 1, 1)));
+        assert!(!applies_backward_weight(&p(64, 8, 3, 1, 1)), "36% of an 8x8 map's padded plane is padding");
+        assert!(!applies(&p(32, 32, 1, 1, 0)), "1x1 needs no unfold");
+        assert!(!applies(&p(32, 32, 3, 2, 1)) && !applies_backward_input(&p(32, 32, 3, 2, 1)), "stride 2");
+        assert!(!applies(&p(32, 4, 3, 1, 1)), "4 of 6 flat columns kept");
+    }
+}
