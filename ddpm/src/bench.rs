@@ -28,8 +28,9 @@ pub struct BenchReport {
     /// The process's peak resident memory (Linux `VmHWM`), what `ps` and
     /// PyTorch's `ru_maxrss` show; `None` where /proc is missing.
     pub peak_resident_bytes: Option<usize>,
-    /// Whether 3x3 stride-1 CPU convolutions went through Winograd.
-    pub winograd: bool,
+    /// How 3x3 stride-1 convolutions ran on the CPU: "Winograd",
+    /// "direct (avx512)", "direct (avx2)" or "im2col"; `None` on CUDA.
+    pub cpu_conv: Option<String>,
     /// Whether f32 matrix products could use TF32 tensor cores (CUDA only).
     pub tf32: bool,
     /// CUDA only: the caching allocator's view of GPU memory.
@@ -45,6 +46,16 @@ pub struct GpuMemory {
     pub reserved_bytes: usize,
     /// Driver allocations during the timed training steps (0 once the cache is warm).
     pub driver_allocs_in_timed_steps: u64,
+}
+
+fn cpu_conv_path() -> String {
+    if tensor::cpu::winograd::enabled() {
+        "Winograd".into()
+    } else if let Some(isa) = tensor::cpu::conv_direct::isa() {
+        format!("direct ({isa})")
+    } else {
+        "im2col".into()
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -152,7 +163,7 @@ pub fn run(preset: Preset, batch: usize, steps: usize, device: &Device, precisio
         sample_images_per_s: 16.0 / sample_forward_s,
         peak_train_bytes: peak,
         peak_resident_bytes: peak_resident_bytes(),
-        winograd: gpu.is_none() && tensor::cpu::winograd::enabled(),
+        cpu_conv: gpu.is_none().then(cpu_conv_path),
         tf32: gpu.is_some() && tf32,
         gpu_memory,
     })

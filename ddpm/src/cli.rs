@@ -434,7 +434,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     r.peak_train_bytes as f64 / (1 << 20) as f64
                 );
                 if let Some(rss) = r.peak_resident_bytes {
-                    let conv = if r.device == "cpu" { if r.winograd { ", 3x3 convolutions by Winograd" } else { ", 3x3 convolutions by im2col" } } else { "" };
+                    let conv = r.cpu_conv.as_ref().map_or(String::new(), |path| format!(", 3x3 convolutions by {path}"));
                     println!("peak resident memory of the process {:.2} GiB{conv}", rss as f64 / (1u64 << 30) as f64);
                 }
                 if let Some(m) = &r.gpu_memory {

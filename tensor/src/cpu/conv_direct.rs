@@ -108,9 +108,10 @@ pub fn set_avx512_disabled(on: bool) {
     NO_AVX512.set(on);
 }
 
-/// The instruction set the direct convolution runs with here, if any.
+/// The instruction set the direct convolution runs with here, or `None`
+/// where it does not run (no AVX2, or sent back to im2col).
 pub fn isa() -> Option<&'static str> {
-    kernel().map(|k| if k.channels == 8 { "avx512" } else { "avx2" })
+    kernel().filter(|_| !DISABLED.is_on()).map(|k| if k.channels == 8 { "avx512" } else { "avx2" })
 }
 
 /// Sends every convolution back to im2col when `on` (benchmarks compare
