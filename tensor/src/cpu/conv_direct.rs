@@ -245,7 +245,11 @@ fn conv2d_with(kernel: Kernel, p: &Conv2dParams, input: &[f32], weight: &[f32], 
             items.push((n, s * per_item / (R * ohw), part));
         }
     }
-    items.into_par_iter().for_each_init(
+    // One run of items per thread: each run allocates and zeroes its own
+    // buffers once, where rayon's finer default split would redo that for
+    // every piece it hands out.
+    let per_thread = items.len().div_ceil(threads);
+    items.into_par_iter().with_min_len(per_thread).for_each_init(
         || (vec![0.0f32; cin * flat.plane], vec![0.0f32; R * flat.tiles * P]),
         |(xpad, scratch), (n, first_block, part)| {
             pad_image(p, &flat, &input[n * in_image..][..in_image], xpad);
@@ -340,6 +344,7 @@ fn backward_weight_with(kernel: Kernel, p: &Conv2dParams, chunk: usize, input: &
     let total = input
         .par_chunks(chunk * in_image)
         .zip(grad_out.par_chunks(chunk * out_image))
+        .with_min_len(p.batch.div_ceil(chunk).div_ceil(rayon::current_num_threads()))
         .fold(
             || (vec![0.0f32; dw.len()], vec![0.0f32; cin * stride], vec![0.0f32; blocks * r * stride]),
             |(mut acc, mut xs, mut gs), (x, g)| {
