@@ -37,7 +37,10 @@
 //! The input gradient of a stride-1 convolution is itself one (the output
 //! gradient convolved with the flipped filters, their channel axes swapped,
 //! at padding `k - 1 - p`), so it takes the same path. The weight gradient
-//! stays with `conv.rs`.
+//! is a sum over positions of the flattened output gradient times shifted
+//! input, `dw[co,ci,tap] = sum over q of gflat[co][q] * xpad[ci][q + tap]`,
+//! with its own kernels (`grad_avx2`, `grad_avx512`) that keep a block of
+//! (channel, tap) sums in registers over a long sweep of `q`.
 //!
 //! f32 on x86-64 with AVX2 and FMA, or AVX-512, only; everything else goes
 //! to im2col.
@@ -70,6 +73,8 @@ type GradFn = unsafe fn(&[f32], usize, &[f32], &[usize], usize, &mut [f32]);
 /// A microkernel and the block it computes.
 #[derive(Clone, Copy)]
 struct Kernel {
+    /// The instruction set, as `isa` reports it.
+    name: &'static str,
     /// Output channels per block.
     channels: usize,
     /// Flat output positions per block.
@@ -84,9 +89,9 @@ struct Kernel {
 }
 
 #[cfg(target_arch = "x86_64")]
-const AVX512: Kernel = Kernel { channels: 8, positions: 32, run: block_avx512, grad_channels: 2, grad_taps: 9, lanes: 16, grad: grad_avx512 };
+const AVX512: Kernel = Kernel { name: "avx512", channels: 8, positions: 32, run: block_avx512, grad_channels: 2, grad_taps: 9, lanes: 16, grad: grad_avx512 };
 #[cfg(target_arch = "x86_64")]
-const AVX2: Kernel = Kernel { channels: 4, positions: 16, run: block_avx2, grad_channels: 3, grad_taps: 3, lanes: 8, grad: grad_avx2 };
+const AVX2: Kernel = Kernel { name: "avx2", channels: 4, positions: 16, run: block_avx2, grad_channels: 3, grad_taps: 3, lanes: 8, grad: grad_avx2 };
 
 /// The widest kernel this CPU runs, unless AVX-512 was turned off.
 fn kernel() -> Option<Kernel> {
@@ -111,7 +116,7 @@ pub fn set_avx512_disabled(on: bool) {
 /// The instruction set the direct convolution runs with here, or `None`
 /// where it does not run (no AVX2, or sent back to im2col).
 pub fn isa() -> Option<&'static str> {
-    kernel().filter(|_| !DISABLED.is_on()).map(|k| if k.channels == 8 { "avx512" } else { "avx2" })
+    kernel().filter(|_| !DISABLED.is_on()).map(|k| k.name)
 }
 
 /// Sends every convolution back to im2col when `on` (benchmarks compare
