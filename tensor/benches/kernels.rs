@@ -394,6 +394,8 @@ fn main() {
     bench.conv("3x3 b32 256->256 8x8", conv3x3(32, 256, 256, 8), true);
     bench.conv("3x3 b32 256->256 4x4", conv3x3(32, 256, 256, 4), true);
     bench.conv("3x3 b32 3->64 64x64", conv3x3(32, 3, 64, 64), false);
+    // flowers160's widest maps.
+    bench.conv("3x3 b4 96->96 160x160", conv3x3(4, 96, 96, 160), true);
     // The tiny preset's shapes, at the sampling batch (16).
     bench.conv("3x3 b16 32->32 32x32", conv3x3(16, 32, 32, 32), true);
     bench.conv("3x3 b16 64->64 16x16", conv3x3(16, 64, 64, 16), true);

@@ -62,6 +62,10 @@ const GRAD_SWEEP: usize = 4096;
 /// would not, and ran 30% slower.
 const CI_CHUNK: usize = 32;
 
+/// Input bytes of one spatial band (all input channels), about a quarter
+/// of a 1 MiB L2 cache: the rest holds the band's outputs and weights.
+const BAND_BYTES: usize = 256 << 10;
+
 static DISABLED: EnvSwitch = EnvSwitch::new("PETAL_CONV_IM2COL");
 static NO_AVX512: EnvSwitch = EnvSwitch::new("PETAL_NO_AVX512");
 
@@ -220,11 +224,24 @@ fn pack_weights(weight: &[f32], cout: usize, cin: usize, taps: usize, R: usize) 
 /// The caller has checked `applies(p)`.
 pub fn conv2d(p: &Conv2dParams, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
     assert!(applies(p), "the direct convolution needs stride 1, and AVX2 and FMA or AVX-512");
-    conv2d_with(kernel().expect("checked by applies"), p, input, weight, bias, out);
+    let kernel = kernel().expect("checked by applies");
+    conv2d_with(kernel, p, band_tiles(kernel, p.in_channels), input, weight, bias, out);
 }
 
+/// Tiles per spatial band: as many as keep the band's input, for every
+/// input channel, within `BAND_BYTES`.
+fn band_tiles(kernel: Kernel, cin: usize) -> usize {
+    (BAND_BYTES / (4 * kernel.positions * cin.max(1))).max(1)
+}
+
+/// Each image is computed a band of flat positions at a time, every
+/// channel block and input channel within a band before the next, so the
+/// band's input stays in the L2 cache while all blocks read it. Without
+/// bands a 160x160 map streamed 32 input planes of 105 KiB each from L3
+/// for every block, and the AVX-512 kernel ran at 56 GFLOP/s instead of
+/// 130 to 170.
 #[allow(non_snake_case)]
-fn conv2d_with(kernel: Kernel, p: &Conv2dParams, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+fn conv2d_with(kernel: Kernel, p: &Conv2dParams, band: usize, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
     let (R, P) = (kernel.channels, kernel.positions);
     let (cin, cout) = (p.in_channels, p.out_channels);
     let taps = p.kernel_h * p.kernel_w;
@@ -250,34 +267,44 @@ fn conv2d_with(kernel: Kernel, p: &Conv2dParams, input: &[f32], weight: &[f32], 
             items.push((n, s * per_item / (R * ohw), part));
         }
     }
+    // The item's blocks side by side, R rows of `tiles * P` each.
+    let ld = flat.tiles * P;
+    let block_scratch = R * ld;
     // One run of items per thread: each run allocates and zeroes its own
     // buffers once, where rayon's finer default split would redo that for
     // every piece it hands out.
     let per_thread = items.len().div_ceil(threads);
     items.into_par_iter().with_min_len(per_thread).for_each_init(
-        || (vec![0.0f32; cin * flat.plane], vec![0.0f32; R * flat.tiles * P]),
+        || (vec![0.0f32; cin * flat.plane], vec![0.0f32; per_item.div_ceil(R * ohw) * block_scratch]),
         |(xpad, scratch), (n, first_block, part)| {
             pad_image(p, &flat, &input[n * in_image..][..in_image], xpad);
-            for (i, channels) in part.chunks_mut(R * ohw).enumerate() {
-                let block = first_block + i;
-                let w = &packed[block * cin * taps * R..][..cin * taps * R];
-                for first in (0..cin).step_by(CI_CHUNK) {
-                    let chunk = CI_CHUNK.min(cin - first);
-                    let x = &xpad[first * flat.plane..][..chunk * flat.plane];
-                    let w = &w[first * taps * R..][..chunk * taps * R];
-                    for tile in 0..flat.tiles {
-                        // SAFETY: `kernel()` checked the CPU's features;
-                        // `Flat::new` sized each plane for the farthest tap
-                        // of the last tile, and `scratch` holds R rows of
-                        // `tiles * P`.
-                        unsafe { (kernel.run)(x, flat.plane, &flat.taps, w, chunk, first > 0, tile * P, scratch, flat.tiles * P) };
+            let item_blocks = part.len().div_ceil(R * ohw);
+            for first_tile in (0..flat.tiles).step_by(band) {
+                let tiles = first_tile..flat.tiles.min(first_tile + band);
+                for (i, out) in scratch.chunks_exact_mut(block_scratch).take(item_blocks).enumerate() {
+                    let block = first_block + i;
+                    let w = &packed[block * cin * taps * R..][..cin * taps * R];
+                    for first in (0..cin).step_by(CI_CHUNK) {
+                        let chunk = CI_CHUNK.min(cin - first);
+                        let x = &xpad[first * flat.plane..][..chunk * flat.plane];
+                        let w = &w[first * taps * R..][..chunk * taps * R];
+                        for tile in tiles.clone() {
+                            // SAFETY: `kernel()` checked the CPU's features;
+                            // `Flat::new` sized each plane for the farthest
+                            // tap of the last tile, and `out` holds R rows
+                            // of `ld = tiles * P`.
+                            unsafe { (kernel.run)(x, flat.plane, &flat.taps, w, chunk, first > 0, tile * P, out, ld) };
+                        }
                     }
                 }
+            }
+            for (i, channels) in part.chunks_mut(R * ohw).enumerate() {
+                let rows = &scratch[i * block_scratch..][..block_scratch];
                 for (r, plane) in channels.chunks_mut(ohw).enumerate() {
-                    let b = bias.map_or(0.0, |b| b[block * R + r]);
-                    let rows = &scratch[r * flat.tiles * P..];
+                    let b = bias.map_or(0.0, |b| b[(first_block + i) * R + r]);
+                    let row0 = &rows[r * ld..];
                     for (y, row) in plane.chunks_exact_mut(flat.ow).enumerate() {
-                        row.iter_mut().zip(&rows[y * flat.wp..]).for_each(|(o, &v)| *o = v + b);
+                        row.iter_mut().zip(&row0[y * flat.wp..]).for_each(|(o, &v)| *o = v + b);
                     }
                 }
             }
@@ -305,7 +332,7 @@ fn backward_input_with(kernel: Kernel, p: &Conv2dParams, grad_out: &[f32], weigh
     }
     let q = backward_as_forward(p);
     debug_assert_eq!((q.out_h(), q.out_w()), (p.in_h, p.in_w));
-    conv2d_with(kernel, &q, grad_out, &flipped, None, grad_in);
+    conv2d_with(kernel, &q, band_tiles(kernel, q.in_channels), grad_out, &flipped, None, grad_in);
 }
 
 /// input [N,Cin,H,W], grad_out [N,Cout,OH,OW] -> grad_weight [Cout,Cin,kh,kw].
@@ -651,12 +678,12 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
         #[test]
-        fn forward_matches_naive((p, x, w, b, _g) in case(), use_bias in any::<bool>()) {
+        fn forward_matches_naive((p, x, w, b, _g) in case(), use_bias in any::<bool>(), band in 1usize..4) {
             let (want, mag) = naive_forward(&p, &x, &w, use_bias.then_some(&b[..]));
             let b32 = to32(&b);
             for kernel in kernels() {
                 let mut got = vec![f32::NAN; want.len()];
-                conv2d_with(kernel, &p, &to32(&x), &to32(&w), use_bias.then_some(&b32[..]), &mut got);
+                conv2d_with(kernel, &p, band, &to32(&x), &to32(&w), use_bias.then_some(&b32[..]), &mut got);
                 close(&got, &want, &mag)?;
             }
         }
