@@ -307,16 +307,25 @@ fn transposed<T>(data: &[T], cols: usize) -> MatRef<'_, T> {
     }
 }
 
+/// Runs an f32-only kernel (`conv_direct`) on two operands into a fresh
+/// output of `len` values; `None`, with nothing allocated, when `T` is not
+/// f32.
+fn on_f32<T: Float>(p: &Conv2dParams, len: usize, a: &[T], b: &[T], run: impl FnOnce(&[f32], &[f32], &mut [f32])) -> Option<Vec<T>> {
+    let (a, b) = (T::as_f32(a)?, T::as_f32(b)?);
+    p.validate();
+    let mut out = vec![T::ZERO; len];
+    run(a, b, T::as_f32_mut(&mut out)?);
+    Some(out)
+}
+
 /// input [N,Cin,H,W], weight [Cout,Cin,kh,kw], bias [Cout] -> [N,Cout,OH,OW]
 pub fn conv2d<T: Float>(p: &Conv2dParams, input: &[T], weight: &[T], bias: Option<&[T]>) -> Vec<T> {
     if winograd::applies(p) {
         return winograd::conv2d(p, input, weight, bias);
     }
     if conv_direct::applies(p) {
-        p.validate();
-        let mut out = vec![T::ZERO; p.batch * p.out_image()];
-        if let (Some(x), Some(w), Some(y)) = (T::as_f32(input), T::as_f32(weight), T::as_f32_mut(&mut out)) {
-            conv_direct::conv2d(p, x, w, bias.and_then(T::as_f32), y);
+        let len = p.batch * p.out_image();
+        if let Some(out) = on_f32(p, len, input, weight, |x, w, y| conv_direct::conv2d(p, x, w, bias.and_then(T::as_f32), y)) {
             return out;
         }
     }
@@ -420,10 +429,8 @@ pub fn conv2d_backward_input<T: Float>(p: &Conv2dParams, grad_out: &[T], weight:
         return winograd::conv2d_backward_input(p, grad_out, weight);
     }
     if conv_direct::applies_backward_input(p) {
-        p.validate();
-        let mut grad_in = vec![T::ZERO; p.batch * p.in_image()];
-        if let (Some(g), Some(w), Some(dx)) = (T::as_f32(grad_out), T::as_f32(weight), T::as_f32_mut(&mut grad_in)) {
-            conv_direct::conv2d_backward_input(p, g, w, dx);
+        let len = p.batch * p.in_image();
+        if let Some(grad_in) = on_f32(p, len, grad_out, weight, |g, w, dx| conv_direct::conv2d_backward_input(p, g, w, dx)) {
             return grad_in;
         }
     }
@@ -505,10 +512,8 @@ pub fn conv2d_backward_weight<T: Float>(p: &Conv2dParams, input: &[T], grad_out:
         return winograd::conv2d_backward_weight(p, input, grad_out);
     }
     if conv_direct::applies_backward_weight(p) {
-        p.validate();
-        let mut grad_weight = vec![T::ZERO; p.out_channels * p.patch_len()];
-        if let (Some(x), Some(g), Some(dw)) = (T::as_f32(input), T::as_f32(grad_out), T::as_f32_mut(&mut grad_weight)) {
-            conv_direct::conv2d_backward_weight(p, x, g, dw);
+        let len = p.out_channels * p.patch_len();
+        if let Some(grad_weight) = on_f32(p, len, input, grad_out, |x, g, dw| conv_direct::conv2d_backward_weight(p, x, g, dw)) {
             return grad_weight;
         }
     }
@@ -749,13 +754,13 @@ pub(super) mod tests {
         })
     }
 
-    fn to32(v: &[f64]) -> Vec<f32> {
+    pub(in crate::cpu) fn to32(v: &[f64]) -> Vec<f32> {
         v.iter().map(|&x| x as f32).collect()
     }
 
     /// f32 results must be within 1e-5 of the sum of |terms| (about 80 ulps
     /// of the worst-case accumulated rounding, far below any indexing bug).
-    fn close_f32(got: &[f32], want: &[f64], mag: &[f64]) -> Result<(), TestCaseError> {
+    pub(in crate::cpu) fn close_f32(got: &[f32], want: &[f64], mag: &[f64]) -> Result<(), TestCaseError> {
         prop_assert_eq!(got.len(), want.len());
         for (i, ((&g, &w), &m)) in got.iter().zip(want).zip(mag).enumerate() {
             prop_assert!(

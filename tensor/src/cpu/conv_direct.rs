@@ -615,7 +615,7 @@ unsafe fn block_avx512(xpad: &[f32], plane: usize, taps: &[usize], w: &[f32], ci
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::conv::tests::{naive_backward, naive_forward};
+    use crate::cpu::conv::tests::{close_f32, naive_backward, naive_forward, to32};
     use crate::cpu::elementwise::has_avx2;
     use proptest::prelude::*;
 
@@ -640,19 +640,6 @@ mod tests {
                     prop::collection::vec(-2.0f64..2.0, gs),
                 )
             })
-    }
-
-    fn to32(v: &[f64]) -> Vec<f32> {
-        v.iter().map(|&x| x as f32).collect()
-    }
-
-    /// Within 1e-5 of the sum of |terms|, as for im2col (`conv.rs`).
-    fn close(got: &[f32], want: &[f64], mag: &[f64]) -> Result<(), TestCaseError> {
-        prop_assert_eq!(got.len(), want.len());
-        for (i, ((&g, &w), &m)) in got.iter().zip(want).zip(mag).enumerate() {
-            prop_assert!((g as f64 - w).abs() <= 1e-5 * m + 1e-6, "at {}: {} vs {} (mag {})", i, g, w, m);
-        }
-        Ok(())
     }
 
     /// The kernels this CPU runs. A missing one says SKIPPED once per test.
@@ -684,7 +671,7 @@ mod tests {
             for kernel in kernels() {
                 let mut got = vec![f32::NAN; want.len()];
                 conv2d_with(kernel, &p, band, &to32(&x), &to32(&w), use_bias.then_some(&b32[..]), &mut got);
-                close(&got, &want, &mag)?;
+                close_f32(&got, &want, &mag)?;
             }
         }
 
@@ -695,7 +682,7 @@ mod tests {
             for kernel in kernels() {
                 let mut got = vec![f32::NAN; want.len()];
                 backward_input_with(kernel, &p, &to32(&g), &to32(&w), &mut got);
-                close(&got, &want, &mag)?;
+                close_f32(&got, &want, &mag)?;
             }
         }
     }
@@ -709,7 +696,7 @@ mod tests {
             for kernel in kernels() {
                 let mut got = vec![f32::NAN; want.len()];
                 backward_weight_with(kernel, &p, chunk.min(p.batch), &to32(&x), &to32(&g), &mut got);
-                close(&got, &want, &mag)?;
+                close_f32(&got, &want, &mag)?;
             }
         }
     }

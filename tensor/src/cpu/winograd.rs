@@ -447,7 +447,7 @@ fn conv2d_backward_weight_tiled<T: Float>(p: &Conv2dParams, tiling: &Tiling, inp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::conv::tests::{naive_backward, naive_forward};
+    use crate::cpu::conv::tests::{naive_backward, naive_forward, to32};
     use proptest::prelude::*;
 
     /// Any 3x3 stride-1 shape, including ones `applies` would send to im2col
@@ -469,10 +469,6 @@ mod tests {
                     prop::collection::vec(-2.0f64..2.0, gs),
                 )
             })
-    }
-
-    fn to32(v: &[f64]) -> Vec<f32> {
-        v.iter().map(|&x| x as f32).collect()
     }
 
     /// f64 must agree to 1e-10 and f32 to 4e-5 of the sum of |terms| (the
