@@ -112,6 +112,22 @@ fn check_unet_against_fixtures(device: &Device) {
     assert_eq!(checked, case.keys().filter(|k| k.starts_with("grad.")).count());
 }
 
+/// `predict` runs without a tape, so on the CPU it takes the fused
+/// inference path (norms, time modulation and skips folded into the
+/// convolutions): the same noise prediction as PyTorch's.
+#[test]
+fn fused_prediction_matches_pytorch() {
+    let Some(dir) = fixtures() else { return };
+    let (_store, model) = tiny_model(&dir, &Device::Cpu);
+    let (case, ints) = read_case(&dir.join("case.safetensors"));
+    let eps = model.predict(&case["x"], &ints["t"]).unwrap();
+    let err = rel_err(&eps, &case["eps"]);
+    assert!(err < 1e-4, "eps: relative error {err:.3e}");
+    let plain = model.forward(&Var::constant(case["x"].clone()), &ints["t"], &mut Ctx::eval()).unwrap();
+    let err = rel_err(&eps, plain.tensor());
+    assert!(err < 1e-5, "fused against plain path: relative error {err:.3e}");
+}
+
 #[test]
 fn ddim_samples_match_pytorch() {
     let Some(dir) = fixtures() else { return };

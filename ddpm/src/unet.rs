@@ -9,7 +9,8 @@
 use crate::config::UNetConfig;
 use autograd::Var;
 use nn::{Conv2d, Conv2dConfig, Ctx, Dropout, Embedding, GroupNorm, Linear, Module, Path, SinusoidalEmbedding};
-use tensor::Tensor;
+use std::sync::atomic::{AtomicU8, Ordering};
+use tensor::{DType, Fusion, Tensor};
 
 /// GroupNorm over `c` channels with at most `groups` groups (the spec's
 /// `g = min(groups, c)`).
@@ -49,6 +50,9 @@ impl ResBlock {
 
     /// `time` is swish(t_emb), shared by every block: [N, F].
     pub fn forward(&self, x: &Var, time: &Var, ctx: &mut Ctx) -> nn::Result<Var> {
+        if fuses_inference(x, ctx) {
+            return Ok(Var::constant(self.forward_fused(x.tensor(), time)?));
+        }
         let y = self.conv1.forward(&self.norm1.forward_silu(x, ctx)?, ctx)?;
         let (n, c) = (y.dims()[0], y.dims()[1]);
         let scale = self.time_scale.forward(time, ctx)?.add_scalar(1.0)?.reshape([n, c, 1, 1])?;
@@ -62,6 +66,60 @@ impl ResBlock {
         };
         Ok(y.add(&skip)?)
     }
+
+    /// `forward` in eval mode without a tape, with everything between the
+    /// two convolutions folded into them (see `tensor::Fusion`): each norm
+    /// and its SiLU are applied as the convolution reads its input, the
+    /// time scale-and-shift is folded into the second norm, and the skip is
+    /// added as the second convolution writes. The only pass of its own is
+    /// the input's channel moments, for the first norm.
+    fn forward_fused(&self, x: &Tensor, time: &Var) -> nn::Result<Tensor> {
+        let (n, hw) = (x.dims()[0], x.dims()[2] * x.dims()[3]);
+        let (scale, shift) = self.norm1.inference_affine(&x.channel_moments()?, hw, None, x.dtype())?;
+        let into_conv1 = Fusion { input_affine: Some((&scale, &shift)), input_silu: true, moments: true, ..Fusion::default() };
+        let (y, y_moments) = self.conv1.forward_fused(x, into_conv1)?;
+        let ctx = &mut Ctx::eval();
+        let c = y.dims()[1];
+        let time_scale = self.time_scale.forward(time, ctx)?.add_scalar(1.0)?.reshape([n, c])?;
+        let time_shift = self.time_shift.forward(time, ctx)?.reshape([n, c])?;
+        let y_moments = y_moments.expect("moments were asked for");
+        let modulation = (time_scale.tensor(), time_shift.tensor());
+        let (scale, shift) = self.norm2.inference_affine(&y_moments, y.dims()[2] * y.dims()[3], Some(modulation), y.dtype())?;
+        let skip = match &self.skip {
+            Some(conv) => conv.forward_fused(x, Fusion::default())?.0,
+            None => x.clone(),
+        };
+        let into_conv2 = Fusion { input_affine: Some((&scale, &shift)), input_silu: true, residual: Some(&skip), ..Fusion::default() };
+        Ok(self.conv2.forward_fused(&y, into_conv2)?.0)
+    }
+}
+
+/// Whether a forward pass takes the fused inference path: evaluation (no
+/// dropout) without a tape, on the CPU, in f32 or f64. On a GPU the fused
+/// op has no kernel of its own yet and would be composed from more ops than
+/// the plain path runs, so the GPU keeps the plain path.
+/// `PETAL_UNFUSED_INFERENCE=1` or `set_fused_inference(false)` turns the
+/// fused path off, to compare.
+fn fuses_inference(x: &Var, ctx: &Ctx) -> bool {
+    let fused = match FUSED_INFERENCE.load(Ordering::Relaxed) {
+        UNREAD => {
+            let on = std::env::var("PETAL_UNFUSED_INFERENCE").as_deref() != Ok("1");
+            set_fused_inference(on);
+            on
+        }
+        state => state == ON,
+    };
+    fused && !ctx.train && !autograd::is_grad_enabled() && x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+}
+
+const UNREAD: u8 = 0;
+const ON: u8 = 1;
+const OFF: u8 = 2;
+static FUSED_INFERENCE: AtomicU8 = AtomicU8::new(UNREAD);
+
+/// Whether evaluation on the CPU takes the fused path (the default).
+pub fn set_fused_inference(on: bool) {
+    FUSED_INFERENCE.store(if on { ON } else { OFF }, Ordering::Relaxed);
 }
 
 /// Intermediate activations, for checking against a reference.
@@ -216,6 +274,12 @@ impl UNet {
             if let Some(a) = acts.as_deref_mut() {
                 a.up.push(h.clone());
             }
+        }
+        if fuses_inference(&h, ctx) {
+            let hw = h.dims()[2] * h.dims()[3];
+            let (scale, shift) = self.norm_out.inference_affine(&h.tensor().channel_moments()?, hw, None, h.dtype())?;
+            let fusion = Fusion { input_affine: Some((&scale, &shift)), input_silu: true, ..Fusion::default() };
+            return Ok(Var::constant(self.conv_out.forward_fused(h.tensor(), fusion)?.0));
         }
         let h = self.norm_out.forward_silu(&h, ctx)?;
         self.conv_out.forward(&h, ctx)

@@ -126,6 +126,32 @@ fn group_norm_matches_hand_computed_statistics() {
     assert!(GroupNorm::new(&s.root().pp("bad"), 3, 4).is_err());
 }
 
+/// `inference_affine` turns moments into the group norm as one
+/// multiply-add per channel: with and without a modulation `z = y * a + b`
+/// folded in, against the norm of z computed the ordinary way.
+#[test]
+fn group_norm_inference_affine_is_the_norm() {
+    let s = store(5);
+    let gn = GroupNorm::new(&s.root().pp("norm"), 2, 6).unwrap();
+    gn.weight.tensor().assign(&input(&[6], 1).tensor().affine(0.5, 1.0).unwrap()).unwrap();
+    gn.bias.tensor().assign(&input(&[6], 2).tensor().clone()).unwrap();
+    let y = input(&[3, 6, 4, 5], 3).affine(2.0, 0.7).unwrap();
+    let (a, b) = (input(&[3, 6], 4).tensor().affine(0.3, 1.0).unwrap(), input(&[3, 6], 6).tensor().clone());
+    let expand = |t: &Tensor| t.reshape([3, 6, 1, 1]).unwrap();
+    let apply = |(scale, shift): (Tensor, Tensor)| y.tensor().mul(&expand(&scale)).unwrap().add(&expand(&shift)).unwrap().to_f64_vec().unwrap();
+
+    let moments = y.tensor().channel_moments().unwrap();
+    let plain = gn.forward(&y, &mut Ctx::eval()).unwrap().tensor().to_f64_vec().unwrap();
+    close(&apply(gn.inference_affine(&moments, 20, None, DType::F64).unwrap()), &plain, 1e-10);
+
+    let z = Var::constant(y.tensor().mul(&expand(&a)).unwrap().add(&expand(&b)).unwrap());
+    let modulated = gn.forward(&z, &mut Ctx::eval()).unwrap().tensor().to_f64_vec().unwrap();
+    close(&apply(gn.inference_affine(&moments, 20, Some((&a, &b)), DType::F64).unwrap()), &modulated, 1e-10);
+
+    let wrong = Tensor::zeros([3, 5, 2], DType::F64, &Device::Cpu).unwrap();
+    assert!(gn.inference_affine(&wrong, 20, None, DType::F64).is_err());
+}
+
 /// Per-channel mean and biased variance over N, H, W of x [N, C, H, W].
 fn channel_stats(x: &[f64], dims: [usize; 4]) -> Vec<(f64, f64)> {
     let [n, c, h, w] = dims;

@@ -234,6 +234,24 @@ pub struct GroupNormParams {
     pub eps: f64,
 }
 
+/// A storage and the layout to read it through.
+pub type Operand<'a, S> = (&'a S, &'a Layout);
+
+/// The operands `BackendStorage::conv2d_fused` folds around a convolution,
+/// each contiguous and in the input's dtype.
+pub struct ConvFusion<'a, S> {
+    /// `[Cout]`, added to the output.
+    pub bias: Option<Operand<'a, S>>,
+    /// `(scale, shift)`, `[N, Cin]` each: the convolution reads `input * scale + shift`.
+    pub input_affine: Option<(Operand<'a, S>, Operand<'a, S>)>,
+    /// SiLU on the input, after the affine.
+    pub input_silu: bool,
+    /// `[N, Cout, OH, OW]`, added to the output after the bias.
+    pub residual: Option<Operand<'a, S>>,
+    /// Also return the output's per-channel moments.
+    pub moments: bool,
+}
+
 /// One backend's storage: a flat buffer of one dtype on one device.
 pub trait BackendStorage: Sized {
     /// What says where a new storage goes: `CpuDevice`, `CudaDevice`.
@@ -349,6 +367,22 @@ pub trait BackendStorage: Sized {
     /// adds into a new storage.
     fn add_assign(&mut self, _src: &Self, _src_layout: &Layout) -> Result<bool> {
         Ok(false)
+    }
+
+    /// An inference convolution with the work around it folded into its
+    /// passes over memory (see `Tensor::conv2d_fused`). Returns the output
+    /// and, when `f.moments`, its per-channel sums `[N, C, 2]` in f64. `None`
+    /// (the default) when this backend has no fused kernel: the front end
+    /// then composes the same result from plain ops.
+    fn conv2d_fused(&self, _layout: &Layout, _weight: &Self, _weight_layout: &Layout, _f: &ConvFusion<'_, Self>, _p: &Conv2dParams) -> Result<Option<(Self, Option<Self>)>> {
+        Ok(None)
+    }
+
+    /// Per (image, channel) of a contiguous `[N, C, H, W]`: the sum and the
+    /// sum of squares over H and W, as `[N, C, 2]` f64. `None` (the
+    /// default) when this backend has no kernel for it.
+    fn channel_moments(&self, _layout: &Layout, _dims: (usize, usize, usize)) -> Result<Option<Self>> {
+        Ok(None)
     }
 
     /// Joins `parts` (one dtype, equal dims except `dim`) along `dim` into a

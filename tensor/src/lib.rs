@@ -61,10 +61,11 @@ mod storage;
 mod switch;
 mod tensor;
 
-pub use backend::{AdamStep, BinaryOp, CmpOp, Conv2dParams, GroupNormParams, MatmulDims, Pool2dParams, ReduceOp, UnaryOp};
+pub use backend::{AdamStep, BinaryOp, CmpOp, Conv2dParams, ConvFusion, GroupNormParams, MatmulDims, Pool2dParams, ReduceOp, UnaryOp};
 pub use device::{Device, MemoryInfo};
 pub use dtype::{DType, WithDType};
 pub use error::{Error, Result};
+pub use ops::fused::Fusion;
 pub use ops::image::conv2d_params;
 pub use rng::Rng;
 pub use shape::{Layout, Shape};

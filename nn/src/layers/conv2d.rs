@@ -3,6 +3,7 @@
 use super::param_as;
 use crate::{Ctx, Init, Module, Path, Result};
 use autograd::Var;
+use tensor::{Fusion, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conv2dConfig {
@@ -56,6 +57,18 @@ impl Conv2d {
             None
         };
         Ok(Conv2d { weight, bias, stride: cfg.stride, padding: cfg.padding })
+    }
+}
+
+impl Conv2d {
+    /// For inference without a tape: this convolution with the work in `f`
+    /// folded into it (see `tensor::Fusion`; the layer supplies the bias).
+    /// Returns the output and, if `f.moments`, its channel moments.
+    pub fn forward_fused(&self, x: &Tensor, f: Fusion) -> Result<(Tensor, Option<Tensor>)> {
+        let weight = param_as(&self.weight, x.dtype())?;
+        let bias = self.bias.as_ref().map(|b| param_as(b, x.dtype())).transpose()?;
+        let f = Fusion { bias: bias.as_ref().map(Var::tensor), ..f };
+        Ok(x.conv2d_fused(weight.tensor(), self.stride, self.padding, &f)?)
     }
 }
 

@@ -3,6 +3,7 @@
 
 use crate::{Ctx, Init, Module, NnError, Path, Result};
 use autograd::Var;
+use tensor::{DType, Tensor};
 
 pub struct GroupNorm {
     pub groups: usize,
@@ -40,6 +41,62 @@ impl GroupNorm {
             return Ok(norm(x)?);
         }
         Ok(norm(&x.to_dtype(stats)?)?.to_dtype(dtype)?)
+    }
+}
+
+impl GroupNorm {
+    /// For inference without a tape: the per (image, channel) `(scale,
+    /// shift)`, each `[N, C]` in `dtype`, such that the group norm of an
+    /// input z is `z * scale + shift`. It is computed from z's
+    /// `channel_moments` ([N, C, 2], over `spatial` positions each), so a
+    /// fused convolution can apply the norm as it reads z (`tensor::Fusion`).
+    ///
+    /// With `modulation = (a, b)`, each [N, C], the moments are those of a
+    /// y with `z = y * a + b` (the U-Net's time scale and shift); the
+    /// result then maps y itself to the group norm of z, so z is never made.
+    pub fn inference_affine(&self, moments: &Tensor, spatial: usize, modulation: Option<(&Tensor, &Tensor)>, dtype: DType) -> Result<(Tensor, Tensor)> {
+        let &[n, c, 2] = moments.dims() else {
+            return Err(NnError::bad("GroupNorm::inference_affine", format!("expected moments [N, C, 2], got {:?}", moments.dims())));
+        };
+        let channels = self.weight.dims()[0];
+        if c != channels {
+            return Err(NnError::bad("GroupNorm::inference_affine", format!("moments of {c} channels for a norm of {channels}")));
+        }
+        let sums = moments.to_f64_vec()?;
+        let (gamma, beta) = (self.weight.tensor().to_f64_vec()?, self.bias.tensor().to_f64_vec()?);
+        let (a, b) = match modulation {
+            Some((a, b)) if a.dims() == [n, c] && b.dims() == [n, c] => (a.to_f64_vec()?, b.to_f64_vec()?),
+            Some((a, b)) => return Err(NnError::bad("GroupNorm::inference_affine", format!("modulation {:?} and {:?} for moments {:?}", a.dims(), b.dims(), moments.dims()))),
+            None => (vec![1.0; n * c], vec![0.0; n * c]),
+        };
+        let (per_group, count) = (c / self.groups, spatial as f64);
+        let (mut scale, mut shift) = (vec![0.0; n * c], vec![0.0; n * c]);
+        for image in 0..n {
+            for group in 0..self.groups {
+                let members = image * c + group * per_group..image * c + (group + 1) * per_group;
+                // Sum and sum of squares of z = y * a + b, from y's.
+                let (mut s, mut q) = (0.0, 0.0);
+                for i in members.clone() {
+                    let (sy, qy) = (sums[2 * i], sums[2 * i + 1]);
+                    s += a[i] * sy + b[i] * count;
+                    q += a[i] * a[i] * qy + 2.0 * a[i] * b[i] * sy + b[i] * b[i] * count;
+                }
+                let len = count * per_group as f64;
+                let mean = s / len;
+                let rstd = 1.0 / ((q / len - mean * mean).max(0.0) + self.eps).sqrt();
+                for i in members {
+                    let ch = i - image * c;
+                    // norm(z) = z * za + zb, and z = y * a + b.
+                    let za = rstd * gamma[ch];
+                    let zb = beta[ch] - mean * za;
+                    scale[i] = a[i] * za;
+                    shift[i] = b[i] * za + zb;
+                }
+            }
+        }
+        let device = moments.device();
+        let to = |v: Vec<f64>| Tensor::from_vec(v, [n, c], device)?.to_dtype(dtype);
+        Ok((to(scale)?, to(shift)?))
     }
 }
 

@@ -4,10 +4,11 @@
 //! CUDA twin: `cuda/backend.rs`.
 
 use super::copy::{gather, scatter};
-use super::{check_same, conv, elementwise, group_norm, index_select, matmul, optim, pool, random, reduce, unsupported, upsample};
+use super::float::Float;
+use super::{check_same, conv, conv_fused, elementwise, group_norm, index_select, matmul, optim, pool, random, reduce, unsupported, upsample};
 use super::strided::contiguous_slice;
 use super::{CpuDevice, CpuStorage};
-use crate::backend::{AdamStep, BackendStorage, BinaryOp, CmpOp, Conv2dParams, GroupNormParams, MatmulDims, Pool2dParams, ReduceOp, UnaryOp};
+use crate::backend::{AdamStep, BackendStorage, BinaryOp, CmpOp, Conv2dParams, ConvFusion, GroupNormParams, MatmulDims, Pool2dParams, ReduceOp, UnaryOp};
 use crate::{DType, Error, Layout, Result};
 
 /// Runs `$body` with `$v` bound to the float vector inside `$s` (f32 or f64),
@@ -215,6 +216,47 @@ impl BackendStorage for CpuStorage {
             x,
             float_slice::<T>(g, gl)
         )))
+    }
+
+    fn conv2d_fused(&self, layout: &Layout, w: &Self, wl: &Layout, f: &ConvFusion<'_, Self>, p: &Conv2dParams) -> Result<Option<(Self, Option<Self>)>> {
+        let mut operands = vec![w];
+        operands.extend(f.bias.map(|b| b.0));
+        operands.extend(f.input_affine.iter().flat_map(|(scale, shift)| [scale.0, shift.0]));
+        operands.extend(f.residual.map(|r| r.0));
+        for operand in operands {
+            check_same("conv2d_fused", self, operand)?;
+        }
+        fn run<'a, T: Float + 'static>(x: &[T], w: &[T], f: &ConvFusion<'a, CpuStorage>, p: &Conv2dParams) -> (Vec<T>, Option<Vec<f64>>) {
+            let slice = |(s, l): (&'a CpuStorage, &'a Layout)| float_slice::<T>(s, l);
+            let args = conv_fused::FusedArgs {
+                bias: f.bias.map(slice),
+                input_affine: f.input_affine.map(|(scale, shift)| (slice(scale), slice(shift))),
+                input_silu: f.input_silu,
+                residual: f.residual.map(slice),
+                moments: f.moments,
+            };
+            conv_fused::conv2d_fused(p, x, w, &args)
+        }
+        let (out, moments) = match self {
+            CpuStorage::F32(_) => {
+                let (out, m) = run(float_slice::<f32>(self, layout), float_slice::<f32>(w, wl), f, p);
+                (CpuStorage::F32(out), m)
+            }
+            CpuStorage::F64(_) => {
+                let (out, m) = run(float_slice::<f64>(self, layout), float_slice::<f64>(w, wl), f, p);
+                (CpuStorage::F64(out), m)
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some((out, moments.map(CpuStorage::F64))))
+    }
+
+    fn channel_moments(&self, layout: &Layout, (n, c, hw): (usize, usize, usize)) -> Result<Option<Self>> {
+        Ok(match self {
+            CpuStorage::F32(_) => Some(CpuStorage::F64(conv_fused::channel_moments(float_slice::<f32>(self, layout), n * c, hw))),
+            CpuStorage::F64(_) => Some(CpuStorage::F64(conv_fused::channel_moments(float_slice::<f64>(self, layout), n * c, hw))),
+            _ => None,
+        })
     }
 
     fn avg_pool2d(&self, layout: &Layout, p: &Pool2dParams) -> Result<Self> {

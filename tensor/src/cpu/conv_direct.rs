@@ -47,6 +47,7 @@
 
 use rayon::prelude::*;
 
+use super::group_norm::{affine_row, shifted_sums};
 use crate::backend::Conv2dParams;
 use crate::switch::EnvSwitch;
 
@@ -223,9 +224,29 @@ fn pack_weights(weight: &[f32], cout: usize, cin: usize, taps: usize, R: usize) 
 /// input [N,Cin,H,W], weight [Cout,Cin,kh,kw], bias [Cout] -> out [N,Cout,OH,OW].
 /// The caller has checked `applies(p)`.
 pub fn conv2d(p: &Conv2dParams, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+    conv2d_fused(p, input, weight, bias, &Folded::default(), None, out);
+}
+
+/// What the forward pass folds into its input copy and its output writes
+/// (see `ops/fused.rs`).
+#[derive(Default, Clone, Copy)]
+pub struct Folded<'a> {
+    /// `(scale, shift)`, `[N*Cin]` each: the input is read as `x * scale + shift`.
+    pub input_affine: Option<(&'a [f32], &'a [f32])>,
+    /// SiLU on the input, after the affine.
+    pub input_silu: bool,
+    /// `[N,Cout,OH,OW]`, added to the output after the bias.
+    pub residual: Option<&'a [f32]>,
+}
+
+/// `conv2d` with the work of `folded` done on the way in and out, and,
+/// given `moments` (`[N*Cout*2]`), each output channel's sum and sum of
+/// squares in f64, taken while the channel is still in cache.
+/// The caller has checked `applies(p)`.
+pub fn conv2d_fused(p: &Conv2dParams, input: &[f32], weight: &[f32], bias: Option<&[f32]>, folded: &Folded, moments: Option<&mut [f64]>, out: &mut [f32]) {
     assert!(applies(p), "the direct convolution needs stride 1, and AVX2 and FMA or AVX-512");
     let kernel = kernel().expect("checked by applies");
-    conv2d_with(kernel, p, band_tiles(kernel, p.in_channels), input, weight, bias, out);
+    conv2d_with(kernel, p, band_tiles(kernel, p.in_channels), input, weight, bias, folded, moments, out);
 }
 
 /// Tiles per spatial band: as many as keep the band's input, for every
@@ -240,8 +261,18 @@ fn band_tiles(kernel: Kernel, cin: usize) -> usize {
 /// bands a 160x160 map streamed 32 input planes of 105 KiB each from L3
 /// for every block, and the AVX-512 kernel ran at 56 GFLOP/s instead of
 /// 130 to 170.
-#[allow(non_snake_case)]
-fn conv2d_with(kernel: Kernel, p: &Conv2dParams, band: usize, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+#[allow(non_snake_case, clippy::too_many_arguments)]
+fn conv2d_with(
+    kernel: Kernel,
+    p: &Conv2dParams,
+    band: usize,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    folded: &Folded,
+    moments: Option<&mut [f64]>,
+    out: &mut [f32],
+) {
     let (R, P) = (kernel.channels, kernel.positions);
     let (cin, cout) = (p.in_channels, p.out_channels);
     let taps = p.kernel_h * p.kernel_w;
@@ -261,10 +292,16 @@ fn conv2d_with(kernel: Kernel, p: &Conv2dParams, band: usize, input: &[f32], wei
     let threads = rayon::current_num_threads();
     let splits = (2 * threads).div_ceil(p.batch).clamp(1, blocks);
     let per_item = blocks.div_ceil(splits) * R * ohw;
-    let mut items: Vec<(usize, usize, &mut [f32])> = Vec::new();
+    // (image, first channel block, its outputs, their moments)
+    type Item<'a> = (usize, usize, &'a mut [f32], Option<&'a mut [f64]>);
+    let mut items: Vec<Item> = Vec::new();
+    let mut moment_images = moments.map(|m| m.chunks_mut(2 * cout));
     for (n, image) in out.chunks_mut(cout * ohw).enumerate() {
+        // The item's channels' moments, two values per channel.
+        let mut moment_parts = moment_images.as_mut().map(|m| m.next().expect("2*Cout moments per image").chunks_mut(2 * per_item / ohw));
         for (s, part) in image.chunks_mut(per_item).enumerate() {
-            items.push((n, s * per_item / (R * ohw), part));
+            let moments = moment_parts.as_mut().map(|m| m.next().expect("moments for every item"));
+            items.push((n, s * per_item / (R * ohw), part, moments));
         }
     }
     // The item's blocks side by side, R rows of `tiles * P` each.
@@ -276,8 +313,8 @@ fn conv2d_with(kernel: Kernel, p: &Conv2dParams, band: usize, input: &[f32], wei
     let per_thread = items.len().div_ceil(threads);
     items.into_par_iter().with_min_len(per_thread).for_each_init(
         || (vec![0.0f32; cin * flat.plane], vec![0.0f32; per_item.div_ceil(R * ohw) * block_scratch]),
-        |(xpad, scratch), (n, first_block, part)| {
-            pad_image(p, &flat, &input[n * in_image..][..in_image], xpad);
+        |(xpad, scratch), (n, first_block, part, mut moments)| {
+            pad_image(p, &flat, n, folded, &input[n * in_image..][..in_image], xpad);
             let item_blocks = part.len().div_ceil(R * ohw);
             for first_tile in (0..flat.tiles).step_by(band) {
                 let tiles = first_tile..flat.tiles.min(first_tile + band);
@@ -301,10 +338,27 @@ fn conv2d_with(kernel: Kernel, p: &Conv2dParams, band: usize, input: &[f32], wei
             for (i, channels) in part.chunks_mut(R * ohw).enumerate() {
                 let rows = &scratch[i * block_scratch..][..block_scratch];
                 for (r, plane) in channels.chunks_mut(ohw).enumerate() {
-                    let b = bias.map_or(0.0, |b| b[(first_block + i) * R + r]);
+                    let co = (first_block + i) * R + r;
+                    let b = bias.map_or(0.0, |b| b[co]);
                     let row0 = &rows[r * ld..];
-                    for (y, row) in plane.chunks_exact_mut(flat.ow).enumerate() {
-                        row.iter_mut().zip(&row0[y * flat.wp..]).for_each(|(o, &v)| *o = v + b);
+                    match folded.residual {
+                        Some(residual) => {
+                            let residual = &residual[(n * cout + co) * ohw..][..ohw];
+                            for (y, (row, res)) in plane.chunks_exact_mut(flat.ow).zip(residual.chunks_exact(flat.ow)).enumerate() {
+                                row.iter_mut().zip(&row0[y * flat.wp..]).zip(res).for_each(|((o, &v), &res)| *o = v + b + res);
+                            }
+                        }
+                        None => {
+                            for (y, row) in plane.chunks_exact_mut(flat.ow).enumerate() {
+                                row.iter_mut().zip(&row0[y * flat.wp..]).for_each(|(o, &v)| *o = v + b);
+                            }
+                        }
+                    }
+                    if let Some(moments) = moments.as_deref_mut() {
+                        let (sum, squares) = shifted_sums(plane, 0.0);
+                        let c = i * R + r;
+                        moments[2 * c] = sum;
+                        moments[2 * c + 1] = squares;
                     }
                 }
             }
@@ -332,7 +386,7 @@ fn backward_input_with(kernel: Kernel, p: &Conv2dParams, grad_out: &[f32], weigh
     }
     let q = backward_as_forward(p);
     debug_assert_eq!((q.out_h(), q.out_w()), (p.in_h, p.in_w));
-    conv2d_with(kernel, &q, band_tiles(kernel, q.in_channels), grad_out, &flipped, None, grad_in);
+    conv2d_with(kernel, &q, band_tiles(kernel, q.in_channels), grad_out, &flipped, None, &Folded::default(), None, grad_in);
 }
 
 /// input [N,Cin,H,W], grad_out [N,Cout,OH,OW] -> grad_weight [Cout,Cin,kh,kw].
@@ -440,11 +494,18 @@ fn backward_weight_with(kernel: Kernel, p: &Conv2dParams, chunk: usize, input: &
 
 /// Copies one image into its padded planes. The borders and the tail of
 /// each plane are never written, so they keep the zeros `xpad` was made with.
-fn pad_image(p: &Conv2dParams, flat: &Flat, image: &[f32], xpad: &mut [f32]) {
+fn pad_image(p: &Conv2dParams, flat: &Flat, n: usize, folded: &Folded, image: &[f32], xpad: &mut [f32]) {
     let (h, w, pad) = (p.in_h, p.in_w, p.padding);
-    for (plane, padded) in image.chunks_exact(h * w).zip(xpad.chunks_exact_mut(flat.plane)) {
+    let transform = folded.input_affine.is_some() || folded.input_silu;
+    for (ci, (plane, padded)) in image.chunks_exact(h * w).zip(xpad.chunks_exact_mut(flat.plane)).enumerate() {
+        let (scale, shift) = folded.input_affine.map_or((1.0, 0.0), |(scale, shift)| (scale[n * p.in_channels + ci], shift[n * p.in_channels + ci]));
         for (y, row) in plane.chunks_exact(w).enumerate() {
-            padded[(y + pad) * flat.wp + pad..][..w].copy_from_slice(row);
+            let dst = &mut padded[(y + pad) * flat.wp + pad..][..w];
+            if transform {
+                affine_row(dst, row, scale, shift, folded.input_silu);
+            } else {
+                dst.copy_from_slice(row);
+            }
         }
     }
 }
@@ -670,7 +731,7 @@ mod tests {
             let b32 = to32(&b);
             for kernel in kernels() {
                 let mut got = vec![f32::NAN; want.len()];
-                conv2d_with(kernel, &p, band, &to32(&x), &to32(&w), use_bias.then_some(&b32[..]), &mut got);
+                conv2d_with(kernel, &p, band, &to32(&x), &to32(&w), use_bias.then_some(&b32[..]), &Folded::default(), None, &mut got);
                 close_f32(&got, &want, &mag)?;
             }
         }

@@ -81,7 +81,7 @@ macro_rules! avx2_dispatch {
 
 /// `out = x * a + b`, or with `with_silu` `out = silu(x * a + b)`.
 #[inline(always)]
-fn affine_row<T: Float>(out: &mut [T], x: &[T], a: T, b: T, with_silu: bool) {
+pub(super) fn affine_row<T: Float>(out: &mut [T], x: &[T], a: T, b: T, with_silu: bool) {
     #[inline(always)]
     fn run<T: Float>(out: &mut [T], x: &[T], a: T, b: T, with_silu: bool) {
         // Two loops, not a branch per element, so each vectorises.
@@ -120,7 +120,7 @@ fn grad_x_row<T: Float>(out: &mut [T], dy: &[T], x: &[T], a: T, bx: T, c0: T) {
 
 /// `(sum(x - shift), sum((x - shift)^2))` in f64.
 #[inline]
-fn shifted_sums<T: Float>(x: &[T], shift: f64) -> (f64, f64) {
+pub(super) fn shifted_sums<T: Float>(x: &[T], shift: f64) -> (f64, f64) {
     let mut s = [0.0f64; LANES];
     let mut q = [0.0f64; LANES];
     let chunks = x.chunks_exact(LANES);

@@ -10,6 +10,7 @@ mod allocator;
 mod backend;
 pub mod conv;
 pub mod conv_direct;
+pub mod conv_fused;
 mod copy;
 mod elementwise;
 pub mod float;

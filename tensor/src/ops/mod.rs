@@ -2,6 +2,7 @@
 //! arguments and shapes, then hands the work to the backend.
 
 mod elementwise;
+pub mod fused;
 pub mod image;
 mod index;
 mod matmul;
