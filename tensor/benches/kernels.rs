@@ -391,6 +391,7 @@ fn main() {
     bench.conv("3x3 b32 128->128 32x32", conv3x3(32, 128, 128, 32), true);
     // The U-Net's other typical shapes.
     bench.conv("3x3 b32 64->64 64x64", conv3x3(32, 64, 64, 64), true);
+    bench.conv("3x3 b32 256->256 16x16", conv3x3(32, 256, 256, 16), true);
     bench.conv("3x3 b32 256->256 8x8", conv3x3(32, 256, 256, 8), true);
     bench.conv("3x3 b32 256->256 4x4", conv3x3(32, 256, 256, 4), true);
     bench.conv("3x3 b32 3->64 64x64", conv3x3(32, 3, 64, 64), false);
