@@ -9,7 +9,7 @@
 use crate::config::UNetConfig;
 use autograd::Var;
 use nn::{Conv2d, Conv2dConfig, Ctx, Dropout, Embedding, GroupNorm, Linear, Module, Path, SinusoidalEmbedding};
-use std::sync::atomic::{AtomicU8, Ordering};
+use tensor::switch::EnvSwitch;
 use tensor::{DType, Fusion, Tensor};
 
 /// GroupNorm over `c` channels with at most `groups` groups (the spec's
@@ -101,25 +101,14 @@ impl ResBlock {
 /// `PETAL_UNFUSED_INFERENCE=1` or `set_fused_inference(false)` turns the
 /// fused path off, to compare.
 fn fuses_inference(x: &Var, ctx: &Ctx) -> bool {
-    let fused = match FUSED_INFERENCE.load(Ordering::Relaxed) {
-        UNREAD => {
-            let on = std::env::var("PETAL_UNFUSED_INFERENCE").as_deref() != Ok("1");
-            set_fused_inference(on);
-            on
-        }
-        state => state == ON,
-    };
-    fused && !ctx.train && !autograd::is_grad_enabled() && x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+    !UNFUSED_INFERENCE.is_on() && !ctx.train && !autograd::is_grad_enabled() && x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
 }
 
-const UNREAD: u8 = 0;
-const ON: u8 = 1;
-const OFF: u8 = 2;
-static FUSED_INFERENCE: AtomicU8 = AtomicU8::new(UNREAD);
+static UNFUSED_INFERENCE: EnvSwitch = EnvSwitch::new("PETAL_UNFUSED_INFERENCE");
 
 /// Whether evaluation on the CPU takes the fused path (the default).
 pub fn set_fused_inference(on: bool) {
-    FUSED_INFERENCE.store(if on { ON } else { OFF }, Ordering::Relaxed);
+    UNFUSED_INFERENCE.set(!on);
 }
 
 /// Intermediate activations, for checking against a reference.

@@ -58,7 +58,7 @@ mod ops;
 pub mod rng;
 mod shape;
 mod storage;
-mod switch;
+pub mod switch;
 mod tensor;
 
 pub use backend::{AdamStep, BinaryOp, CmpOp, Conv2dParams, ConvFusion, GroupNormParams, MatmulDims, Pool2dParams, ReduceOp, UnaryOp};

@@ -5,18 +5,20 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
-pub(crate) struct EnvSwitch {
+pub struct EnvSwitch {
     var: &'static str,
     /// 0: not yet read, 1: on, 2: off.
     state: AtomicU8,
 }
 
 impl EnvSwitch {
-    pub(crate) const fn new(var: &'static str) -> EnvSwitch {
+    /// A switch read from the environment variable `var` when first asked.
+    pub const fn new(var: &'static str) -> EnvSwitch {
         EnvSwitch { var, state: AtomicU8::new(0) }
     }
 
-    pub(crate) fn is_on(&self) -> bool {
+    /// Whether the switch is on.
+    pub fn is_on(&self) -> bool {
         match self.state.load(Ordering::Relaxed) {
             1 => true,
             2 => false,
@@ -28,7 +30,8 @@ impl EnvSwitch {
         }
     }
 
-    pub(crate) fn set(&self, on: bool) {
+    /// Sets the switch, whatever the environment says.
+    pub fn set(&self, on: bool) {
         self.state.store(if on { 1 } else { 2 }, Ordering::Relaxed);
     }
 }

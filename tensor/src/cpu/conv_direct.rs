@@ -404,7 +404,7 @@ pub fn conv2d_backward_weight(p: &Conv2dParams, input: &[f32], grad_out: &[f32],
     // Long sweeps, in a number of chunks the threads share evenly: 32
     // images in chunks of 13 left one of two threads with twice the work.
     let threads = rayon::current_num_threads().max(1);
-    let chunks = p.batch.div_ceil(GRAD_SWEEP.div_ceil(flat.plane)).next_multiple_of(threads);
+    let chunks = p.batch.div_ceil(GRAD_SWEEP.div_ceil(flat.plane)).next_multiple_of(threads).max(1);
     let chunk = p.batch.div_ceil(chunks).max(1);
     backward_weight_with(kernel, p, chunk, GRAD_BAND_BYTES, input, grad_out, grad_weight);
 }
