@@ -318,8 +318,24 @@ fn on_f32<T: Float>(p: &Conv2dParams, len: usize, a: &[T], b: &[T], run: impl Fn
     Some(out)
 }
 
+/// Whether the input holds no values although the output does: no input
+/// channels, or planes that are all padding (H or W of 0). Every product
+/// is then zero, and the chunked paths below would split by a size of 0.
+fn input_is_empty(p: &Conv2dParams) -> bool {
+    p.in_image() == 0
+}
+
 /// input [N,Cin,H,W], weight [Cout,Cin,kh,kw], bias [Cout] -> [N,Cout,OH,OW]
 pub fn conv2d<T: Float>(p: &Conv2dParams, input: &[T], weight: &[T], bias: Option<&[T]>) -> Vec<T> {
+    if input_is_empty(p) {
+        let mut out = vec![T::ZERO; p.batch * p.out_image()];
+        if let Some(bias) = bias {
+            for (plane, &b) in out.chunks_exact_mut(p.out_hw().max(1)).zip(bias.iter().cycle()) {
+                plane.fill(b);
+            }
+        }
+        return out;
+    }
     if winograd::applies(p) {
         return winograd::conv2d(p, input, weight, bias);
     }
@@ -425,6 +441,9 @@ fn conv2d_planned<T: Float>(
 
 /// grad_out [N,Cout,OH,OW], weight -> grad_input [N,Cin,H,W]
 pub fn conv2d_backward_input<T: Float>(p: &Conv2dParams, grad_out: &[T], weight: &[T]) -> Vec<T> {
+    if input_is_empty(p) {
+        return Vec::new();
+    }
     if winograd::applies_backward_input(p) {
         return winograd::conv2d_backward_input(p, grad_out, weight);
     }
@@ -508,6 +527,9 @@ fn conv2d_backward_input_planned<T: Float>(
 
 /// input, grad_out -> grad_weight [Cout,Cin,kh,kw]   (the bias gradient is a plain sum done elsewhere)
 pub fn conv2d_backward_weight<T: Float>(p: &Conv2dParams, input: &[T], grad_out: &[T]) -> Vec<T> {
+    if input_is_empty(p) {
+        return vec![T::ZERO; p.out_channels * p.patch_len()];
+    }
     if winograd::applies(p) {
         return winograd::conv2d_backward_weight(p, input, grad_out);
     }
@@ -837,6 +859,23 @@ pub(super) mod tests {
             let scale = 1.0 + y.iter().zip(&g).map(|(a, b)| (a * b).abs()).sum::<f64>();
             prop_assert!((lhs - via_x).abs() <= 1e-10 * scale, "{} vs {}", lhs, via_x);
             prop_assert!((lhs - via_w).abs() <= 1e-10 * scale, "{} vs {}", lhs, via_w);
+        }
+    }
+
+    /// An input of padding only (H = 0) or without channels: the output is
+    /// the bias, the input gradient empty and the weight gradient zero.
+    #[test]
+    fn input_of_padding_only() {
+        for (cin, h) in [(3, 0), (0, 4)] {
+            let p = Conv2dParams { batch: 2, in_channels: cin, out_channels: 2, in_h: h, in_w: 4, kernel_h: 1, kernel_w: 1, stride: 1, padding: 1 };
+            let w = vec![1.0f32; 2 * cin];
+            let out = conv2d::<f32>(&p, &[], &w, Some(&[0.5, -1.0]));
+            assert_eq!(out.len(), 2 * 2 * p.out_h() * p.out_w());
+            let ohw = p.out_h() * p.out_w();
+            assert!(out.chunks(ohw).enumerate().all(|(i, plane)| plane.iter().all(|&v| v == [0.5, -1.0][i % 2])));
+            let g = vec![1.0f32; out.len()];
+            assert!(conv2d_backward_input::<f32>(&p, &g, &w).is_empty());
+            assert_eq!(conv2d_backward_weight::<f32>(&p, &[], &g), vec![0.0; 2 * cin]);
         }
     }
 

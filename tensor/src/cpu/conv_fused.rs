@@ -43,8 +43,9 @@ pub fn conv2d_fused<T: Float>(p: &Conv2dParams, input: &[T], weight: &[T], f: &F
     }
 
     let transformed;
-    let x = if f.input_affine.is_some() || f.input_silu {
-        let hw = p.in_h * p.in_w;
+    let hw = p.in_h * p.in_w;
+    // (An empty plane, all padding, has nothing to transform.)
+    let x = if (f.input_affine.is_some() || f.input_silu) && hw > 0 {
         let mut t = vec![T::ZERO; input.len()];
         t.par_chunks_mut(hw).zip(input.par_chunks(hw)).enumerate().with_min_len(planes_per_task(hw)).for_each(|(plane, (dst, src))| {
             let (scale, shift) = f.input_affine.map_or((T::ONE, T::ZERO), |(scale, shift)| (scale[plane], shift[plane]));
@@ -288,6 +289,23 @@ mod tests {
             p,
         };
         check(&c, crate::DType::F32, false).unwrap();
+    }
+
+    /// Empty batches and planes made only of padding.
+    #[test]
+    fn empty_inputs() {
+        for (n, h) in [(0, 4), (2, 0)] {
+            let x = Tensor::zeros([n, 3, h, 4], crate::DType::F32, &Device::Cpu).unwrap();
+            let w = Tensor::ones([2, 3, 1, 1], crate::DType::F32, &Device::Cpu).unwrap();
+            let scale = Tensor::ones([n, 3], crate::DType::F32, &Device::Cpu).unwrap();
+            let f = Fusion { input_affine: Some((&scale, &scale)), input_silu: true, moments: true, ..Fusion::default() };
+            let (y, moments) = x.conv2d_fused(&w, 1, 1, &f).unwrap();
+            let plain = x.affine(1.0, 1.0).unwrap().silu().unwrap().conv2d(&w, None, 1, 1).unwrap();
+            assert_eq!(y.dims(), plain.dims());
+            // Padding is zero after the transform, so the all-padding output is zero.
+            assert!(y.to_f64_vec().unwrap().iter().all(|&v| v == 0.0));
+            assert_eq!(moments.unwrap().dims(), [n, 2, 2]);
+        }
     }
 
     #[test]
