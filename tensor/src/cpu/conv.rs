@@ -310,7 +310,7 @@ fn transposed<T>(data: &[T], cols: usize) -> MatRef<'_, T> {
 /// Runs an f32-only kernel (`conv_direct`) on two operands into a fresh
 /// output of `len` values; `None`, with nothing allocated, when `T` is not
 /// f32.
-fn on_f32<T: Float>(p: &Conv2dParams, len: usize, a: &[T], b: &[T], run: impl FnOnce(&[f32], &[f32], &mut [f32])) -> Option<Vec<T>> {
+pub(super) fn on_f32<T: Float>(p: &Conv2dParams, len: usize, a: &[T], b: &[T], run: impl FnOnce(&[f32], &[f32], &mut [f32])) -> Option<Vec<T>> {
     let (a, b) = (T::as_f32(a)?, T::as_f32(b)?);
     p.validate();
     let mut out = vec![T::ZERO; len];

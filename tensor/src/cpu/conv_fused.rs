@@ -82,17 +82,18 @@ pub fn conv2d_fused<T: Float>(p: &Conv2dParams, input: &[T], weight: &[T], f: &F
 
 /// The direct convolution's fused form, for f32 (`None` for other types).
 fn direct<'a, T: Float>(p: &Conv2dParams, input: &[T], weight: &[T], f: &FusedArgs<'a, T>) -> Option<(Vec<T>, Option<Vec<f64>>)> {
-    let (x, w) = (T::as_f32(input)?, T::as_f32(weight)?);
-    // Every operand has the input's dtype, so from here on f32.
-    let f32s = |v: Option<&'a [T]>| v.map(|v| T::as_f32(v).expect("one dtype"));
-    let folded = Folded {
-        input_affine: f.input_affine.map(|(scale, shift)| (T::as_f32(scale).expect("one dtype"), T::as_f32(shift).expect("one dtype"))),
-        input_silu: f.input_silu,
-        residual: f32s(f.residual),
-    };
-    let mut out = vec![T::ZERO; p.batch * p.out_channels * p.out_h() * p.out_w()];
     let mut moments = f.moments.then(|| vec![0.0f64; 2 * p.batch * p.out_channels]);
-    conv_direct::conv2d_fused(p, x, w, f32s(f.bias), &folded, moments.as_deref_mut(), T::as_f32_mut(&mut out)?);
+    let len = p.batch * p.out_channels * p.out_h() * p.out_w();
+    let out = conv::on_f32(p, len, input, weight, |x, w, y| {
+        // `on_f32` runs this only for f32, the dtype of every operand.
+        let f32s = |v: Option<&'a [T]>| v.map(|v| T::as_f32(v).expect("one dtype"));
+        let folded = Folded {
+            input_affine: f.input_affine.map(|(scale, shift)| (T::as_f32(scale).expect("one dtype"), T::as_f32(shift).expect("one dtype"))),
+            input_silu: f.input_silu,
+            residual: f32s(f.residual),
+        };
+        conv_direct::conv2d_fused(p, x, w, f32s(f.bias), &folded, moments.as_deref_mut(), y);
+    })?;
     Some((out, moments))
 }
 
