@@ -19,6 +19,7 @@ use tensor::cpu::pool;
 use tensor::cpu::upsample;
 use tensor::cpu::conv_direct;
 use tensor::cpu::winograd;
+use tensor::cpu::winograd4;
 
 /// (median, best) seconds per call of `f`, after warm-up, over 3..50 timed
 /// calls (fewer when a single call is slow, so the whole run stays short).
@@ -99,9 +100,12 @@ impl Bench {
         winograd::set_enabled(true);
         let by_winograd = winograd::applies(&p);
         winograd::set_enabled(false);
+        let by_winograd4 = winograd4::applies(&p);
+        winograd4::set_disabled(true);
         let direct = conv_direct::applies(&p);
         if !by_winograd && !direct {
             self.conv_path(label, p, all_passes);
+            winograd4::set_disabled(false);
             return;
         }
         conv_direct::set_disabled(true);
@@ -116,6 +120,10 @@ impl Bench {
                 conv_direct::set_avx512_disabled(false);
             }
         }
+        winograd4::set_disabled(false);
+        if by_winograd4 {
+            self.conv_path(&format!("{label} winograd4"), p, all_passes);
+        }
         if !by_winograd {
             return;
         }
@@ -128,13 +136,17 @@ impl Bench {
             winograd::set_enabled(false);
             let wide = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<f64>>();
             let exact = conv::conv2d(&p, &wide(&x), &wide(&w), None);
+            winograd4::set_disabled(true);
             let direct = conv::conv2d(&p, &x, &w, None);
+            winograd4::set_disabled(false);
+            let f4 = conv::conv2d(&p, &x, &w, None);
             winograd::set_enabled(true);
             let scale = exact.iter().fold(0.0f64, |m, v| m.max(v.abs()));
             let err = |got: &[f32]| got.iter().zip(&exact).fold(0.0f64, |m, (&a, b)| m.max((a as f64 - b).abs())) / scale;
             println!(
-                "conv {label}: max |f32 - f64 direct| / max |y|: winograd {:.2e}, default path {:.2e}",
+                "conv {label}: max |f32 - f64 direct| / max |y|: winograd {:.2e}, winograd4 {:.2e}, direct or im2col {:.2e}",
                 err(&fast),
+                err(&f4),
                 err(&direct)
             );
         }

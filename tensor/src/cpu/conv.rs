@@ -35,6 +35,7 @@ use super::float::Float;
 use super::matmul::{gemm, MatRef};
 use super::conv_direct;
 use super::winograd;
+use super::winograd4;
 use crate::backend::Conv2dParams;
 
 // The CPU kernels' own view of the parameters (defined in `backend.rs`).
@@ -339,6 +340,12 @@ pub fn conv2d<T: Float>(p: &Conv2dParams, input: &[T], weight: &[T], bias: Optio
     if winograd::applies(p) {
         return winograd::conv2d(p, input, weight, bias);
     }
+    if winograd4::applies(p) {
+        let len = p.batch * p.out_image();
+        if let Some(out) = on_f32(p, len, input, weight, |x, w, y| winograd4::conv2d(p, x, w, bias.and_then(T::as_f32), y)) {
+            return out;
+        }
+    }
     if conv_direct::applies(p) {
         let len = p.batch * p.out_image();
         if let Some(out) = on_f32(p, len, input, weight, |x, w, y| conv_direct::conv2d(p, x, w, bias.and_then(T::as_f32), y)) {
@@ -446,6 +453,12 @@ pub fn conv2d_backward_input<T: Float>(p: &Conv2dParams, grad_out: &[T], weight:
     }
     if winograd::applies_backward_input(p) {
         return winograd::conv2d_backward_input(p, grad_out, weight);
+    }
+    if winograd4::applies_backward_input(p) {
+        let len = p.batch * p.in_image();
+        if let Some(grad_in) = on_f32(p, len, grad_out, weight, |g, w, dx| winograd4::conv2d_backward_input(p, g, w, dx)) {
+            return grad_in;
+        }
     }
     if conv_direct::applies_backward_input(p) {
         let len = p.batch * p.in_image();

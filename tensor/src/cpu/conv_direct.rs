@@ -77,7 +77,7 @@ static DISABLED: EnvSwitch = EnvSwitch::new("PETAL_CONV_IM2COL");
 static NO_AVX512: EnvSwitch = EnvSwitch::new("PETAL_NO_AVX512");
 
 /// A forward block kernel; `block_avx2` states the contract.
-type BlockFn = unsafe fn(&[f32], usize, &[usize], &[f32], usize, bool, usize, &mut [f32], usize);
+pub(super) type BlockFn = unsafe fn(&[f32], usize, &[usize], &[f32], usize, bool, usize, &mut [f32], usize);
 /// A weight-gradient block kernel; `grad_avx2` states the contract.
 type GradFn = unsafe fn(&[f32], usize, &[f32], &[usize], usize, &mut [f32]);
 
@@ -116,6 +116,23 @@ fn kernel() -> Option<Kernel> {
         }
     }
     None
+}
+
+/// The forward block kernel alone, for other users of its GEMM shape: with
+/// a single tap at offset 0 and `plane` as the row stride of `xpad`, it is
+/// `out[R, P] (+)= w[cin, R]ᵀ @ xpad[cin, P]`.
+#[derive(Clone, Copy)]
+pub(super) struct GemmKernel {
+    /// Rows of `out` per call (`R`).
+    pub channels: usize,
+    /// Columns per call (`P`).
+    pub positions: usize,
+    pub run: BlockFn,
+}
+
+/// The AVX-512 block kernel, where the CPU has it and it is not turned off.
+pub(super) fn gemm_kernel_avx512() -> Option<GemmKernel> {
+    kernel().filter(|k| k.name == "avx512").map(|k| GemmKernel { channels: k.channels, positions: k.positions, run: k.run })
 }
 
 /// Keeps this path on AVX2 even where the CPU has AVX-512 when `on` (to
@@ -170,7 +187,7 @@ fn fits_backward_input(p: &Conv2dParams) -> bool {
 }
 
 /// The forward convolution that computes the input gradient of `p`.
-fn backward_as_forward(p: &Conv2dParams) -> Conv2dParams {
+pub(super) fn backward_as_forward(p: &Conv2dParams) -> Conv2dParams {
     Conv2dParams {
         batch: p.batch,
         in_channels: p.out_channels,
@@ -381,7 +398,15 @@ pub fn conv2d_backward_input(p: &Conv2dParams, grad_out: &[f32], weight: &[f32],
 }
 
 fn backward_input_with(kernel: Kernel, p: &Conv2dParams, grad_out: &[f32], weight: &[f32], grad_in: &mut [f32]) {
-    let (cin, cout, taps) = (p.in_channels, p.out_channels, p.kernel_h * p.kernel_w);
+    let flipped = flip_filters(weight, p.out_channels, p.in_channels, p.kernel_h * p.kernel_w);
+    let q = backward_as_forward(p);
+    debug_assert_eq!((q.out_h(), q.out_w()), (p.in_h, p.in_w));
+    conv2d_with(kernel, &q, band_tiles(kernel, q.in_channels), grad_out, &flipped, None, &Folded::default(), None, grad_in);
+}
+
+/// `[Cout, Cin, taps]` filters as the `[Cin, Cout, taps]` filters of the
+/// input gradient's forward convolution, each turned by 180 degrees.
+pub(super) fn flip_filters(weight: &[f32], cout: usize, cin: usize, taps: usize) -> Vec<f32> {
     let mut flipped = vec![0.0f32; weight.len()];
     for co in 0..cout {
         for ci in 0..cin {
@@ -390,9 +415,7 @@ fn backward_input_with(kernel: Kernel, p: &Conv2dParams, grad_out: &[f32], weigh
             dst.iter_mut().zip(src.iter().rev()).for_each(|(d, &s)| *d = s);
         }
     }
-    let q = backward_as_forward(p);
-    debug_assert_eq!((q.out_h(), q.out_w()), (p.in_h, p.in_w));
-    conv2d_with(kernel, &q, band_tiles(kernel, q.in_channels), grad_out, &flipped, None, &Folded::default(), None, grad_in);
+    flipped
 }
 
 /// input [N,Cin,H,W], grad_out [N,Cout,OH,OW] -> grad_weight [Cout,Cin,kh,kw].

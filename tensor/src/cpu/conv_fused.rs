@@ -1,13 +1,14 @@
 //! The CPU's inference convolution with its neighbours folded in, and
 //! per-channel moments (see `ops/fused.rs` for what and why).
 //!
-//! Where the direct convolution runs (f32, stride 1, maps wide enough),
-//! the input transform happens in the copy into its padded planes and the
-//! residual and moments in its output writes, so the fused work costs no
-//! pass of its own. Elsewhere (1x1, strided and small maps, Winograd, f64)
-//! one pass transforms the input into a temporary, the convolution runs
-//! on its usual path, and one pass adds the residual and takes the moments:
-//! still fewer passes, and fewer tensors, than the ops one by one.
+//! Where the direct convolution or Winograd F(4x4) runs (f32, stride 1,
+//! maps wide enough), the input transform happens in the copy into their
+//! padded planes or bands and the residual and moments in their output
+//! writes, so the fused work costs no pass of its own. Elsewhere (1x1,
+//! strided and small maps, Winograd F(2x2), f64) one pass transforms the
+//! input into a temporary, the convolution runs on its usual path, and one
+//! pass adds the residual and takes the moments: still fewer passes, and
+//! fewer tensors, than the ops one by one.
 //!
 //! Moments are sums and sums of squares in f64. A group norm's variance
 //! `E[x^2] - E[x]^2` from them loses about `2^-52 * (mean / std)^2` of
@@ -20,6 +21,7 @@ use super::conv_direct::{self, Folded};
 use super::float::Float;
 use super::group_norm::{affine_row, shifted_sums};
 use super::winograd;
+use super::winograd4;
 use crate::backend::Conv2dParams;
 
 /// The operands of one fused convolution, as contiguous slices.
@@ -36,7 +38,7 @@ pub struct FusedArgs<'a, T> {
 /// Returns the output `[N,Cout,OH,OW]` and, if asked for, its moments
 /// `[N,Cout,2]`.
 pub fn conv2d_fused<T: Float>(p: &Conv2dParams, input: &[T], weight: &[T], f: &FusedArgs<T>) -> (Vec<T>, Option<Vec<f64>>) {
-    if !winograd::applies(p) && conv_direct::applies(p) {
+    if !winograd::applies(p) && (winograd4::applies(p) || conv_direct::applies(p)) {
         if let Some(done) = direct(p, input, weight, f) {
             return done;
         }
@@ -80,7 +82,8 @@ pub fn conv2d_fused<T: Float>(p: &Conv2dParams, input: &[T], weight: &[T], f: &F
     (out, moments)
 }
 
-/// The direct convolution's fused form, for f32 (`None` for other types).
+/// The fused form of the direct convolution, or of Winograd F(4x4) where
+/// it applies, for f32 (`None` for other types).
 fn direct<'a, T: Float>(p: &Conv2dParams, input: &[T], weight: &[T], f: &FusedArgs<'a, T>) -> Option<(Vec<T>, Option<Vec<f64>>)> {
     let mut moments = f.moments.then(|| vec![0.0f64; 2 * p.batch * p.out_channels]);
     let len = p.batch * p.out_channels * p.out_h() * p.out_w();
@@ -92,7 +95,11 @@ fn direct<'a, T: Float>(p: &Conv2dParams, input: &[T], weight: &[T], f: &FusedAr
             input_silu: f.input_silu,
             residual: f32s(f.residual),
         };
-        conv_direct::conv2d_fused(p, x, w, f32s(f.bias), &folded, moments.as_deref_mut(), y);
+        if winograd4::applies(p) {
+            winograd4::conv2d_fused(p, x, w, f32s(f.bias), &folded, moments.as_deref_mut(), y);
+        } else {
+            conv_direct::conv2d_fused(p, x, w, f32s(f.bias), &folded, moments.as_deref_mut(), y);
+        }
     })?;
     Some((out, moments))
 }

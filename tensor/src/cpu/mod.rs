@@ -25,6 +25,7 @@ mod reduce;
 mod strided;
 pub mod upsample;
 pub mod winograd;
+pub mod winograd4;
 
 pub use allocator::keep_freed_memory;
 pub(crate) use memory::memory_info;

@@ -1,0 +1,674 @@
+//! 3x3 stride-1 convolutions by Winograd's F(4x4, 3x3), on the direct
+//! convolution's register kernel.
+//!
+//! `winograd.rs` explains the algebra with 2x2 output tiles. Here each
+//! tile is 4x4 outputs, read from a 6x6 patch of input:
+//!
+//! ```text
+//! Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A        (A: 6x4, B: 6x6, G: 6x3)
+//! ```
+//!
+//! so a tile costs 36 multiplies per channel pair where a direct
+//! convolution spends 16 * 9 = 144: 4x fewer, against F(2x2)'s 2.25x. The
+//! price is larger constants in the transforms (up to 8 and 1/24), which
+//! cost f32 a few more bits: the `kernels` bench prints the error on U-Net
+//! shapes next to the direct path's, and the tests bound it.
+//!
+//! F(2x2) runs its 16 products as big GEMMs over the whole batch, and its
+//! transformed input and output stream through memory between the phases;
+//! that traffic ate most of its gain. This file works instead on blocks of
+//! `BLOCK` tiles (a couple of rows of a 64x64 map, or a few small images),
+//! and one rayon task does a block from input to output:
+//!
+//! 1. for each input channel, copy the rows the block reads into a small
+//!    zero-padded band, and transform its patches into `V[36][Cin][BLOCK]`
+//!    (16 tiles at a time: AVX-512 gathers pull the same patch position
+//!    of 16 tiles into one vector, so the transform is plain vector
+//!    arithmetic and each transformed value is written once, in place);
+//! 2. for each block of output channels, the 36 products
+//!    `M[e] = U[e] @ V[e]`, by the direct convolution's register kernel
+//!    with a single tap (it is a GEMM microkernel: broadcast weights,
+//!    vectors of positions);
+//! 3. still in cache, transform `M` back to 4x4 outputs, interleave them
+//!    into rows, and write the rows into the NCHW output with the bias,
+//!    and, for fused inference, the residual and the moments.
+//!
+//! `V` of one block (36 KiB per input channel at 32 tiles... i.e. 4.5 KiB x
+//! `Cin`) stays in L2, and `M` for one channel block in L1.
+//!
+//! The input gradient of a stride-1 3x3 convolution is a forward one (the
+//! flipped filters, channel axes swapped, padding `2 - p`), so it takes
+//! this path too. The weight gradient stays with the direct kernel: in
+//! Winograd form it would sum transformed products over every tile, with
+//! the larger constants' error in every weight.
+//!
+//! f32 on CPUs with AVX-512 only; elsewhere the direct kernel runs.
+
+use rayon::prelude::*;
+
+use super::conv_direct::{self, Folded, GemmKernel};
+use super::group_norm::{affine_row, shifted_sums};
+use crate::backend::Conv2dParams;
+use crate::switch::EnvSwitch;
+
+/// Output tile side.
+const TILE: usize = 4;
+/// Input patch side: a tile plus the 3x3 kernel's overhang.
+const PATCH: usize = 6;
+/// Positions of a transformed patch.
+const E: usize = PATCH * PATCH;
+/// Tiles per gather: one AVX-512 vector.
+const LANES: usize = 16;
+
+/// Tiles per block: a multiple of the register kernel's 32 positions.
+/// With 256 input channels a block's `V` is 1.2 MiB; larger blocks spill
+/// it out of L2.
+const BLOCK: usize = 32;
+
+/// Fewer channels than this make the 36 products too thin: the transforms
+/// then cost as much as the multiplies they save.
+const MIN_CHANNELS: usize = 32;
+
+static DISABLED: EnvSwitch = EnvSwitch::new("PETAL_NO_WINOGRAD4");
+
+/// Sends 3x3 convolutions back to the direct kernel when `on`; the
+/// environment's `PETAL_NO_WINOGRAD4=1` does the same.
+pub fn set_disabled(on: bool) {
+    DISABLED.set(on);
+}
+
+/// The register kernel, where this CPU has AVX-512 and the path is on.
+fn kernel() -> Option<GemmKernel> {
+    conv_direct::gemm_kernel_avx512().filter(|_| !DISABLED.is_on())
+}
+
+/// Whether the forward pass of `p` (f32) takes this path.
+pub fn applies(p: &Conv2dParams) -> bool {
+    fits(p) && kernel().is_some()
+}
+
+/// The shapes this path is for, whatever the CPU: 3x3, stride 1, enough
+/// channels, maps of at least 16x16, and at least two blocks of tiles so
+/// both halves of a 2-core machine have work. On 8x8 maps a block of 32
+/// tiles is 8 images, each of which reads all of `U` for only 4 tiles'
+/// worth of products, and the direct kernel kept pace (BENCHMARKS.md).
+fn fits(p: &Conv2dParams) -> bool {
+    p.kernel_h == 3
+        && p.kernel_w == 3
+        && p.stride == 1
+        && p.in_channels >= MIN_CHANNELS
+        && p.out_channels >= MIN_CHANNELS
+        && p.in_h + 2 * p.padding >= 3
+        && p.out_h() >= 16
+        && p.out_w() >= 16
+        && Tiling::new(p).total >= 2 * BLOCK
+}
+
+/// Whether the input gradient of `p` takes this path: a forward
+/// convolution at padding `2 - p`.
+pub fn applies_backward_input(p: &Conv2dParams) -> bool {
+    p.kernel_h == 3 && p.kernel_w == 3 && p.stride == 1 && p.padding <= 2 && applies(&conv_direct::backward_as_forward(p))
+}
+
+/// How the outputs are cut into tiles, numbered image by image, row by row.
+#[derive(Debug, Clone, Copy)]
+struct Tiling {
+    cols: usize,
+    per_image: usize,
+    total: usize,
+}
+
+impl Tiling {
+    fn new(p: &Conv2dParams) -> Tiling {
+        let rows = p.out_h().div_ceil(TILE);
+        let cols = p.out_w().div_ceil(TILE);
+        Tiling { cols, per_image: rows * cols, total: p.batch * rows * cols }
+    }
+
+    /// Width of a padded band: every tile's patch in bounds.
+    fn band_width(&self) -> usize {
+        TILE * self.cols + 2
+    }
+}
+
+/// `U = G g Gᵀ` of every filter, in f64, packed for the register kernel as
+/// `[e][channel block][ci][R]` (zero past `Cout`).
+#[allow(non_snake_case)]
+fn transform_weights(cout: usize, cin: usize, weight: &[f32], R: usize) -> Vec<f32> {
+    let blocks = cout.div_ceil(R);
+    let mut u = vec![0.0f32; E * blocks * cin * R];
+    // G's rows applied to (g0, g1, g2).
+    let g_rows = |g: [f64; 3]| {
+        let [a, b, c] = g;
+        [a / 4.0, -(a + b + c) / 6.0, -(a - b + c) / 6.0, a / 24.0 + b / 12.0 + c / 6.0, a / 24.0 - b / 12.0 + c / 6.0, c]
+    };
+    for co in 0..cout {
+        for ci in 0..cin {
+            let g = &weight[(co * cin + ci) * 9..][..9];
+            let columns: [[f64; 6]; 3] = std::array::from_fn(|x| g_rows([g[x] as f64, g[3 + x] as f64, g[6 + x] as f64]));
+            for i in 0..PATCH {
+                let row = g_rows([columns[0][i], columns[1][i], columns[2][i]]);
+                for (j, &value) in row.iter().enumerate() {
+                    u[((i * PATCH + j) * blocks + co / R) * cin * R + ci * R + co % R] = value as f32;
+                }
+            }
+        }
+    }
+    u
+}
+
+/// A run of tiles in one tile row: image `image`, row `ty`, columns
+/// `tx..tx + len`, at `at..at + len` within the block.
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    image: usize,
+    ty: usize,
+    tx: usize,
+    len: usize,
+    at: usize,
+}
+
+/// The images a block touches, each with the tile rows it needs.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    image: usize,
+    first_row: usize,
+    /// Padded input rows copied: the tile rows' patches.
+    rows: usize,
+    /// Offset of the slot's band in the block's band buffer.
+    base: usize,
+}
+
+/// What one block reads and writes.
+struct BlockPlan {
+    segments: Vec<Segment>,
+    slots: Vec<Slot>,
+    band_len: usize,
+    /// Offset of each tile's patch in the band buffer (`BLOCK` of them;
+    /// lanes past the block's last tile repeat tile 0's).
+    offsets: Vec<i32>,
+}
+
+impl BlockPlan {
+    fn new(tiling: &Tiling, first: usize) -> BlockPlan {
+        let end = (first + BLOCK).min(tiling.total);
+        let mut segments = Vec::new();
+        let mut t = first;
+        while t < end {
+            let (image, within) = (t / tiling.per_image, t % tiling.per_image);
+            let (ty, tx) = (within / tiling.cols, within % tiling.cols);
+            let len = (tiling.cols - tx).min(end - t);
+            segments.push(Segment { image, ty, tx, len, at: t - first });
+            t += len;
+        }
+        let wb = tiling.band_width();
+        let mut slots: Vec<Slot> = Vec::new();
+        for s in &segments {
+            match slots.last_mut() {
+                Some(slot) if slot.image == s.image => slot.rows = (s.ty - slot.first_row) * TILE + PATCH,
+                _ => {
+                    let base = slots.last().map_or(0, |slot| slot.base + slot.rows * wb);
+                    slots.push(Slot { image: s.image, first_row: s.ty, rows: PATCH, base });
+                }
+            }
+        }
+        let band_len = slots.last().map_or(0, |slot| slot.base + slot.rows * wb);
+        let mut offsets = vec![0i32; BLOCK];
+        for s in &segments {
+            let slot = slots.iter().find(|slot| slot.image == s.image).expect("every segment has a slot");
+            for k in 0..s.len {
+                let at = slot.base + (s.ty - slot.first_row) * TILE * wb + (s.tx + k) * TILE;
+                offsets[s.at + k] = i32::try_from(at).expect("a band fits in i32");
+            }
+        }
+        for k in (end - first)..BLOCK {
+            offsets[k] = offsets[0];
+        }
+        BlockPlan { segments, slots, band_len, offsets }
+    }
+}
+
+/// A raw output pointer that blocks share: each writes only its own tiles'
+/// outputs, so no two write the same element.
+#[derive(Clone, Copy)]
+struct Output(*mut f32);
+// SAFETY: see the type's comment; the writes never overlap.
+unsafe impl Send for Output {}
+unsafe impl Sync for Output {}
+
+/// Per-thread buffers, kept across the blocks one thread runs.
+#[derive(Default)]
+struct Scratch {
+    band: Vec<f32>,
+    v: Vec<f32>,
+    m: Vec<f32>,
+    rows: Vec<f32>,
+}
+
+fn sized(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    &mut v[..len]
+}
+
+/// input [N,Cin,H,W], weight [Cout,Cin,3,3], bias [Cout] -> out [N,Cout,OH,OW].
+/// The caller has checked `applies(p)`.
+pub fn conv2d(p: &Conv2dParams, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+    conv2d_fused(p, input, weight, bias, &Folded::default(), None, out);
+}
+
+/// `conv2d` with `folded`'s input transform done in the band copy and its
+/// residual, with the moments (`[N*Cout*2]`), in the output writes.
+pub fn conv2d_fused(p: &Conv2dParams, input: &[f32], weight: &[f32], bias: Option<&[f32]>, folded: &Folded, moments: Option<&mut [f64]>, out: &mut [f32]) {
+    assert!(applies(p), "Winograd F(4x4, 3x3) needs a 3x3 stride-1 convolution with enough channels, and AVX-512");
+    forward(kernel().expect("checked by applies"), p, input, weight, bias, folded, moments, out);
+}
+
+/// `conv2d_fused` for any 3x3 stride-1 shape (`applies` only keeps out
+/// the ones where this path is slower), on an AVX-512 `kernel`.
+#[allow(clippy::too_many_arguments)]
+fn forward(kernel: GemmKernel, p: &Conv2dParams, input: &[f32], weight: &[f32], bias: Option<&[f32]>, folded: &Folded, moments: Option<&mut [f64]>, out: &mut [f32]) {
+    assert!(p.kernel_h == 3 && p.kernel_w == 3 && p.stride == 1, "Winograd F(4x4, 3x3) needs a 3x3 stride-1 convolution");
+    let (cin, cout) = (p.in_channels, p.out_channels);
+    assert_eq!(input.len(), p.batch * cin * p.in_h * p.in_w);
+    assert_eq!(weight.len(), cout * cin * 9);
+    assert_eq!(out.len(), p.batch * cout * p.out_h() * p.out_w());
+    let tiling = Tiling::new(p);
+    let u = transform_weights(cout, cin, weight, kernel.channels);
+    let output = Output(out.as_mut_ptr());
+    let blocks = tiling.total.div_ceil(BLOCK);
+    let partial: Vec<(usize, Vec<f64>)> = (0..blocks)
+        .into_par_iter()
+        .map_init(Scratch::default, |scratch, b| {
+            let plan = BlockPlan::new(&tiling, b * BLOCK);
+            let sums = run_block(p, &tiling, &plan, kernel, input, &u, bias, folded, moments.is_some(), output, scratch);
+            (plan.slots[0].image, sums)
+        })
+        .collect();
+    if let Some(moments) = moments {
+        moments.fill(0.0);
+        for (first_image, sums) in partial {
+            let at = 2 * first_image * cout;
+            moments[at..at + sums.len()].iter_mut().zip(&sums).for_each(|(m, s)| *m += s);
+        }
+    }
+}
+
+/// One block from input to output. Returns its share of the moments,
+/// `[slot][Cout][2]`, when asked for.
+#[allow(clippy::too_many_arguments)]
+fn run_block(
+    p: &Conv2dParams,
+    tiling: &Tiling,
+    plan: &BlockPlan,
+    kernel: GemmKernel,
+    input: &[f32],
+    u: &[f32],
+    bias: Option<&[f32]>,
+    folded: &Folded,
+    moments: bool,
+    output: Output,
+    scratch: &mut Scratch,
+) -> Vec<f64> {
+    let (cin, cout, h, w, pad) = (p.in_channels, p.out_channels, p.in_h, p.in_w, p.padding);
+    let (oh, ow) = (p.out_h(), p.out_w());
+    let wb = tiling.band_width();
+    let r_block = kernel.channels;
+    let transform = folded.input_affine.is_some() || folded.input_silu;
+
+    // 1. Bands and the input transform, channel by channel. The band's
+    // borders are never written after this fill, so they stay zero.
+    let band = sized(&mut scratch.band, plan.band_len);
+    band.fill(0.0);
+    let v = sized(&mut scratch.v, E * cin * BLOCK);
+    for ci in 0..cin {
+        for slot in &plan.slots {
+            let plane = &input[(slot.image * cin + ci) * h * w..][..h * w];
+            let (scale, shift) = folded.input_affine.map_or((1.0, 0.0), |(scale, shift)| (scale[slot.image * cin + ci], shift[slot.image * cin + ci]));
+            for r in 0..slot.rows {
+                let Some(y) = (slot.first_row * TILE + r).checked_sub(pad).filter(|&y| y < h) else { continue };
+                let dst = &mut band[slot.base + r * wb + pad..][..w];
+                let src = &plane[y * w..][..w];
+                if transform {
+                    affine_row(dst, src, scale, shift, folded.input_silu);
+                } else {
+                    dst.copy_from_slice(src);
+                }
+            }
+        }
+        // SAFETY: `applies` saw AVX-512; every offset plus a patch's
+        // reach stays inside the band, and `v` holds 36 planes of
+        // `cin * BLOCK`.
+        #[cfg(target_arch = "x86_64")]
+        unsafe { transform_input_avx512(band, wb, &plan.offsets, v, cin * BLOCK, ci * BLOCK) };
+    }
+
+    // 2 and 3. Products and the output transform, a channel block at a time.
+    let m = sized(&mut scratch.m, E * r_block * BLOCK);
+    let rows = sized(&mut scratch.rows, TILE * TILE * BLOCK);
+    let channel_blocks = cout.div_ceil(r_block);
+    let mut sums = if moments { vec![0.0f64; 2 * plan.slots.len() * cout] } else { Vec::new() };
+    for cb in 0..channel_blocks {
+        for e in 0..E {
+            let ue = &u[(e * channel_blocks + cb) * cin * r_block..][..cin * r_block];
+            let ve = &v[e * cin * BLOCK..][..cin * BLOCK];
+            let me = &mut m[e * r_block * BLOCK..][..r_block * BLOCK];
+            for start in (0..BLOCK).step_by(kernel.positions) {
+                // SAFETY: as the kernel's contract asks: `ve` holds `cin`
+                // rows of BLOCK, `ue` `cin * R` weights, `me` R rows of BLOCK,
+                // and `start + P <= BLOCK`.
+                unsafe { (kernel.run)(ve, BLOCK, &[0], ue, cin, false, start, me, BLOCK) };
+            }
+        }
+        for r in 0..r_block.min(cout - cb * r_block) {
+            let co = cb * r_block + r;
+            // SAFETY: AVX-512 as above; `m` holds 36 planes of R rows of
+            // BLOCK, and `rows` 4 rows of 4 * BLOCK.
+            #[cfg(target_arch = "x86_64")]
+            unsafe { transform_output_avx512(m, r_block * BLOCK, r * BLOCK, rows) };
+            let bv = bias.map_or(0.0, |b| b[co]);
+            for s in &plan.segments {
+                let x0 = s.tx * TILE;
+                let n = (x0 + s.len * TILE).min(ow) - x0;
+                let mut sum = (0.0f64, 0.0f64);
+                for dy in 0..TILE {
+                    let y = s.ty * TILE + dy;
+                    if y >= oh {
+                        break;
+                    }
+                    let at = ((s.image * cout + co) * oh + y) * ow + x0;
+                    let src = &rows[dy * TILE * BLOCK + s.at * TILE..][..n];
+                    // SAFETY: this block owns these outputs (see `Output`),
+                    // and `at + n` stays within the output's row.
+                    let dst = unsafe { std::slice::from_raw_parts_mut(output.0.add(at), n) };
+                    match folded.residual {
+                        Some(res) => dst.iter_mut().zip(src).zip(&res[at..at + n]).for_each(|((d, &v), &r)| *d = v + bv + r),
+                        None => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v + bv),
+                    }
+                    if moments {
+                        let (a, b) = shifted_sums(dst, 0.0);
+                        sum = (sum.0 + a, sum.1 + b);
+                    }
+                }
+                if moments {
+                    let slot = plan.slots.iter().position(|slot| slot.image == s.image).expect("every segment has a slot");
+                    let at = 2 * (slot * cout + co);
+                    sums[at] += sum.0;
+                    sums[at + 1] += sum.1;
+                }
+            }
+        }
+    }
+    sums
+}
+
+/// `Bᵀ d` over six rows (or columns) of patch values.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn bt6(d: [std::arch::x86_64::__m512; 6]) -> [std::arch::x86_64::__m512; 6] {
+    use std::arch::x86_64::*;
+    let (two, four, five) = (_mm512_set1_ps(2.0), _mm512_set1_ps(4.0), _mm512_set1_ps(5.0));
+    let [d0, d1, d2, d3, d4, d5] = d;
+    let a = _mm512_fnmadd_ps(four, d2, d4); // d4 - 4 d2
+    let b = _mm512_fnmadd_ps(four, d1, d3); // d3 - 4 d1
+    let c = _mm512_sub_ps(d4, d2);
+    let e = _mm512_mul_ps(two, _mm512_sub_ps(d3, d1));
+    [
+        _mm512_fmadd_ps(four, d0, _mm512_fnmadd_ps(five, d2, d4)),
+        _mm512_add_ps(a, b),
+        _mm512_sub_ps(a, b),
+        _mm512_add_ps(c, e),
+        _mm512_sub_ps(c, e),
+        _mm512_fmadd_ps(four, d1, _mm512_fnmadd_ps(five, d3, d5)),
+    ]
+}
+
+/// `Aᵀ m` over six rows (or columns) of a transformed tile.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn at6(m: [std::arch::x86_64::__m512; 6]) -> [std::arch::x86_64::__m512; 4] {
+    use std::arch::x86_64::*;
+    let [m0, m1, m2, m3, m4, m5] = m;
+    let (s12, d12) = (_mm512_add_ps(m1, m2), _mm512_sub_ps(m1, m2));
+    let (s34, d34) = (_mm512_add_ps(m3, m4), _mm512_sub_ps(m3, m4));
+    [
+        _mm512_add_ps(_mm512_add_ps(m0, s12), s34),
+        _mm512_fmadd_ps(_mm512_set1_ps(2.0), d34, d12),
+        _mm512_fmadd_ps(_mm512_set1_ps(4.0), s34, s12),
+        _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0), d34, d12), m5),
+    ]
+}
+
+/// `V = Bᵀ d B` of the block's patches in one band, 16 tiles per vector,
+/// into `v[e * ld + col + tile]`.
+///
+/// # Safety
+/// The CPU has AVX-512F; every `offsets[t] + 5 * wb + 5` is inside `band`;
+/// `offsets` holds `BLOCK` values; `v` holds `36 * ld` values and
+/// `col + BLOCK <= ld`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transform_input_avx512(band: &[f32], wb: usize, offsets: &[i32], v: &mut [f32], ld: usize, col: usize) {
+    use std::arch::x86_64::*;
+    debug_assert!(offsets.len() == BLOCK && v.len() >= E * ld && col + BLOCK <= ld);
+    debug_assert!(offsets.iter().all(|&o| o as usize + (PATCH - 1) * (wb + 1) < band.len()));
+    for group in (0..BLOCK).step_by(LANES) {
+        let index = _mm512_loadu_si512(offsets.as_ptr().add(group).cast());
+        // Rows first (B along x), then columns (Bᵀ along y).
+        let mut t = [[_mm512_setzero_ps(); PATCH]; PATCH];
+        for (k, row) in t.iter_mut().enumerate() {
+            let base = band.as_ptr().add(k * wb);
+            let d: [__m512; PATCH] = std::array::from_fn(|x| _mm512_i32gather_ps::<4>(index, base.add(x)));
+            *row = bt6(d);
+        }
+        for j in 0..PATCH {
+            let column = bt6(std::array::from_fn(|k| t[k][j]));
+            for (i, &value) in column.iter().enumerate() {
+                _mm512_storeu_ps(v.as_mut_ptr().add((i * PATCH + j) * ld + col + group), value);
+            }
+        }
+    }
+}
+
+/// `Y = Aᵀ M A` of one output channel's `BLOCK` tiles, from
+/// `m[e * ld + at + tile]`, as four output rows of `4 * BLOCK` values,
+/// tile after tile.
+///
+/// # Safety
+/// The CPU has AVX-512F; `m` holds `36 * ld` values and `at + BLOCK <= ld`;
+/// `rows` holds `16 * BLOCK`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transform_output_avx512(m: &[f32], ld: usize, at: usize, rows: &mut [f32]) {
+    use std::arch::x86_64::*;
+    debug_assert!(m.len() >= E * ld && at + BLOCK <= ld && rows.len() >= TILE * TILE * BLOCK);
+    for group in (0..BLOCK).step_by(LANES) {
+        let load = |e: usize| _mm512_loadu_ps(m.as_ptr().add(e * ld + at + group));
+        let s: [[__m512; TILE]; PATCH] = std::array::from_fn(|i| at6(std::array::from_fn(|j| load(i * PATCH + j))));
+        let y: [[__m512; TILE]; TILE] = {
+            let columns: [[__m512; TILE]; TILE] = std::array::from_fn(|j| at6(std::array::from_fn(|i| s[i][j])));
+            std::array::from_fn(|i| std::array::from_fn(|j| columns[j][i]))
+        };
+        for (dy, row) in y.iter().enumerate() {
+            let out = interleave4(*row);
+            let dst = rows.as_mut_ptr().add(dy * TILE * BLOCK + group * TILE);
+            for (q, &value) in out.iter().enumerate() {
+                _mm512_storeu_ps(dst.add(LANES * q), value);
+            }
+        }
+    }
+}
+
+/// Four vectors `a, b, c, d` of 16 tiles' values into 64 values
+/// `a0 b0 c0 d0 a1 b1 c1 d1 ...`: one output row of 16 tiles.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn interleave4(v: [std::arch::x86_64::__m512; 4]) -> [std::arch::x86_64::__m512; 4] {
+    use std::arch::x86_64::*;
+    let [a, b, c, d] = v;
+    let (ab_lo, ab_hi) = (_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+    let (cd_lo, cd_hi) = (_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+    let pairs = |x: __m512, y: __m512, hi: bool| {
+        let (x, y) = (_mm512_castps_pd(x), _mm512_castps_pd(y));
+        _mm512_castpd_ps(if hi { _mm512_unpackhi_pd(x, y) } else { _mm512_unpacklo_pd(x, y) })
+    };
+    // In each 128-bit lane k, q_i holds tile 4k + i's four values.
+    let (q0, q1) = (pairs(ab_lo, cd_lo, false), pairs(ab_lo, cd_lo, true));
+    let (q2, q3) = (pairs(ab_hi, cd_hi, false), pairs(ab_hi, cd_hi, true));
+    // A 4x4 transpose of 128-bit lanes puts tiles 4k..4k+3 in vector k.
+    let t0 = _mm512_shuffle_f32x4::<0b01_00_01_00>(q0, q1);
+    let t1 = _mm512_shuffle_f32x4::<0b01_00_01_00>(q2, q3);
+    let t2 = _mm512_shuffle_f32x4::<0b11_10_11_10>(q0, q1);
+    let t3 = _mm512_shuffle_f32x4::<0b11_10_11_10>(q2, q3);
+    [
+        _mm512_shuffle_f32x4::<0b10_00_10_00>(t0, t1),
+        _mm512_shuffle_f32x4::<0b11_01_11_01>(t0, t1),
+        _mm512_shuffle_f32x4::<0b10_00_10_00>(t2, t3),
+        _mm512_shuffle_f32x4::<0b11_01_11_01>(t2, t3),
+    ]
+}
+
+/// grad_out [N,Cout,OH,OW], weight -> grad_input [N,Cin,H,W]: the forward
+/// convolution with the flipped, channel-swapped filters at padding
+/// `2 - p`. The caller has checked `applies_backward_input(p)`.
+pub fn conv2d_backward_input(p: &Conv2dParams, grad_out: &[f32], weight: &[f32], grad_in: &mut [f32]) {
+    assert!(applies_backward_input(p), "the Winograd input gradient needs padding <= 2");
+    let flipped = conv_direct::flip_filters(weight, p.out_channels, p.in_channels, 9);
+    conv2d(&conv_direct::backward_as_forward(p), grad_out, &flipped, None, grad_in);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::conv::tests::{naive_backward, naive_forward, to32};
+    use proptest::prelude::*;
+
+    /// Any 3x3 stride-1 shape, including the ones `applies` leaves to the
+    /// direct kernel: few channels, channel counts off the 8-channel block,
+    /// maps that end mid-tile, and batches whose blocks straddle images.
+    fn case() -> impl Strategy<Value = (Conv2dParams, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)> {
+        (1usize..4, prop::sample::select(vec![1usize, 3, 8, 17, 40]), prop::sample::select(vec![1usize, 5, 8, 9, 20]), 1usize..22, 1usize..22, 0usize..3)
+            .prop_filter_map("kernel larger than padded input", |(batch, cin, cout, h, w, padding)| {
+                let p = Conv2dParams { batch, in_channels: cin, out_channels: cout, in_h: h, in_w: w, kernel_h: 3, kernel_w: 3, stride: 1, padding };
+                (h + 2 * padding >= 3 && w + 2 * padding >= 3).then_some(p)
+            })
+            .prop_flat_map(|p| {
+                let xs = p.batch * p.in_channels * p.in_h * p.in_w;
+                let gs = p.batch * p.out_channels * p.out_h() * p.out_w();
+                (
+                    Just(p),
+                    prop::collection::vec(-2.0f64..2.0, xs),
+                    prop::collection::vec(-2.0f64..2.0, p.out_channels * p.in_channels * 9),
+                    prop::collection::vec(-2.0f64..2.0, p.out_channels),
+                    prop::collection::vec(-2.0f64..2.0, gs),
+                )
+            })
+    }
+
+    /// The AVX-512 kernel, or `None` after saying the tests are skipped.
+    fn avx512() -> Option<GemmKernel> {
+        let found = conv_direct::gemm_kernel_avx512();
+        if found.is_none() {
+            eprintln!("SKIPPED: this CPU lacks AVX-512, so Winograd F(4x4, 3x3) is not tested here");
+        }
+        found
+    }
+
+    /// F(4x4)'s constants cost f32 a few bits more than F(2x2)'s: within
+    /// 5e-5 of the sum of |terms| (F(2x2) is held to 4e-5).
+    fn close(got: &[f32], want: &[f64], mag: &[f64]) -> Result<(), TestCaseError> {
+        prop_assert_eq!(got.len(), want.len());
+        for (i, ((&g, &w), &m)) in got.iter().zip(want).zip(mag).enumerate() {
+            prop_assert!((g as f64 - w).abs() <= 5e-5 * (m + 1.0), "at {}: {} vs {} (mag {})", i, g, w, m);
+        }
+        Ok(())
+    }
+
+    fn run(kernel: GemmKernel, p: &Conv2dParams, x: &[f32], w: &[f32], bias: Option<&[f32]>, folded: &Folded, moments: Option<&mut [f64]>) -> Vec<f32> {
+        let mut out = vec![f32::NAN; p.batch * p.out_channels * p.out_h() * p.out_w()];
+        forward(kernel, p, x, w, bias, folded, moments, &mut out);
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn forward_matches_naive((p, x, w, b, _g) in case(), use_bias in any::<bool>()) {
+            let Some(kernel) = avx512() else { return Ok(()) };
+            let bias = use_bias.then_some(&b[..]);
+            let (want, mag) = naive_forward(&p, &x, &w, bias);
+            let b32 = to32(&b);
+            close(&run(kernel, &p, &to32(&x), &to32(&w), use_bias.then_some(&b32[..]), &Folded::default(), None), &want, &mag)?;
+        }
+
+        /// The input gradient through this path's forward pass, as
+        /// `conv2d_backward_input` runs it.
+        #[test]
+        fn backward_input_matches_naive((p, x, w, _b, g) in case()) {
+            let Some(kernel) = avx512() else { return Ok(()) };
+            prop_assume!(p.padding <= 2);
+            let [(want, mag), _] = naive_backward(&p, &x, &w, &g);
+            let q = conv_direct::backward_as_forward(&p);
+            let flipped = conv_direct::flip_filters(&to32(&w), p.out_channels, p.in_channels, 9);
+            close(&run(kernel, &q, &to32(&g), &flipped, None, &Folded::default(), None), &want, &mag)?;
+        }
+
+        /// The input affine and SiLU in the band copy, the residual and the
+        /// moments in the output writes.
+        #[test]
+        fn fused_matches_naive((p, x, w, b, g) in case(), scales in prop::collection::vec(-1.5f64..1.5, 24), silu_on in any::<bool>()) {
+            let Some(kernel) = avx512() else { return Ok(()) };
+            let planes = p.batch * p.in_channels;
+            let (scale, shift): (Vec<f64>, Vec<f64>) = (0..planes).map(|i| (scales[i % 24], scales[(i * 7 + 3) % 24])).unzip();
+            let hw = p.in_h * p.in_w;
+            let transformed: Vec<f64> = x.iter().enumerate().map(|(i, &v)| {
+                let y = v * scale[i / hw] + shift[i / hw];
+                if silu_on { y / (1.0 + (-y).exp()) } else { y }
+            }).collect();
+            let (conv, mag) = naive_forward(&p, &transformed, &w, Some(&b));
+            let want: Vec<f64> = conv.iter().zip(&g).map(|(c, r)| c + r).collect();
+            let (scale32, shift32, residual) = (to32(&scale), to32(&shift), to32(&g));
+            let folded = Folded { input_affine: Some((&scale32, &shift32)), input_silu: silu_on, residual: Some(&residual) };
+            let mut moments = vec![f64::NAN; 2 * p.batch * p.out_channels];
+            let got = run(kernel, &p, &to32(&x), &to32(&w), Some(&to32(&b)), &folded, Some(&mut moments));
+            close(&got, &want, &mag.iter().zip(&g).map(|(m, r)| m + r.abs()).collect::<Vec<_>>())?;
+            let ohw = p.out_h() * p.out_w();
+            for (plane, values) in got.chunks_exact(ohw).enumerate() {
+                let sum: f64 = values.iter().map(|&v| v as f64).sum();
+                let squares: f64 = values.iter().map(|&v| (v as f64) * (v as f64)).sum();
+                prop_assert!((moments[2 * plane] - sum).abs() <= 1e-9 * (1.0 + squares), "sum of plane {}", plane);
+                prop_assert!((moments[2 * plane + 1] - squares).abs() <= 1e-9 * (1.0 + squares), "squares of plane {}", plane);
+            }
+        }
+    }
+
+    #[test]
+    fn interleave4_puts_each_tiles_values_together() {
+        let Some(_) = avx512() else { return };
+        use std::arch::x86_64::*;
+        let mut got = [0.0f32; 64];
+        // SAFETY: the CPU has AVX-512 (checked above).
+        unsafe {
+            let tiles = _mm512_setr_ps(0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0);
+            let v: [__m512; 4] = std::array::from_fn(|j| _mm512_add_ps(tiles, _mm512_set1_ps(100.0 * j as f32)));
+            for (q, value) in interleave4(v).iter().enumerate() {
+                _mm512_storeu_ps(got.as_mut_ptr().add(16 * q), *value);
+            }
+        }
+        let want: Vec<f32> = (0..16).flat_map(|t| (0..4).map(move |j| t as f32 + 100.0 * j as f32)).collect();
+        assert_eq!(&got[..], &want[..]);
+    }
+
+    #[test]
+    fn applies_to_wide_3x3_layers_with_enough_tiles() {
+        let p = Conv2dParams { batch: 16, in_channels: 64, out_channels: 64, in_h: 16, in_w: 16, kernel_h: 3, kernel_w: 3, stride: 1, padding: 1 };
+        assert!(fits(&p));
+        assert!(!fits(&Conv2dParams { stride: 2, ..p }));
+        assert!(!fits(&Conv2dParams { kernel_h: 1, kernel_w: 1, padding: 0, ..p }));
+        assert!(!fits(&Conv2dParams { in_channels: 3, ..p }));
+        assert!(!fits(&Conv2dParams { in_h: 8, in_w: 8, ..p }));
+        assert!(!fits(&Conv2dParams { batch: 1, in_h: 16, in_w: 30, ..p }));
+    }
+}
