@@ -28,8 +28,9 @@ pub struct BenchReport {
     /// The process's peak resident memory (Linux `VmHWM`), what `ps` and
     /// PyTorch's `ru_maxrss` show; `None` where /proc is missing.
     pub peak_resident_bytes: Option<usize>,
-    /// How 3x3 stride-1 convolutions ran on the CPU: "Winograd",
-    /// "direct (avx512)", "direct (avx2)" or "im2col"; `None` on CUDA.
+    /// How 3x3 stride-1 convolutions ran on the CPU: "Winograd F(2x2)",
+    /// "Winograd F(4x4) ... below" with the path of small maps, "direct
+    /// (avx512)", "direct (avx2)" or "im2col"; `None` on CUDA.
     pub cpu_conv: Option<String>,
     /// Whether f32 matrix products could use TF32 tensor cores (CUDA only).
     pub tf32: bool,
@@ -49,12 +50,16 @@ pub struct GpuMemory {
 }
 
 fn cpu_conv_path() -> String {
+    let direct = match tensor::cpu::conv_direct::isa() {
+        Some(isa) => format!("direct ({isa})"),
+        None => "im2col".into(),
+    };
     if tensor::cpu::winograd::enabled() {
-        "Winograd".into()
-    } else if let Some(isa) = tensor::cpu::conv_direct::isa() {
-        format!("direct ({isa})")
+        "Winograd F(2x2)".into()
+    } else if tensor::cpu::winograd4::enabled() {
+        format!("Winograd F(4x4) on maps of 16x16 and up, {direct} below")
     } else {
-        "im2col".into()
+        direct
     }
 }
 

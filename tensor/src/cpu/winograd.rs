@@ -62,9 +62,10 @@ static ENABLED: EnvSwitch = EnvSwitch::new("PETAL_WINOGRAD");
 
 /// Whether 3x3 stride-1 convolutions use Winograd: only when the environment
 /// says `PETAL_WINOGRAD=1`, or `set_enabled(true)` was called. Off by
-/// default: the kernels win alone on one thread, but a whole U-Net step on
-/// 2 threads was slower with them (BENCHMARKS.md), so im2col stays the
-/// default until the parallel split of the transforms is fixed.
+/// default: its transformed data streams through memory between the
+/// phases, and a whole U-Net step on 2 threads was no faster with it
+/// (BENCHMARKS.md). `winograd4.rs` keeps that data in cache and is the
+/// default on CPUs with AVX-512.
 pub fn enabled() -> bool {
     ENABLED.is_on()
 }

@@ -77,6 +77,11 @@ pub fn set_disabled(on: bool) {
     DISABLED.set(on);
 }
 
+/// Whether this path runs here: the CPU has AVX-512 and nothing turned it off.
+pub fn enabled() -> bool {
+    kernel().is_some()
+}
+
 /// The register kernel, where this CPU has AVX-512 and the path is on.
 fn kernel() -> Option<GemmKernel> {
     conv_direct::gemm_kernel_avx512().filter(|_| !DISABLED.is_on())
