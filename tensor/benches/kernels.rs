@@ -122,7 +122,8 @@ impl Bench {
         }
         winograd4::set_disabled(false);
         if by_winograd4 {
-            self.conv_path(&format!("{label} winograd4"), p, all_passes);
+            let isa = conv_direct::isa().unwrap_or("none");
+            self.conv_path(&format!("{label} winograd4 {isa}"), p, all_passes);
         }
         if !by_winograd {
             return;

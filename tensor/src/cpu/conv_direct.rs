@@ -123,6 +123,8 @@ fn kernel() -> Option<Kernel> {
 /// `out[R, P] (+)= w[cin, R]ᵀ @ xpad[cin, P]`.
 #[derive(Clone, Copy)]
 pub(super) struct GemmKernel {
+    /// The instruction set, as `isa` reports it.
+    pub name: &'static str,
     /// Rows of `out` per call (`R`).
     pub channels: usize,
     /// Columns per call (`P`).
@@ -130,9 +132,33 @@ pub(super) struct GemmKernel {
     pub run: BlockFn,
 }
 
-/// The AVX-512 block kernel, where the CPU has it and it is not turned off.
-pub(super) fn gemm_kernel_avx512() -> Option<GemmKernel> {
-    kernel().filter(|k| k.name == "avx512").map(|k| GemmKernel { channels: k.channels, positions: k.positions, run: k.run })
+/// The widest block kernel this CPU runs (see `kernel`).
+pub(super) fn gemm_kernel() -> Option<GemmKernel> {
+    kernel().map(|k| k.gemm())
+}
+
+/// Every block kernel this CPU can run, for tests that cover each.
+#[cfg(test)]
+pub(super) fn gemm_kernels() -> Vec<GemmKernel> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut found = Vec::new();
+        if super::elementwise::has_avx2() {
+            found.push(AVX2.gemm());
+        }
+        if is_x86_feature_detected!("avx512f") {
+            found.push(AVX512.gemm());
+        }
+        found
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    Vec::new()
+}
+
+impl Kernel {
+    fn gemm(&self) -> GemmKernel {
+        GemmKernel { name: self.name, channels: self.channels, positions: self.positions, run: self.run }
+    }
 }
 
 /// Keeps this path on AVX2 even where the CPU has AVX-512 when `on` (to

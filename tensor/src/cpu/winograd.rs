@@ -65,7 +65,7 @@ static ENABLED: EnvSwitch = EnvSwitch::new("PETAL_WINOGRAD");
 /// default: its transformed data streams through memory between the
 /// phases, and a whole U-Net step on 2 threads was no faster with it
 /// (BENCHMARKS.md). `winograd4.rs` keeps that data in cache and is the
-/// default on CPUs with AVX-512.
+/// default on CPUs with AVX2 or AVX-512.
 pub fn enabled() -> bool {
     ENABLED.is_on()
 }

@@ -22,9 +22,10 @@
 //!
 //! 1. for each input channel, copy the rows the block reads into a small
 //!    zero-padded band, and transform its patches into `V[36][Cin][BLOCK]`
-//!    (16 tiles at a time: AVX-512 gathers pull the same patch position
-//!    of 16 tiles into one vector, so the transform is plain vector
-//!    arithmetic and each transformed value is written once, in place);
+//!    (a vector of tiles at a time: gathers pull the same patch position
+//!    of 16 tiles, 8 with AVX2, into one vector, so the transform is plain
+//!    vector arithmetic and each transformed value is written once, in
+//!    place);
 //! 2. for each block of output channels, the 36 products
 //!    `M[e] = U[e] @ V[e]`, by the direct convolution's register kernel
 //!    with a single tap (it is a GEMM microkernel: broadcast weights,
@@ -33,8 +34,8 @@
 //!    into rows, and write the rows into the NCHW output with the bias,
 //!    and, for fused inference, the residual and the moments.
 //!
-//! `V` of one block (36 KiB per input channel at 32 tiles... i.e. 4.5 KiB x
-//! `Cin`) stays in L2, and `M` for one channel block in L1.
+//! `V` of one block (4.5 KiB per input channel) stays in L2, and `M` of
+//! one channel block (36 KiB with AVX-512's 8 channels) in L1 or L2.
 //!
 //! The input gradient of a stride-1 3x3 convolution is a forward one (the
 //! flipped filters, channel axes swapped, padding `2 - p`), so it takes
@@ -42,7 +43,9 @@
 //! Winograd form it would sum transformed products over every tile, with
 //! the larger constants' error in every weight.
 //!
-//! f32 on CPUs with AVX-512 only; elsewhere the direct kernel runs.
+//! f32 on x86-64 CPUs with AVX2 + FMA or AVX-512 (the direct kernel's two
+//! register blocks, and the transforms written once over `Simd`);
+//! elsewhere im2col runs.
 
 use rayon::prelude::*;
 
@@ -57,9 +60,6 @@ const TILE: usize = 4;
 const PATCH: usize = 6;
 /// Positions of a transformed patch.
 const E: usize = PATCH * PATCH;
-/// Tiles per gather: one AVX-512 vector.
-const LANES: usize = 16;
-
 /// Tiles per block: a multiple of the register kernel's 32 positions.
 /// With 256 input channels a block's `V` is 1.2 MiB; larger blocks spill
 /// it out of L2.
@@ -77,19 +77,49 @@ pub fn set_disabled(on: bool) {
     DISABLED.set(on);
 }
 
-/// Whether this path runs here: the CPU has AVX-512 and nothing turned it off.
+/// Whether this path runs here: the CPU has AVX2 and FMA or AVX-512, and
+/// nothing turned it off.
 pub fn enabled() -> bool {
-    kernel().is_some()
+    kernels().is_some()
 }
 
-/// The register kernel, where this CPU has AVX-512 and the path is on.
-fn kernel() -> Option<GemmKernel> {
-    conv_direct::gemm_kernel_avx512().filter(|_| !DISABLED.is_on())
+/// One transform of a block; `transform_input` and `transform_output`
+/// state the contracts.
+type InputFn = unsafe fn(&[f32], usize, &[i32], &mut [f32], usize, usize);
+type OutputFn = unsafe fn(&[f32], usize, usize, &mut [f32]);
+
+/// The register kernel and the transforms for one instruction set.
+#[derive(Clone, Copy)]
+struct Kernels {
+    gemm: GemmKernel,
+    input: InputFn,
+    output: OutputFn,
+}
+
+impl Kernels {
+    fn new(gemm: GemmKernel) -> Kernels {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if gemm.name == "avx512" {
+                return Kernels { gemm, input: transform_input_avx512, output: transform_output_avx512 };
+            }
+            return Kernels { gemm, input: transform_input_avx2, output: transform_output_avx2 };
+        }
+        #[allow(unreachable_code)]
+        {
+            unreachable!("the register kernels exist on x86-64 only")
+        }
+    }
+}
+
+/// The kernels of the widest instruction set here, where the path is on.
+fn kernels() -> Option<Kernels> {
+    conv_direct::gemm_kernel().filter(|_| !DISABLED.is_on()).map(Kernels::new)
 }
 
 /// Whether the forward pass of `p` (f32) takes this path.
 pub fn applies(p: &Conv2dParams) -> bool {
-    fits(p) && kernel().is_some()
+    fits(p) && kernels().is_some()
 }
 
 /// The shapes this path is for, whatever the CPU: 3x3, stride 1, enough
@@ -266,28 +296,28 @@ pub fn conv2d(p: &Conv2dParams, input: &[f32], weight: &[f32], bias: Option<&[f3
 /// `conv2d` with `folded`'s input transform done in the band copy and its
 /// residual, with the moments (`[N*Cout*2]`), in the output writes.
 pub fn conv2d_fused(p: &Conv2dParams, input: &[f32], weight: &[f32], bias: Option<&[f32]>, folded: &Folded, moments: Option<&mut [f64]>, out: &mut [f32]) {
-    assert!(applies(p), "Winograd F(4x4, 3x3) needs a 3x3 stride-1 convolution with enough channels, and AVX-512");
-    forward(kernel().expect("checked by applies"), p, input, weight, bias, folded, moments, out);
+    assert!(applies(p), "Winograd F(4x4, 3x3) needs a 3x3 stride-1 convolution with enough channels, and AVX2 or AVX-512");
+    forward(kernels().expect("checked by applies"), p, input, weight, bias, folded, moments, out);
 }
 
 /// `conv2d_fused` for any 3x3 stride-1 shape (`applies` only keeps out
-/// the ones where this path is slower), on an AVX-512 `kernel`.
+/// the ones where this path is slower), with `kernels`.
 #[allow(clippy::too_many_arguments)]
-fn forward(kernel: GemmKernel, p: &Conv2dParams, input: &[f32], weight: &[f32], bias: Option<&[f32]>, folded: &Folded, moments: Option<&mut [f64]>, out: &mut [f32]) {
+fn forward(kernels: Kernels, p: &Conv2dParams, input: &[f32], weight: &[f32], bias: Option<&[f32]>, folded: &Folded, moments: Option<&mut [f64]>, out: &mut [f32]) {
     assert!(p.kernel_h == 3 && p.kernel_w == 3 && p.stride == 1, "Winograd F(4x4, 3x3) needs a 3x3 stride-1 convolution");
     let (cin, cout) = (p.in_channels, p.out_channels);
     assert_eq!(input.len(), p.batch * cin * p.in_h * p.in_w);
     assert_eq!(weight.len(), cout * cin * 9);
     assert_eq!(out.len(), p.batch * cout * p.out_h() * p.out_w());
     let tiling = Tiling::new(p);
-    let u = transform_weights(cout, cin, weight, kernel.channels);
+    let u = transform_weights(cout, cin, weight, kernels.gemm.channels);
     let output = Output(out.as_mut_ptr());
     let blocks = tiling.total.div_ceil(BLOCK);
     let partial: Vec<(usize, Vec<f64>)> = (0..blocks)
         .into_par_iter()
         .map_init(Scratch::default, |scratch, b| {
             let plan = BlockPlan::new(&tiling, b * BLOCK);
-            let sums = run_block(p, &tiling, &plan, kernel, input, &u, bias, folded, moments.is_some(), output, scratch);
+            let sums = run_block(p, &tiling, &plan, kernels, input, &u, bias, folded, moments.is_some(), output, scratch);
             (plan.slots[0].image, sums)
         })
         .collect();
@@ -307,7 +337,7 @@ fn run_block(
     p: &Conv2dParams,
     tiling: &Tiling,
     plan: &BlockPlan,
-    kernel: GemmKernel,
+    kernels: Kernels,
     input: &[f32],
     u: &[f32],
     bias: Option<&[f32]>,
@@ -319,6 +349,7 @@ fn run_block(
     let (cin, cout, h, w, pad) = (p.in_channels, p.out_channels, p.in_h, p.in_w, p.padding);
     let (oh, ow) = (p.out_h(), p.out_w());
     let wb = tiling.band_width();
+    let kernel = kernels.gemm;
     let r_block = kernel.channels;
     let transform = folded.input_affine.is_some() || folded.input_silu;
 
@@ -342,11 +373,10 @@ fn run_block(
                 }
             }
         }
-        // SAFETY: `applies` saw AVX-512; every offset plus a patch's
+        // SAFETY: `kernels` are for this CPU; every offset plus a patch's
         // reach stays inside the band, and `v` holds 36 planes of
         // `cin * BLOCK`.
-        #[cfg(target_arch = "x86_64")]
-        unsafe { transform_input_avx512(band, wb, &plan.offsets, v, cin * BLOCK, ci * BLOCK) };
+        unsafe { (kernels.input)(band, wb, &plan.offsets, v, cin * BLOCK, ci * BLOCK) };
     }
 
     // 2 and 3. Products and the output transform, a channel block at a time.
@@ -368,10 +398,9 @@ fn run_block(
         }
         for r in 0..r_block.min(cout - cb * r_block) {
             let co = cb * r_block + r;
-            // SAFETY: AVX-512 as above; `m` holds 36 planes of R rows of
-            // BLOCK, and `rows` 4 rows of 4 * BLOCK.
-            #[cfg(target_arch = "x86_64")]
-            unsafe { transform_output_avx512(m, r_block * BLOCK, r * BLOCK, rows) };
+            // SAFETY: as above; `m` holds 36 planes of R rows of BLOCK,
+            // and `rows` 4 rows of 4 * BLOCK.
+            unsafe { (kernels.output)(m, r_block * BLOCK, r * BLOCK, rows) };
             let bv = bias.map_or(0.0, |b| b[co]);
             for s in &plan.segments {
                 let x0 = s.tx * TILE;
@@ -408,69 +437,231 @@ fn run_block(
     sums
 }
 
+/// The vector operations the transforms need, for one instruction set.
+/// The transforms below are written once over this trait and compiled
+/// twice, inside an AVX-512 and an AVX2 function, where every call inlines.
+///
+/// # Safety
+/// Every method needs its instruction set; call them only from functions
+/// compiled with it.
+#[cfg(target_arch = "x86_64")]
+unsafe trait Simd {
+    type V: Copy;
+    /// Tiles per vector.
+    const LANES: usize;
+    unsafe fn splat(x: f32) -> Self::V;
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+    /// `a * b + c`.
+    unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// `c - a * b`.
+    unsafe fn fnmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    unsafe fn load(p: *const f32) -> Self::V;
+    unsafe fn store(p: *mut f32, v: Self::V);
+    /// `base[index[k]]` for each lane `k`.
+    unsafe fn gather(index: *const i32, base: *const f32) -> Self::V;
+    /// Four vectors `a, b, c, d` of `LANES` tiles' values into
+    /// `a0 b0 c0 d0 a1 b1 c1 d1 ...`, four vectors long.
+    unsafe fn interleave4(v: [Self::V; 4]) -> [Self::V; 4];
+}
+
+#[cfg(target_arch = "x86_64")]
+struct Avx512;
+
+#[cfg(target_arch = "x86_64")]
+unsafe impl Simd for Avx512 {
+    type V = std::arch::x86_64::__m512;
+    const LANES: usize = 16;
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self::V {
+        std::arch::x86_64::_mm512_set1_ps(x)
+    }
+    #[inline(always)]
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V {
+        std::arch::x86_64::_mm512_add_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V {
+        std::arch::x86_64::_mm512_sub_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V {
+        std::arch::x86_64::_mm512_mul_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        std::arch::x86_64::_mm512_fmadd_ps(a, b, c)
+    }
+    #[inline(always)]
+    unsafe fn fnmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        std::arch::x86_64::_mm512_fnmadd_ps(a, b, c)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self::V {
+        std::arch::x86_64::_mm512_loadu_ps(p)
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: Self::V) {
+        std::arch::x86_64::_mm512_storeu_ps(p, v)
+    }
+    #[inline(always)]
+    unsafe fn gather(index: *const i32, base: *const f32) -> Self::V {
+        use std::arch::x86_64::*;
+        _mm512_i32gather_ps::<4>(_mm512_loadu_si512(index.cast()), base)
+    }
+    #[inline(always)]
+    unsafe fn interleave4(v: [Self::V; 4]) -> [Self::V; 4] {
+        use std::arch::x86_64::*;
+        let [a, b, c, d] = v;
+        let (ab_lo, ab_hi) = (_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+        let (cd_lo, cd_hi) = (_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+        let pairs = |x: __m512, y: __m512, hi: bool| {
+            let (x, y) = (_mm512_castps_pd(x), _mm512_castps_pd(y));
+            _mm512_castpd_ps(if hi { _mm512_unpackhi_pd(x, y) } else { _mm512_unpacklo_pd(x, y) })
+        };
+        // In each 128-bit lane k, q_i holds tile 4k + i's four values.
+        let (q0, q1) = (pairs(ab_lo, cd_lo, false), pairs(ab_lo, cd_lo, true));
+        let (q2, q3) = (pairs(ab_hi, cd_hi, false), pairs(ab_hi, cd_hi, true));
+        // A 4x4 transpose of 128-bit lanes puts tiles 4k..4k+3 in vector k.
+        let t0 = _mm512_shuffle_f32x4::<0b01_00_01_00>(q0, q1);
+        let t1 = _mm512_shuffle_f32x4::<0b01_00_01_00>(q2, q3);
+        let t2 = _mm512_shuffle_f32x4::<0b11_10_11_10>(q0, q1);
+        let t3 = _mm512_shuffle_f32x4::<0b11_10_11_10>(q2, q3);
+        [
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(t0, t1),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(t0, t1),
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(t2, t3),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(t2, t3),
+        ]
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+struct Avx2;
+
+#[cfg(target_arch = "x86_64")]
+unsafe impl Simd for Avx2 {
+    type V = std::arch::x86_64::__m256;
+    const LANES: usize = 8;
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self::V {
+        std::arch::x86_64::_mm256_set1_ps(x)
+    }
+    #[inline(always)]
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V {
+        std::arch::x86_64::_mm256_add_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V {
+        std::arch::x86_64::_mm256_sub_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V {
+        std::arch::x86_64::_mm256_mul_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        std::arch::x86_64::_mm256_fmadd_ps(a, b, c)
+    }
+    #[inline(always)]
+    unsafe fn fnmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        std::arch::x86_64::_mm256_fnmadd_ps(a, b, c)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self::V {
+        std::arch::x86_64::_mm256_loadu_ps(p)
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: Self::V) {
+        std::arch::x86_64::_mm256_storeu_ps(p, v)
+    }
+    #[inline(always)]
+    unsafe fn gather(index: *const i32, base: *const f32) -> Self::V {
+        use std::arch::x86_64::*;
+        _mm256_i32gather_ps::<4>(base, _mm256_loadu_si256(index.cast()))
+    }
+    #[inline(always)]
+    unsafe fn interleave4(v: [Self::V; 4]) -> [Self::V; 4] {
+        use std::arch::x86_64::*;
+        let [a, b, c, d] = v;
+        let (ab_lo, ab_hi) = (_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+        let (cd_lo, cd_hi) = (_mm256_unpacklo_ps(c, d), _mm256_unpackhi_ps(c, d));
+        let pairs = |x: __m256, y: __m256, hi: bool| {
+            let (x, y) = (_mm256_castps_pd(x), _mm256_castps_pd(y));
+            _mm256_castpd_ps(if hi { _mm256_unpackhi_pd(x, y) } else { _mm256_unpacklo_pd(x, y) })
+        };
+        // In each 128-bit lane k, q_i holds tile 4k + i's four values.
+        let (q0, q1) = (pairs(ab_lo, cd_lo, false), pairs(ab_lo, cd_lo, true));
+        let (q2, q3) = (pairs(ab_hi, cd_hi, false), pairs(ab_hi, cd_hi, true));
+        // Tiles 0 and 1, 2 and 3 from the low lanes; 4 to 7 from the high.
+        [
+            _mm256_permute2f128_ps::<0x20>(q0, q1),
+            _mm256_permute2f128_ps::<0x20>(q2, q3),
+            _mm256_permute2f128_ps::<0x31>(q0, q1),
+            _mm256_permute2f128_ps::<0x31>(q2, q3),
+        ]
+    }
+}
+
 /// `Bᵀ d` over six rows (or columns) of patch values.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn bt6(d: [std::arch::x86_64::__m512; 6]) -> [std::arch::x86_64::__m512; 6] {
-    use std::arch::x86_64::*;
-    let (two, four, five) = (_mm512_set1_ps(2.0), _mm512_set1_ps(4.0), _mm512_set1_ps(5.0));
+unsafe fn bt6<S: Simd>(d: [S::V; 6]) -> [S::V; 6] {
+    let (two, four, five) = (S::splat(2.0), S::splat(4.0), S::splat(5.0));
     let [d0, d1, d2, d3, d4, d5] = d;
-    let a = _mm512_fnmadd_ps(four, d2, d4); // d4 - 4 d2
-    let b = _mm512_fnmadd_ps(four, d1, d3); // d3 - 4 d1
-    let c = _mm512_sub_ps(d4, d2);
-    let e = _mm512_mul_ps(two, _mm512_sub_ps(d3, d1));
+    let a = S::fnmadd(four, d2, d4); // d4 - 4 d2
+    let b = S::fnmadd(four, d1, d3); // d3 - 4 d1
+    let c = S::sub(d4, d2);
+    let e = S::mul(two, S::sub(d3, d1));
     [
-        _mm512_fmadd_ps(four, d0, _mm512_fnmadd_ps(five, d2, d4)),
-        _mm512_add_ps(a, b),
-        _mm512_sub_ps(a, b),
-        _mm512_add_ps(c, e),
-        _mm512_sub_ps(c, e),
-        _mm512_fmadd_ps(four, d1, _mm512_fnmadd_ps(five, d3, d5)),
+        S::fmadd(four, d0, S::fnmadd(five, d2, d4)),
+        S::add(a, b),
+        S::sub(a, b),
+        S::add(c, e),
+        S::sub(c, e),
+        S::fmadd(four, d1, S::fnmadd(five, d3, d5)),
     ]
 }
 
 /// `Aᵀ m` over six rows (or columns) of a transformed tile.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn at6(m: [std::arch::x86_64::__m512; 6]) -> [std::arch::x86_64::__m512; 4] {
-    use std::arch::x86_64::*;
+unsafe fn at6<S: Simd>(m: [S::V; 6]) -> [S::V; 4] {
     let [m0, m1, m2, m3, m4, m5] = m;
-    let (s12, d12) = (_mm512_add_ps(m1, m2), _mm512_sub_ps(m1, m2));
-    let (s34, d34) = (_mm512_add_ps(m3, m4), _mm512_sub_ps(m3, m4));
+    let (s12, d12) = (S::add(m1, m2), S::sub(m1, m2));
+    let (s34, d34) = (S::add(m3, m4), S::sub(m3, m4));
     [
-        _mm512_add_ps(_mm512_add_ps(m0, s12), s34),
-        _mm512_fmadd_ps(_mm512_set1_ps(2.0), d34, d12),
-        _mm512_fmadd_ps(_mm512_set1_ps(4.0), s34, s12),
-        _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0), d34, d12), m5),
+        S::add(S::add(m0, s12), s34),
+        S::fmadd(S::splat(2.0), d34, d12),
+        S::fmadd(S::splat(4.0), s34, s12),
+        S::add(S::fmadd(S::splat(8.0), d34, d12), m5),
     ]
 }
 
-/// `V = Bᵀ d B` of the block's patches in one band, 16 tiles per vector,
-/// into `v[e * ld + col + tile]`.
+/// `V = Bᵀ d B` of the block's patches in one band, a vector of tiles at
+/// a time, into `v[e * ld + col + tile]`.
 ///
 /// # Safety
-/// The CPU has AVX-512F; every `offsets[t] + 5 * wb + 5` is inside `band`;
-/// `offsets` holds `BLOCK` values; `v` holds `36 * ld` values and
-/// `col + BLOCK <= ld`.
+/// The CPU has `S`'s instruction set; every `offsets[t] + 5 * wb + 5` is
+/// inside `band`; `offsets` holds `BLOCK` values; `v` holds `36 * ld`
+/// values and `col + BLOCK <= ld`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn transform_input_avx512(band: &[f32], wb: usize, offsets: &[i32], v: &mut [f32], ld: usize, col: usize) {
-    use std::arch::x86_64::*;
+#[inline(always)]
+unsafe fn transform_input<S: Simd>(band: &[f32], wb: usize, offsets: &[i32], v: &mut [f32], ld: usize, col: usize) {
     debug_assert!(offsets.len() == BLOCK && v.len() >= E * ld && col + BLOCK <= ld);
     debug_assert!(offsets.iter().all(|&o| o as usize + (PATCH - 1) * (wb + 1) < band.len()));
-    for group in (0..BLOCK).step_by(LANES) {
-        let index = _mm512_loadu_si512(offsets.as_ptr().add(group).cast());
+    for group in (0..BLOCK).step_by(S::LANES) {
+        let index = offsets.as_ptr().add(group);
         // Rows first (B along x), then columns (Bᵀ along y).
-        let mut t = [[_mm512_setzero_ps(); PATCH]; PATCH];
-        for (k, row) in t.iter_mut().enumerate() {
+        let t: [[S::V; PATCH]; PATCH] = std::array::from_fn(|k| {
             let base = band.as_ptr().add(k * wb);
-            let d: [__m512; PATCH] = std::array::from_fn(|x| _mm512_i32gather_ps::<4>(index, base.add(x)));
-            *row = bt6(d);
-        }
+            bt6::<S>(std::array::from_fn(|x| S::gather(index, base.add(x))))
+        });
         for j in 0..PATCH {
-            let column = bt6(std::array::from_fn(|k| t[k][j]));
+            let column = bt6::<S>(std::array::from_fn(|k| t[k][j]));
             for (i, &value) in column.iter().enumerate() {
-                _mm512_storeu_ps(v.as_mut_ptr().add((i * PATCH + j) * ld + col + group), value);
+                S::store(v.as_mut_ptr().add((i * PATCH + j) * ld + col + group), value);
             }
         }
     }
@@ -481,58 +672,54 @@ unsafe fn transform_input_avx512(band: &[f32], wb: usize, offsets: &[i32], v: &m
 /// tile after tile.
 ///
 /// # Safety
-/// The CPU has AVX-512F; `m` holds `36 * ld` values and `at + BLOCK <= ld`;
-/// `rows` holds `16 * BLOCK`.
+/// The CPU has `S`'s instruction set; `m` holds `36 * ld` values and
+/// `at + BLOCK <= ld`; `rows` holds `16 * BLOCK`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn transform_output_avx512(m: &[f32], ld: usize, at: usize, rows: &mut [f32]) {
-    use std::arch::x86_64::*;
+#[inline(always)]
+unsafe fn transform_output<S: Simd>(m: &[f32], ld: usize, at: usize, rows: &mut [f32]) {
     debug_assert!(m.len() >= E * ld && at + BLOCK <= ld && rows.len() >= TILE * TILE * BLOCK);
-    for group in (0..BLOCK).step_by(LANES) {
-        let load = |e: usize| _mm512_loadu_ps(m.as_ptr().add(e * ld + at + group));
-        let s: [[__m512; TILE]; PATCH] = std::array::from_fn(|i| at6(std::array::from_fn(|j| load(i * PATCH + j))));
-        let y: [[__m512; TILE]; TILE] = {
-            let columns: [[__m512; TILE]; TILE] = std::array::from_fn(|j| at6(std::array::from_fn(|i| s[i][j])));
-            std::array::from_fn(|i| std::array::from_fn(|j| columns[j][i]))
-        };
-        for (dy, row) in y.iter().enumerate() {
-            let out = interleave4(*row);
+    for group in (0..BLOCK).step_by(S::LANES) {
+        let load = |e: usize| S::load(m.as_ptr().add(e * ld + at + group));
+        let s: [[S::V; TILE]; PATCH] = std::array::from_fn(|i| at6::<S>(std::array::from_fn(|j| load(i * PATCH + j))));
+        let columns: [[S::V; TILE]; TILE] = std::array::from_fn(|j| at6::<S>(std::array::from_fn(|i| s[i][j])));
+        for dy in 0..TILE {
+            let out = S::interleave4(std::array::from_fn(|j| columns[j][dy]));
             let dst = rows.as_mut_ptr().add(dy * TILE * BLOCK + group * TILE);
             for (q, &value) in out.iter().enumerate() {
-                _mm512_storeu_ps(dst.add(LANES * q), value);
+                S::store(dst.add(S::LANES * q), value);
             }
         }
     }
 }
 
-/// Four vectors `a, b, c, d` of 16 tiles' values into 64 values
-/// `a0 b0 c0 d0 a1 b1 c1 d1 ...`: one output row of 16 tiles.
+/// The transforms compiled for one instruction set.
 #[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn interleave4(v: [std::arch::x86_64::__m512; 4]) -> [std::arch::x86_64::__m512; 4] {
-    use std::arch::x86_64::*;
-    let [a, b, c, d] = v;
-    let (ab_lo, ab_hi) = (_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
-    let (cd_lo, cd_hi) = (_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
-    let pairs = |x: __m512, y: __m512, hi: bool| {
-        let (x, y) = (_mm512_castps_pd(x), _mm512_castps_pd(y));
-        _mm512_castpd_ps(if hi { _mm512_unpackhi_pd(x, y) } else { _mm512_unpacklo_pd(x, y) })
+macro_rules! transforms_for {
+    ($isa:ty, $feature:literal, $input:ident, $output:ident) => {
+        /// `transform_input` for this instruction set.
+        ///
+        /// # Safety
+        /// As `transform_input`.
+        #[target_feature(enable = $feature)]
+        unsafe fn $input(band: &[f32], wb: usize, offsets: &[i32], v: &mut [f32], ld: usize, col: usize) {
+            transform_input::<$isa>(band, wb, offsets, v, ld, col)
+        }
+
+        /// `transform_output` for this instruction set.
+        ///
+        /// # Safety
+        /// As `transform_output`.
+        #[target_feature(enable = $feature)]
+        unsafe fn $output(m: &[f32], ld: usize, at: usize, rows: &mut [f32]) {
+            transform_output::<$isa>(m, ld, at, rows)
+        }
     };
-    // In each 128-bit lane k, q_i holds tile 4k + i's four values.
-    let (q0, q1) = (pairs(ab_lo, cd_lo, false), pairs(ab_lo, cd_lo, true));
-    let (q2, q3) = (pairs(ab_hi, cd_hi, false), pairs(ab_hi, cd_hi, true));
-    // A 4x4 transpose of 128-bit lanes puts tiles 4k..4k+3 in vector k.
-    let t0 = _mm512_shuffle_f32x4::<0b01_00_01_00>(q0, q1);
-    let t1 = _mm512_shuffle_f32x4::<0b01_00_01_00>(q2, q3);
-    let t2 = _mm512_shuffle_f32x4::<0b11_10_11_10>(q0, q1);
-    let t3 = _mm512_shuffle_f32x4::<0b11_10_11_10>(q2, q3);
-    [
-        _mm512_shuffle_f32x4::<0b10_00_10_00>(t0, t1),
-        _mm512_shuffle_f32x4::<0b11_01_11_01>(t0, t1),
-        _mm512_shuffle_f32x4::<0b10_00_10_00>(t2, t3),
-        _mm512_shuffle_f32x4::<0b11_01_11_01>(t2, t3),
-    ]
 }
+
+#[cfg(target_arch = "x86_64")]
+transforms_for!(Avx512, "avx512f", transform_input_avx512, transform_output_avx512);
+#[cfg(target_arch = "x86_64")]
+transforms_for!(Avx2, "avx2,fma", transform_input_avx2, transform_output_avx2);
 
 /// grad_out [N,Cout,OH,OW], weight -> grad_input [N,Cin,H,W]: the forward
 /// convolution with the flipped, channel-swapped filters at padding
@@ -571,11 +758,14 @@ mod tests {
             })
     }
 
-    /// The AVX-512 kernel, or `None` after saying the tests are skipped.
-    fn avx512() -> Option<GemmKernel> {
-        let found = conv_direct::gemm_kernel_avx512();
-        if found.is_none() {
-            eprintln!("SKIPPED: this CPU lacks AVX-512, so Winograd F(4x4, 3x3) is not tested here");
+    /// The kernels of every instruction set this CPU has, saying which
+    /// are skipped.
+    fn all_kernels() -> Vec<Kernels> {
+        let found: Vec<Kernels> = conv_direct::gemm_kernels().into_iter().map(Kernels::new).collect();
+        for isa in ["avx2", "avx512"] {
+            if !found.iter().any(|k| k.gemm.name == isa) {
+                eprintln!("SKIPPED: this CPU lacks {isa}, so Winograd F(4x4, 3x3) on {isa} is not tested here");
+            }
         }
         found
     }
@@ -590,9 +780,9 @@ mod tests {
         Ok(())
     }
 
-    fn run(kernel: GemmKernel, p: &Conv2dParams, x: &[f32], w: &[f32], bias: Option<&[f32]>, folded: &Folded, moments: Option<&mut [f64]>) -> Vec<f32> {
+    fn run(kernels: Kernels, p: &Conv2dParams, x: &[f32], w: &[f32], bias: Option<&[f32]>, folded: &Folded, moments: Option<&mut [f64]>) -> Vec<f32> {
         let mut out = vec![f32::NAN; p.batch * p.out_channels * p.out_h() * p.out_w()];
-        forward(kernel, p, x, w, bias, folded, moments, &mut out);
+        forward(kernels, p, x, w, bias, folded, moments, &mut out);
         out
     }
 
@@ -601,30 +791,31 @@ mod tests {
 
         #[test]
         fn forward_matches_naive((p, x, w, b, _g) in case(), use_bias in any::<bool>()) {
-            let Some(kernel) = avx512() else { return Ok(()) };
             let bias = use_bias.then_some(&b[..]);
             let (want, mag) = naive_forward(&p, &x, &w, bias);
             let b32 = to32(&b);
-            close(&run(kernel, &p, &to32(&x), &to32(&w), use_bias.then_some(&b32[..]), &Folded::default(), None), &want, &mag)?;
+            for kernels in all_kernels() {
+                close(&run(kernels, &p, &to32(&x), &to32(&w), use_bias.then_some(&b32[..]), &Folded::default(), None), &want, &mag)?;
+            }
         }
 
         /// The input gradient through this path's forward pass, as
         /// `conv2d_backward_input` runs it.
         #[test]
         fn backward_input_matches_naive((p, x, w, _b, g) in case()) {
-            let Some(kernel) = avx512() else { return Ok(()) };
             prop_assume!(p.padding <= 2);
             let [(want, mag), _] = naive_backward(&p, &x, &w, &g);
             let q = conv_direct::backward_as_forward(&p);
             let flipped = conv_direct::flip_filters(&to32(&w), p.out_channels, p.in_channels, 9);
-            close(&run(kernel, &q, &to32(&g), &flipped, None, &Folded::default(), None), &want, &mag)?;
+            for kernels in all_kernels() {
+                close(&run(kernels, &q, &to32(&g), &flipped, None, &Folded::default(), None), &want, &mag)?;
+            }
         }
 
         /// The input affine and SiLU in the band copy, the residual and the
         /// moments in the output writes.
         #[test]
         fn fused_matches_naive((p, x, w, b, g) in case(), scales in prop::collection::vec(-1.5f64..1.5, 24), silu_on in any::<bool>()) {
-            let Some(kernel) = avx512() else { return Ok(()) };
             let planes = p.batch * p.in_channels;
             let (scale, shift): (Vec<f64>, Vec<f64>) = (0..planes).map(|i| (scales[i % 24], scales[(i * 7 + 3) % 24])).unzip();
             let hw = p.in_h * p.in_w;
@@ -636,34 +827,58 @@ mod tests {
             let want: Vec<f64> = conv.iter().zip(&g).map(|(c, r)| c + r).collect();
             let (scale32, shift32, residual) = (to32(&scale), to32(&shift), to32(&g));
             let folded = Folded { input_affine: Some((&scale32, &shift32)), input_silu: silu_on, residual: Some(&residual) };
-            let mut moments = vec![f64::NAN; 2 * p.batch * p.out_channels];
-            let got = run(kernel, &p, &to32(&x), &to32(&w), Some(&to32(&b)), &folded, Some(&mut moments));
-            close(&got, &want, &mag.iter().zip(&g).map(|(m, r)| m + r.abs()).collect::<Vec<_>>())?;
-            let ohw = p.out_h() * p.out_w();
-            for (plane, values) in got.chunks_exact(ohw).enumerate() {
-                let sum: f64 = values.iter().map(|&v| v as f64).sum();
-                let squares: f64 = values.iter().map(|&v| (v as f64) * (v as f64)).sum();
-                prop_assert!((moments[2 * plane] - sum).abs() <= 1e-9 * (1.0 + squares), "sum of plane {}", plane);
-                prop_assert!((moments[2 * plane + 1] - squares).abs() <= 1e-9 * (1.0 + squares), "squares of plane {}", plane);
+            let mag: Vec<f64> = mag.iter().zip(&g).map(|(m, r)| m + r.abs()).collect();
+            for kernels in all_kernels() {
+                let mut moments = vec![f64::NAN; 2 * p.batch * p.out_channels];
+                let got = run(kernels, &p, &to32(&x), &to32(&w), Some(&to32(&b)), &folded, Some(&mut moments));
+                close(&got, &want, &mag)?;
+                let ohw = p.out_h() * p.out_w();
+                for (plane, values) in got.chunks_exact(ohw).enumerate() {
+                    let sum: f64 = values.iter().map(|&v| v as f64).sum();
+                    let squares: f64 = values.iter().map(|&v| (v as f64) * (v as f64)).sum();
+                    prop_assert!((moments[2 * plane] - sum).abs() <= 1e-9 * (1.0 + squares), "sum of plane {}", plane);
+                    prop_assert!((moments[2 * plane + 1] - squares).abs() <= 1e-9 * (1.0 + squares), "squares of plane {}", plane);
+                }
             }
         }
     }
 
+    /// `interleave4` on lanes numbered 0.. (plus 100 * vector), for `S`.
+    ///
+    /// # Safety
+    /// The CPU has `S`'s instruction set.
+    #[inline(always)]
+    unsafe fn interleaved<S: Simd>() -> Vec<f32> {
+        let lanes: Vec<f32> = (0..S::LANES).map(|t| t as f32).collect();
+        let v: [S::V; 4] = std::array::from_fn(|j| S::add(S::load(lanes.as_ptr()), S::splat(100.0 * j as f32)));
+        let mut got = vec![0.0f32; 4 * S::LANES];
+        for (q, &value) in S::interleave4(v).iter().enumerate() {
+            S::store(got.as_mut_ptr().add(S::LANES * q), value);
+        }
+        got
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn interleaved_avx512() -> Vec<f32> {
+        interleaved::<Avx512>()
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn interleaved_avx2() -> Vec<f32> {
+        interleaved::<Avx2>()
+    }
+
     #[test]
     fn interleave4_puts_each_tiles_values_together() {
-        let Some(_) = avx512() else { return };
-        use std::arch::x86_64::*;
-        let mut got = [0.0f32; 64];
-        // SAFETY: the CPU has AVX-512 (checked above).
-        unsafe {
-            let tiles = _mm512_setr_ps(0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0);
-            let v: [__m512; 4] = std::array::from_fn(|j| _mm512_add_ps(tiles, _mm512_set1_ps(100.0 * j as f32)));
-            for (q, value) in interleave4(v).iter().enumerate() {
-                _mm512_storeu_ps(got.as_mut_ptr().add(16 * q), *value);
-            }
+        for kernels in all_kernels() {
+            // SAFETY: `all_kernels` lists only instruction sets this CPU has.
+            let (got, lanes) = match kernels.gemm.name {
+                "avx512" => (unsafe { interleaved_avx512() }, 16),
+                _ => (unsafe { interleaved_avx2() }, 8),
+            };
+            let want: Vec<f32> = (0..lanes).flat_map(|t| (0..4).map(move |j| t as f32 + 100.0 * j as f32)).collect();
+            assert_eq!(got, want, "{}", kernels.gemm.name);
         }
-        let want: Vec<f32> = (0..16).flat_map(|t| (0..4).map(move |j| t as f32 + 100.0 * j as f32)).collect();
-        assert_eq!(&got[..], &want[..]);
     }
 
     #[test]
