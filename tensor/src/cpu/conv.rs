@@ -793,6 +793,31 @@ pub(super) mod tests {
         })
     }
 
+    /// Random 3x3 stride-1 problems: a shape `(batch, cin, cout, h, w,
+    /// padding)` from `shapes` (those whose padded input fits the kernel),
+    /// then input, weight, bias and output gradient in [-2, 2).
+    #[allow(clippy::type_complexity)]
+    pub(in crate::cpu) fn conv3x3_case(
+        shapes: impl Strategy<Value = (usize, usize, usize, usize, usize, usize)>,
+    ) -> impl Strategy<Value = (Conv2dParams, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)> {
+        shapes
+            .prop_filter_map("kernel larger than padded input", |(batch, cin, cout, h, w, padding)| {
+                let p = Conv2dParams { batch, in_channels: cin, out_channels: cout, in_h: h, in_w: w, kernel_h: 3, kernel_w: 3, stride: 1, padding };
+                (h + 2 * padding >= 3 && w + 2 * padding >= 3).then_some(p)
+            })
+            .prop_flat_map(|p| {
+                let xs = p.batch * p.in_channels * p.in_h * p.in_w;
+                let gs = p.batch * p.out_channels * p.out_h() * p.out_w();
+                (
+                    Just(p),
+                    prop::collection::vec(-2.0f64..2.0, xs),
+                    prop::collection::vec(-2.0f64..2.0, p.out_channels * p.in_channels * 9),
+                    prop::collection::vec(-2.0f64..2.0, p.out_channels),
+                    prop::collection::vec(-2.0f64..2.0, gs),
+                )
+            })
+    }
+
     pub(in crate::cpu) fn to32(v: &[f64]) -> Vec<f32> {
         v.iter().map(|&x| x as f32).collect()
     }

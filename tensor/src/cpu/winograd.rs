@@ -448,28 +448,13 @@ fn conv2d_backward_weight_tiled<T: Float>(p: &Conv2dParams, tiling: &Tiling, inp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::conv::tests::{naive_backward, naive_forward, to32};
+    use crate::cpu::conv::tests::{conv3x3_case, naive_backward, naive_forward, to32};
     use proptest::prelude::*;
 
     /// Any 3x3 stride-1 shape, including ones `applies` would send to im2col
     /// (few channels, 1x1 outputs, odd sizes), padding 0 to 2.
     fn case() -> impl Strategy<Value = (Conv2dParams, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)> {
-        (1usize..4, 1usize..6, 1usize..6, 1usize..10, 1usize..10, 0usize..3)
-            .prop_filter_map("kernel larger than padded input", |(batch, cin, cout, h, w, padding)| {
-                let p = Conv2dParams { batch, in_channels: cin, out_channels: cout, in_h: h, in_w: w, kernel_h: 3, kernel_w: 3, stride: 1, padding };
-                (h + 2 * padding >= 3 && w + 2 * padding >= 3).then_some(p)
-            })
-            .prop_flat_map(|p| {
-                let xs = p.batch * p.in_channels * p.in_h * p.in_w;
-                let gs = p.batch * p.out_channels * p.out_h() * p.out_w();
-                (
-                    Just(p),
-                    prop::collection::vec(-2.0f64..2.0, xs),
-                    prop::collection::vec(-2.0f64..2.0, p.out_channels * p.in_channels * 9),
-                    prop::collection::vec(-2.0f64..2.0, p.out_channels),
-                    prop::collection::vec(-2.0f64..2.0, gs),
-                )
-            })
+        conv3x3_case((1usize..4, 1usize..6, 1usize..6, 1usize..10, 1usize..10, 0usize..3))
     }
 
     /// f64 must agree to 1e-10 and f32 to 4e-5 of the sum of |terms| (the

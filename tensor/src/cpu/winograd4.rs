@@ -466,6 +466,45 @@ unsafe trait Simd {
     unsafe fn interleave4(v: [Self::V; 4]) -> [Self::V; 4];
 }
 
+/// The `Simd` methods that are one intrinsic each, given their names.
+#[cfg(target_arch = "x86_64")]
+macro_rules! elementwise_ops {
+    ($splat:ident, $add:ident, $sub:ident, $mul:ident, $fmadd:ident, $fnmadd:ident, $load:ident, $store:ident) => {
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> Self::V {
+            std::arch::x86_64::$splat(x)
+        }
+        #[inline(always)]
+        unsafe fn add(a: Self::V, b: Self::V) -> Self::V {
+            std::arch::x86_64::$add(a, b)
+        }
+        #[inline(always)]
+        unsafe fn sub(a: Self::V, b: Self::V) -> Self::V {
+            std::arch::x86_64::$sub(a, b)
+        }
+        #[inline(always)]
+        unsafe fn mul(a: Self::V, b: Self::V) -> Self::V {
+            std::arch::x86_64::$mul(a, b)
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+            std::arch::x86_64::$fmadd(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn fnmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+            std::arch::x86_64::$fnmadd(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self::V {
+            std::arch::x86_64::$load(p)
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: Self::V) {
+            std::arch::x86_64::$store(p, v)
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 struct Avx512;
 
@@ -473,38 +512,7 @@ struct Avx512;
 unsafe impl Simd for Avx512 {
     type V = std::arch::x86_64::__m512;
     const LANES: usize = 16;
-    #[inline(always)]
-    unsafe fn splat(x: f32) -> Self::V {
-        std::arch::x86_64::_mm512_set1_ps(x)
-    }
-    #[inline(always)]
-    unsafe fn add(a: Self::V, b: Self::V) -> Self::V {
-        std::arch::x86_64::_mm512_add_ps(a, b)
-    }
-    #[inline(always)]
-    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V {
-        std::arch::x86_64::_mm512_sub_ps(a, b)
-    }
-    #[inline(always)]
-    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V {
-        std::arch::x86_64::_mm512_mul_ps(a, b)
-    }
-    #[inline(always)]
-    unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
-        std::arch::x86_64::_mm512_fmadd_ps(a, b, c)
-    }
-    #[inline(always)]
-    unsafe fn fnmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
-        std::arch::x86_64::_mm512_fnmadd_ps(a, b, c)
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> Self::V {
-        std::arch::x86_64::_mm512_loadu_ps(p)
-    }
-    #[inline(always)]
-    unsafe fn store(p: *mut f32, v: Self::V) {
-        std::arch::x86_64::_mm512_storeu_ps(p, v)
-    }
+    elementwise_ops!(_mm512_set1_ps, _mm512_add_ps, _mm512_sub_ps, _mm512_mul_ps, _mm512_fmadd_ps, _mm512_fnmadd_ps, _mm512_loadu_ps, _mm512_storeu_ps);
     #[inline(always)]
     unsafe fn gather(index: *const i32, base: *const f32) -> Self::V {
         use std::arch::x86_64::*;
@@ -544,38 +552,7 @@ struct Avx2;
 unsafe impl Simd for Avx2 {
     type V = std::arch::x86_64::__m256;
     const LANES: usize = 8;
-    #[inline(always)]
-    unsafe fn splat(x: f32) -> Self::V {
-        std::arch::x86_64::_mm256_set1_ps(x)
-    }
-    #[inline(always)]
-    unsafe fn add(a: Self::V, b: Self::V) -> Self::V {
-        std::arch::x86_64::_mm256_add_ps(a, b)
-    }
-    #[inline(always)]
-    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V {
-        std::arch::x86_64::_mm256_sub_ps(a, b)
-    }
-    #[inline(always)]
-    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V {
-        std::arch::x86_64::_mm256_mul_ps(a, b)
-    }
-    #[inline(always)]
-    unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
-        std::arch::x86_64::_mm256_fmadd_ps(a, b, c)
-    }
-    #[inline(always)]
-    unsafe fn fnmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
-        std::arch::x86_64::_mm256_fnmadd_ps(a, b, c)
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> Self::V {
-        std::arch::x86_64::_mm256_loadu_ps(p)
-    }
-    #[inline(always)]
-    unsafe fn store(p: *mut f32, v: Self::V) {
-        std::arch::x86_64::_mm256_storeu_ps(p, v)
-    }
+    elementwise_ops!(_mm256_set1_ps, _mm256_add_ps, _mm256_sub_ps, _mm256_mul_ps, _mm256_fmadd_ps, _mm256_fnmadd_ps, _mm256_loadu_ps, _mm256_storeu_ps);
     #[inline(always)]
     unsafe fn gather(index: *const i32, base: *const f32) -> Self::V {
         use std::arch::x86_64::*;
@@ -733,29 +710,14 @@ pub fn conv2d_backward_input(p: &Conv2dParams, grad_out: &[f32], weight: &[f32],
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::conv::tests::{naive_backward, naive_forward, to32};
+    use crate::cpu::conv::tests::{conv3x3_case, naive_backward, naive_forward, to32};
     use proptest::prelude::*;
 
     /// Any 3x3 stride-1 shape, including the ones `applies` leaves to the
     /// direct kernel: few channels, channel counts off the 8-channel block,
     /// maps that end mid-tile, and batches whose blocks straddle images.
     fn case() -> impl Strategy<Value = (Conv2dParams, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)> {
-        (1usize..4, prop::sample::select(vec![1usize, 3, 8, 17, 40]), prop::sample::select(vec![1usize, 5, 8, 9, 20]), 1usize..22, 1usize..22, 0usize..3)
-            .prop_filter_map("kernel larger than padded input", |(batch, cin, cout, h, w, padding)| {
-                let p = Conv2dParams { batch, in_channels: cin, out_channels: cout, in_h: h, in_w: w, kernel_h: 3, kernel_w: 3, stride: 1, padding };
-                (h + 2 * padding >= 3 && w + 2 * padding >= 3).then_some(p)
-            })
-            .prop_flat_map(|p| {
-                let xs = p.batch * p.in_channels * p.in_h * p.in_w;
-                let gs = p.batch * p.out_channels * p.out_h() * p.out_w();
-                (
-                    Just(p),
-                    prop::collection::vec(-2.0f64..2.0, xs),
-                    prop::collection::vec(-2.0f64..2.0, p.out_channels * p.in_channels * 9),
-                    prop::collection::vec(-2.0f64..2.0, p.out_channels),
-                    prop::collection::vec(-2.0f64..2.0, gs),
-                )
-            })
+        conv3x3_case((1usize..4, prop::sample::select(vec![1usize, 3, 8, 17, 40]), prop::sample::select(vec![1usize, 5, 8, 9, 20]), 1usize..22, 1usize..22, 0usize..3))
     }
 
     /// The kernels of every instruction set this CPU has, saying which
