@@ -137,7 +137,9 @@ impl<T: Float> Scratch<T> {
     }
 }
 
-fn sized<T: Float>(v: &mut Vec<T>, len: usize) -> &mut [T] {
+/// The first `len` values of the scratch buffer `v`, grown with zeros
+/// where it is shorter (kept across calls, so it is allocated once).
+pub(super) fn sized<T: Float>(v: &mut Vec<T>, len: usize) -> &mut [T] {
     if v.len() < len {
         v.resize(len, T::ZERO);
     }

@@ -39,7 +39,7 @@ pub struct FusedArgs<'a, T> {
 /// `[N,Cout,2]`.
 pub fn conv2d_fused<T: Float>(p: &Conv2dParams, input: &[T], weight: &[T], f: &FusedArgs<T>) -> (Vec<T>, Option<Vec<f64>>) {
     if !winograd::applies(p) && (winograd4::applies(p) || conv_direct::applies(p)) {
-        if let Some(done) = direct(p, input, weight, f) {
+        if let Some(done) = folded_in_kernel(p, input, weight, f) {
             return done;
         }
     }
@@ -84,7 +84,7 @@ pub fn conv2d_fused<T: Float>(p: &Conv2dParams, input: &[T], weight: &[T], f: &F
 
 /// The fused form of the direct convolution, or of Winograd F(4x4) where
 /// it applies, for f32 (`None` for other types).
-fn direct<'a, T: Float>(p: &Conv2dParams, input: &[T], weight: &[T], f: &FusedArgs<'a, T>) -> Option<(Vec<T>, Option<Vec<f64>>)> {
+fn folded_in_kernel<'a, T: Float>(p: &Conv2dParams, input: &[T], weight: &[T], f: &FusedArgs<'a, T>) -> Option<(Vec<T>, Option<Vec<f64>>)> {
     let mut moments = f.moments.then(|| vec![0.0f64; 2 * p.batch * p.out_channels]);
     let len = p.batch * p.out_channels * p.out_h() * p.out_w();
     let out = conv::on_f32(p, len, input, weight, |x, w, y| {

@@ -42,6 +42,7 @@
 
 use rayon::prelude::*;
 
+use super::conv::sized;
 use super::float::Float;
 use super::matmul::{gemm, MatRef};
 use crate::backend::Conv2dParams;
@@ -117,13 +118,6 @@ impl Tiling {
     fn per_image(&self) -> usize {
         self.rows * self.cols
     }
-}
-
-fn sized<T: Float>(v: &mut Vec<T>, len: usize) -> &mut [T] {
-    if v.len() < len {
-        v.resize(len, T::ZERO);
-    }
-    &mut v[..len]
 }
 
 /// `U = G g Gᵀ` for every filter, as `[16][Cout][Cin]`.

@@ -49,6 +49,7 @@
 
 use rayon::prelude::*;
 
+use super::conv::sized;
 use super::conv_direct::{self, Folded, GemmKernel};
 use super::group_norm::{affine_row, shifted_sums};
 use crate::backend::Conv2dParams;
@@ -134,6 +135,7 @@ fn fits(p: &Conv2dParams) -> bool {
         && p.in_channels >= MIN_CHANNELS
         && p.out_channels >= MIN_CHANNELS
         && p.in_h + 2 * p.padding >= 3
+        && p.in_w + 2 * p.padding >= 3
         && p.out_h() >= 16
         && p.out_w() >= 16
         && Tiling::new(p).total >= 2 * BLOCK
@@ -192,11 +194,13 @@ fn transform_weights(cout: usize, cin: usize, weight: &[f32], R: usize) -> Vec<f
     u
 }
 
-/// A run of tiles in one tile row: image `image`, row `ty`, columns
-/// `tx..tx + len`, at `at..at + len` within the block.
+/// A run of tiles in one tile row: image `image` (the block's slot
+/// `slot`), row `ty`, columns `tx..tx + len`, at `at..at + len` within the
+/// block.
 #[derive(Debug, Clone, Copy)]
 struct Segment {
     image: usize,
+    slot: usize,
     ty: usize,
     tx: usize,
     len: usize,
@@ -227,30 +231,28 @@ struct BlockPlan {
 impl BlockPlan {
     fn new(tiling: &Tiling, first: usize) -> BlockPlan {
         let end = (first + BLOCK).min(tiling.total);
+        let wb = tiling.band_width();
         let mut segments = Vec::new();
+        let mut slots: Vec<Slot> = Vec::new();
         let mut t = first;
         while t < end {
             let (image, within) = (t / tiling.per_image, t % tiling.per_image);
             let (ty, tx) = (within / tiling.cols, within % tiling.cols);
             let len = (tiling.cols - tx).min(end - t);
-            segments.push(Segment { image, ty, tx, len, at: t - first });
-            t += len;
-        }
-        let wb = tiling.band_width();
-        let mut slots: Vec<Slot> = Vec::new();
-        for s in &segments {
             match slots.last_mut() {
-                Some(slot) if slot.image == s.image => slot.rows = (s.ty - slot.first_row) * TILE + PATCH,
+                Some(slot) if slot.image == image => slot.rows = (ty - slot.first_row) * TILE + PATCH,
                 _ => {
                     let base = slots.last().map_or(0, |slot| slot.base + slot.rows * wb);
-                    slots.push(Slot { image: s.image, first_row: s.ty, rows: PATCH, base });
+                    slots.push(Slot { image, first_row: ty, rows: PATCH, base });
                 }
             }
+            segments.push(Segment { image, slot: slots.len() - 1, ty, tx, len, at: t - first });
+            t += len;
         }
         let band_len = slots.last().map_or(0, |slot| slot.base + slot.rows * wb);
         let mut offsets = vec![0i32; BLOCK];
         for s in &segments {
-            let slot = slots.iter().find(|slot| slot.image == s.image).expect("every segment has a slot");
+            let slot = &slots[s.slot];
             for k in 0..s.len {
                 let at = slot.base + (s.ty - slot.first_row) * TILE * wb + (s.tx + k) * TILE;
                 offsets[s.at + k] = i32::try_from(at).expect("a band fits in i32");
@@ -278,13 +280,6 @@ struct Scratch {
     v: Vec<f32>,
     m: Vec<f32>,
     rows: Vec<f32>,
-}
-
-fn sized(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    if v.len() < len {
-        v.resize(len, 0.0);
-    }
-    &mut v[..len]
 }
 
 /// input [N,Cin,H,W], weight [Cout,Cin,3,3], bias [Cout] -> out [N,Cout,OH,OW].
@@ -426,8 +421,7 @@ fn run_block(
                     }
                 }
                 if moments {
-                    let slot = plan.slots.iter().position(|slot| slot.image == s.image).expect("every segment has a slot");
-                    let at = 2 * (slot * cout + co);
+                    let at = 2 * (s.slot * cout + co);
                     sums[at] += sum.0;
                     sums[at + 1] += sum.1;
                 }
@@ -851,6 +845,7 @@ mod tests {
         assert!(!fits(&Conv2dParams { kernel_h: 1, kernel_w: 1, padding: 0, ..p }));
         assert!(!fits(&Conv2dParams { in_channels: 3, ..p }));
         assert!(!fits(&Conv2dParams { in_h: 8, in_w: 8, ..p }));
+        assert!(!fits(&Conv2dParams { in_w: 1, padding: 0, ..p }));
         assert!(!fits(&Conv2dParams { batch: 1, in_h: 16, in_w: 30, ..p }));
     }
 }
