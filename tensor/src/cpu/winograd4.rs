@@ -170,27 +170,55 @@ impl Tiling {
 
 /// `U = G g Gᵀ` of every filter, in f64, packed for the register kernel as
 /// `[e][channel block][ci][R]` (zero past `Cout`).
+///
+/// Every forward pass and input gradient pays for this, so it is built to
+/// be cheap: multiplies by reciprocals (a division costs a dozen
+/// multiplies, and rounding to f32 hides the difference), channel blocks in
+/// parallel, and each block's filters transformed into a scratch of
+/// `[ci][R][36]` first, then copied out one plane at a time. Writing all 36
+/// planes filter by filter instead was the slow part: the planes lie a
+/// power of two apart, so the 36 write streams fight over one cache set.
 #[allow(non_snake_case)]
 fn transform_weights(cout: usize, cin: usize, weight: &[f32], R: usize) -> Vec<f32> {
-    let blocks = cout.div_ceil(R);
-    let mut u = vec![0.0f32; E * blocks * cin * R];
+    const SIXTH: f64 = 1.0 / 6.0;
+    const TWELFTH: f64 = 1.0 / 12.0;
+    const TWENTY_FOURTH: f64 = 1.0 / 24.0;
     // G's rows applied to (g0, g1, g2).
-    let g_rows = |g: [f64; 3]| {
-        let [a, b, c] = g;
-        [a / 4.0, -(a + b + c) / 6.0, -(a - b + c) / 6.0, a / 24.0 + b / 12.0 + c / 6.0, a / 24.0 - b / 12.0 + c / 6.0, c]
+    let g_rows = |[a, b, c]: [f64; 3]| {
+        let (outer, middle) = (a * TWENTY_FOURTH + c * SIXTH, b * TWELFTH);
+        [a * 0.25, -(a + b + c) * SIXTH, -(a - b + c) * SIXTH, outer + middle, outer - middle, c]
     };
-    for co in 0..cout {
+    let blocks = cout.div_ceil(R);
+    let block_len = cin * R;
+    let mut u = vec![0.0f32; E * blocks * block_len];
+    let target = Output(u.as_mut_ptr());
+    (0..blocks).into_par_iter().for_each_init(Vec::new, |scratch: &mut Vec<f32>, cb| {
+        let filters = sized(scratch, block_len * E);
         for ci in 0..cin {
-            let g = &weight[(co * cin + ci) * 9..][..9];
-            let columns: [[f64; 6]; 3] = std::array::from_fn(|x| g_rows([g[x] as f64, g[3 + x] as f64, g[6 + x] as f64]));
-            for i in 0..PATCH {
-                let row = g_rows([columns[0][i], columns[1][i], columns[2][i]]);
-                for (j, &value) in row.iter().enumerate() {
-                    u[((i * PATCH + j) * blocks + co / R) * cin * R + ci * R + co % R] = value as f32;
+            for r in 0..R {
+                let co = cb * R + r;
+                let transformed = &mut filters[(ci * R + r) * E..][..E];
+                if co >= cout {
+                    transformed.fill(0.0);
+                    continue;
+                }
+                let g = &weight[(co * cin + ci) * 9..][..9];
+                let columns: [[f64; 6]; 3] = std::array::from_fn(|x| g_rows([g[x] as f64, g[3 + x] as f64, g[6 + x] as f64]));
+                for i in 0..PATCH {
+                    let row = g_rows([columns[0][i], columns[1][i], columns[2][i]]);
+                    for (j, &value) in row.iter().enumerate() {
+                        transformed[i * PATCH + j] = value as f32;
+                    }
                 }
             }
         }
-    }
+        for e in 0..E {
+            // SAFETY: plane `e`'s run for channel block `cb` lies inside
+            // `u`, and only this task writes it.
+            let plane = unsafe { std::slice::from_raw_parts_mut(target.at((e * blocks + cb) * block_len), block_len) };
+            plane.iter_mut().zip(filters.chunks_exact(E)).for_each(|(p, f)| *p = f[e]);
+        }
+    });
     u
 }
 
@@ -265,13 +293,22 @@ impl BlockPlan {
     }
 }
 
-/// A raw output pointer that blocks share: each writes only its own tiles'
-/// outputs, so no two write the same element.
+/// A raw output pointer that parallel tasks share: each writes only its
+/// own elements (a block its tiles' outputs, a channel block its filters'
+/// transforms), so no two write the same one.
 #[derive(Clone, Copy)]
 struct Output(*mut f32);
 // SAFETY: see the type's comment; the writes never overlap.
 unsafe impl Send for Output {}
 unsafe impl Sync for Output {}
+
+impl Output {
+    /// The pointer `offset` elements in. A method, so that closures capture
+    /// the whole (`Sync`) `Output` rather than its raw pointer field.
+    fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
 
 /// Per-thread buffers, kept across the blocks one thread runs.
 #[derive(Default)]
@@ -410,7 +447,7 @@ fn run_block(
                     let src = &rows[dy * TILE * BLOCK + s.at * TILE..][..n];
                     // SAFETY: this block owns these outputs (see `Output`),
                     // and `at + n` stays within the output's row.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(output.0.add(at), n) };
+                    let dst = unsafe { std::slice::from_raw_parts_mut(output.at(at), n) };
                     match folded.residual {
                         Some(res) => dst.iter_mut().zip(src).zip(&res[at..at + n]).for_each(|((d, &v), &r)| *d = v + bv + r),
                         None => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v + bv),
