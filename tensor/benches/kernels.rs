@@ -125,6 +125,19 @@ impl Bench {
             let isa = conv_direct::isa().unwrap_or("none");
             self.conv_path(&format!("{label} winograd4 {isa}"), p, all_passes);
         }
+        if by_winograd4 && self.wants(&format!("conv {label} winograd4 backward_weight error")) {
+            let x = values(p.batch * p.in_channels * p.in_h * p.in_w, 3);
+            let g = values(p.batch * p.out_channels * p.out_h() * p.out_w(), 6);
+            let wide = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<f64>>();
+            let exact = conv::conv2d_backward_weight(&p, &wide(&x), &wide(&g));
+            let f4 = conv::conv2d_backward_weight(&p, &x, &g);
+            winograd4::set_disabled(true);
+            let direct = conv::conv2d_backward_weight(&p, &x, &g);
+            winograd4::set_disabled(false);
+            let scale = exact.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            let err = |got: &[f32]| got.iter().zip(&exact).fold(0.0f64, |m, (&a, b)| m.max((a as f64 - b).abs())) / scale;
+            println!("conv {label} backward_weight: max |f32 - f64| / max |dw|: winograd4 {:.2e}, direct {:.2e}", err(&f4), err(&direct));
+        }
         if !by_winograd {
             return;
         }

@@ -552,8 +552,13 @@ pub fn conv2d_backward_weight<T: Float>(p: &Conv2dParams, input: &[T], grad_out:
     if winograd::applies(p) {
         return winograd::conv2d_backward_weight(p, input, grad_out);
     }
+    let len = p.out_channels * p.patch_len();
+    if winograd4::applies_backward_weight(p) {
+        if let Some(grad_weight) = on_f32(p, len, input, grad_out, |x, g, dw| winograd4::conv2d_backward_weight(p, x, g, dw)) {
+            return grad_weight;
+        }
+    }
     if conv_direct::applies_backward_weight(p) {
-        let len = p.out_channels * p.patch_len();
         if let Some(grad_weight) = on_f32(p, len, input, grad_out, |x, g, dw| conv_direct::conv2d_backward_weight(p, x, g, dw)) {
             return grad_weight;
         }
