@@ -434,6 +434,13 @@ fn main() {
         ..conv3x3(32, 128, 256, 16)
     };
     bench.conv("1x1 b32 128->256 16x16", pointwise, true);
+    // The skip convolutions of the up path, at the sampling batch:
+    // flowers64's two widest maps and tiny's.
+    let skip = |batch, cin, cout, hw| Conv2dParams { kernel_h: 1, kernel_w: 1, padding: 0, ..conv3x3(batch, cin, cout, hw) };
+    bench.conv("1x1 b16 192->64 64x64", skip(16, 192, 64, 64), true);
+    bench.conv("1x1 b16 384->128 32x32", skip(16, 384, 128, 32), true);
+    bench.conv("1x1 b16 96->32 32x32", skip(16, 96, 32, 32), true);
+    bench.conv("1x1 b16 128->64 16x16", skip(16, 128, 64, 16), true);
     bench.group_norm(32, 128, 32, 32);
     bench.group_norm(32, 256, 8, 32);
     bench.group_norm_silu(32, 64, 32, 32);

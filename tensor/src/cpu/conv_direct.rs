@@ -42,12 +42,16 @@
 //! with its own kernels (`grad_avx2`, `grad_avx512`) that keep a block of
 //! (channel, tap) sums in registers over a long sweep of `q`.
 //!
+//! 1x1 kernels (the U-Net's skip convolutions) are the single-tap case:
+//! the forward pass and input gradient run here too, the weight gradient
+//! stays with im2col's GEMM.
+//!
 //! f32 on x86-64 with AVX2 and FMA, or AVX-512, only; everything else goes
 //! to im2col.
 
 use rayon::prelude::*;
 
-use super::group_norm::{affine_row, shifted_sums};
+use super::group_norm::{affine_row, biased_row, shifted_sums};
 use crate::backend::Conv2dParams;
 use crate::switch::EnvSwitch;
 
@@ -180,9 +184,11 @@ pub fn set_disabled(on: bool) {
     DISABLED.set(on);
 }
 
-/// Whether the forward pass of `p` (f32) takes this path: stride 1, a
-/// kernel larger than 1x1 (1x1 needs no unfold anyway), and output rows
-/// wide enough that the discarded columns cost at most a fifth of the work.
+/// Whether the forward pass of `p` (f32) takes this path: stride 1, and
+/// output rows wide enough that the discarded columns cost at most a fifth
+/// of the work. 1x1 kernels too: they need no unfold, but the register
+/// block runs their product 1.3 to 1.5 times as fast as the `gemm` crate's
+/// AVX2 kernels (BENCHMARKS.md).
 pub fn applies(p: &Conv2dParams) -> bool {
     kernel().is_some() && fits(p) && !DISABLED.is_on()
 }
@@ -190,7 +196,8 @@ pub fn applies(p: &Conv2dParams) -> bool {
 /// The shapes this path is for, whatever the CPU.
 fn fits(p: &Conv2dParams) -> bool {
     let wp = p.in_w + 2 * p.padding;
-    p.stride == 1 && p.kernel_h * p.kernel_w > 1 && p.in_h + 2 * p.padding >= p.kernel_h && wp >= p.kernel_w && 5 * p.out_w() >= 4 * wp
+    // An empty input (all padding) has no planes to copy: im2col takes it.
+    p.stride == 1 && p.in_h > 0 && p.in_w > 0 && p.in_h + 2 * p.padding >= p.kernel_h && wp >= p.kernel_w && 5 * p.out_w() >= 4 * wp
 }
 
 /// Whether the input gradient of `p` takes this path: for stride 1, a
@@ -203,9 +210,11 @@ pub fn applies_backward_input(p: &Conv2dParams) -> bool {
 /// Whether the weight gradient of `p` takes this path: the output
 /// gradient is flattened with zeros in the discarded columns, which still
 /// cost multiply-adds, so at least 3/4 of the padded plane must be output
-/// (16x16 maps with padding 1 are, 8x8 ones are not).
+/// (16x16 maps with padding 1 are, 8x8 ones are not). A 1x1 kernel's
+/// single tap would leave the kernel's groups of three taps two-thirds
+/// empty: im2col's GEMM ran it 4 to 6 times faster.
 pub fn applies_backward_weight(p: &Conv2dParams) -> bool {
-    applies(p) && 4 * p.out_h() * p.out_w() >= 3 * (p.in_h + 2 * p.padding) * (p.in_w + 2 * p.padding)
+    applies(p) && p.kernel_h * p.kernel_w > 1 && 4 * p.out_h() * p.out_w() >= 3 * (p.in_h + 2 * p.padding) * (p.in_w + 2 * p.padding)
 }
 
 fn fits_backward_input(p: &Conv2dParams) -> bool {
@@ -390,18 +399,10 @@ fn conv2d_with(
                     let co = (first_block + i) * R + r;
                     let b = bias.map_or(0.0, |b| b[co]);
                     let row0 = &rows[r * ld..];
-                    match folded.residual {
-                        Some(residual) => {
-                            let residual = &residual[(n * cout + co) * ohw..][..ohw];
-                            for (y, (row, res)) in plane.chunks_exact_mut(flat.ow).zip(residual.chunks_exact(flat.ow)).enumerate() {
-                                row.iter_mut().zip(&row0[y * flat.wp..]).zip(res).for_each(|((o, &v), &res)| *o = v + b + res);
-                            }
-                        }
-                        None => {
-                            for (y, row) in plane.chunks_exact_mut(flat.ow).enumerate() {
-                                row.iter_mut().zip(&row0[y * flat.wp..]).for_each(|(o, &v)| *o = v + b);
-                            }
-                        }
+                    let residual = folded.residual.map(|residual| &residual[(n * cout + co) * ohw..][..ohw]);
+                    for (y, row) in plane.chunks_exact_mut(flat.ow).enumerate() {
+                        let residual = residual.map(|residual| &residual[y * flat.ow..][..flat.ow]);
+                        biased_row(row, &row0[y * flat.wp..][..flat.ow], b, residual);
                     }
                     if let Some(moments) = moments.as_deref_mut() {
                         let (sum, squares) = shifted_sums(plane, 0.0);
@@ -839,7 +840,8 @@ mod tests {
         assert!(applies(&p(3, 32, 3, 1, 1)) && applies(&p(64, 8, 3, 1, 1)));
         assert!(applies_backward_input(&p(32, 32, 3, 1, 1)) && applies_backward_weight(&p(64, 16, 3, 1, 1)));
         assert!(!applies_backward_weight(&p(64, 8, 3, 1, 1)), "36% of an 8x8 map's padded plane is padding");
-        assert!(!applies(&p(32, 32, 1, 1, 0)), "1x1 needs no unfold");
+        assert!(applies(&p(96, 32, 1, 1, 0)) && applies_backward_input(&p(96, 32, 1, 1, 0)), "1x1: no unfold, but the kernel's register block beats the GEMM");
+        assert!(!applies_backward_weight(&p(96, 32, 1, 1, 0)), "1x1 weight gradients stay with im2col");
         assert!(!applies(&p(32, 32, 3, 2, 1)) && !applies_backward_input(&p(32, 32, 3, 2, 1)), "stride 2");
         assert!(!applies(&p(32, 4, 3, 1, 1)), "4 of 6 flat columns kept");
     }

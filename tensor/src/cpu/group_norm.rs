@@ -63,11 +63,11 @@ const LANES: usize = 8;
 // would vectorise them only 4 wide, and the SiLU's exp is most of the work.
 // `a * b + c` is never fused into an FMA, so both paths give the same bits.
 macro_rules! avx2_dispatch {
-    ($run:ident($($arg:ident: $ty:ty),*)) => {{
+    ($run:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {{
         #[cfg(target_arch = "x86_64")]
         {
             #[target_feature(enable = "avx2,fma")]
-            unsafe fn avx2<T: Float>($($arg: $ty),*) {
+            unsafe fn avx2<T: Float>($($arg: $ty),*) $(-> $ret)? {
                 $run($($arg),*)
             }
             if has_avx2() {
@@ -119,25 +119,43 @@ fn grad_x_row<T: Float>(out: &mut [T], dy: &[T], x: &[T], a: T, bx: T, c0: T) {
 }
 
 /// `(sum(x - shift), sum((x - shift)^2))` in f64.
-#[inline]
+#[inline(always)]
 pub(super) fn shifted_sums<T: Float>(x: &[T], shift: f64) -> (f64, f64) {
-    let mut s = [0.0f64; LANES];
-    let mut q = [0.0f64; LANES];
-    let chunks = x.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for l in 0..LANES {
-            let d = c[l].to_f64() - shift;
-            s[l] += d;
-            q[l] += d * d;
+    #[inline(always)]
+    fn run<T: Float>(x: &[T], shift: f64) -> (f64, f64) {
+        let mut s = [0.0f64; LANES];
+        let mut q = [0.0f64; LANES];
+        let chunks = x.chunks_exact(LANES);
+        let tail = chunks.remainder();
+        for c in chunks {
+            for l in 0..LANES {
+                let d = c[l].to_f64() - shift;
+                s[l] += d;
+                q[l] += d * d;
+            }
+        }
+        for &v in tail {
+            let d = v.to_f64() - shift;
+            s[0] += d;
+            q[0] += d * d;
+        }
+        (s.iter().sum(), q.iter().sum())
+    }
+    avx2_dispatch!(run(x: &[T], shift: f64) -> (f64, f64))
+}
+
+/// `out = x + bias`, or `out = x + bias + residual`: a convolution's
+/// output row as its kernels write it, in that order.
+#[inline(always)]
+pub(super) fn biased_row<T: Float>(out: &mut [T], x: &[T], bias: T, residual: Option<&[T]>) {
+    #[inline(always)]
+    fn run<T: Float>(out: &mut [T], x: &[T], bias: T, residual: Option<&[T]>) {
+        match residual {
+            Some(residual) => out.iter_mut().zip(x).zip(residual).for_each(|((o, &v), &r)| *o = v + bias + r),
+            None => out.iter_mut().zip(x).for_each(|(o, &v)| *o = v + bias),
         }
     }
-    for &v in tail {
-        let d = v.to_f64() - shift;
-        s[0] += d;
-        q[0] += d * d;
-    }
-    (s.iter().sum(), q.iter().sum())
+    avx2_dispatch!(run(out: &mut [T], x: &[T], bias: T, residual: Option<&[T]>))
 }
 
 /// `(sum(dy), sum(dy * (x - mean)))` in f64.

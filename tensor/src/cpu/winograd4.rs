@@ -54,7 +54,7 @@ use rayon::prelude::*;
 
 use super::conv::sized;
 use super::conv_direct::{self, Folded, GemmKernel};
-use super::group_norm::{affine_row, shifted_sums};
+use super::group_norm::{affine_row, biased_row, shifted_sums};
 use crate::backend::Conv2dParams;
 use crate::switch::EnvSwitch;
 
@@ -442,10 +442,7 @@ fn run_block(
                     // SAFETY: this block owns these outputs (see `Output`),
                     // and `at + n` stays within the output's row.
                     let dst = unsafe { std::slice::from_raw_parts_mut(output.at(at), n) };
-                    match folded.residual {
-                        Some(res) => dst.iter_mut().zip(src).zip(&res[at..at + n]).for_each(|((d, &v), &r)| *d = v + bv + r),
-                        None => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v + bv),
-                    }
+                    biased_row(dst, src, bv, folded.residual.map(|res| &res[at..at + n]));
                     if moments {
                         let (a, b) = shifted_sums(dst, 0.0);
                         sum = (sum.0 + a, sum.1 + b);
