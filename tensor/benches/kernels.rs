@@ -124,8 +124,16 @@ impl Bench {
         if by_winograd4 {
             let isa = conv_direct::isa().unwrap_or("none");
             self.conv_path(&format!("{label} winograd4 {isa}"), p, all_passes);
+        } else if all_passes && winograd4::applies_backward_weight(&p) {
+            // Maps too small for its forward pass (8x8) still take its weight gradient.
+            let name = format!("conv {label} winograd4 {} backward_weight", conv_direct::isa().unwrap_or("none"));
+            if self.wants(&name) {
+                let x = values(p.batch * p.in_channels * p.in_h * p.in_w, 3);
+                let g = values(p.batch * p.out_channels * p.out_h() * p.out_w(), 6);
+                self.report(&name, time(|| conv::conv2d_backward_weight(&p, &x, &g)), p.flops(), "GFLOP/s");
+            }
         }
-        if by_winograd4 && self.wants(&format!("conv {label} winograd4 backward_weight error")) {
+        if winograd4::applies_backward_weight(&p) && self.wants(&format!("conv {label} winograd4 backward_weight error")) {
             let x = values(p.batch * p.in_channels * p.in_h * p.in_w, 3);
             let g = values(p.batch * p.out_channels * p.out_h() * p.out_w(), 6);
             let wide = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<f64>>();

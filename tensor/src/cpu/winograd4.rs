@@ -139,6 +139,11 @@ pub fn applies(p: &Conv2dParams) -> bool {
 /// tiles is 8 images, each of which reads all of `U` for only 4 tiles'
 /// worth of products, and the direct kernel kept pace (BENCHMARKS.md).
 fn fits(p: &Conv2dParams) -> bool {
+    fits_maps_from(p, 16)
+}
+
+/// `fits` with maps of at least `side` x `side`.
+fn fits_maps_from(p: &Conv2dParams, side: usize) -> bool {
     p.kernel_h == 3
         && p.kernel_w == 3
         && p.stride == 1
@@ -146,8 +151,8 @@ fn fits(p: &Conv2dParams) -> bool {
         && p.out_channels >= MIN_CHANNELS
         && p.in_h + 2 * p.padding >= 3
         && p.in_w + 2 * p.padding >= 3
-        && p.out_h() >= 16
-        && p.out_w() >= 16
+        && p.out_h() >= side
+        && p.out_w() >= side
         && Tiling::new(p).total >= 2 * BLOCK
 }
 
@@ -157,10 +162,13 @@ pub fn applies_backward_input(p: &Conv2dParams) -> bool {
     p.kernel_h == 3 && p.kernel_w == 3 && p.stride == 1 && p.padding <= 2 && applies(&conv_direct::backward_as_forward(p))
 }
 
-/// Whether the weight gradient of `p` takes this path: the shapes whose
-/// forward pass does.
+/// Whether the weight gradient of `p` takes this path: as the forward
+/// pass, and 8x8 maps too. There `U` is not built, and the direct kernel
+/// does not take them either (a quarter of its flattened plane would be
+/// padding), so the alternative is im2col, which F(4x4) beat 1.2x to 1.5x
+/// at 64 channels and 1.5x to 2.3x at 256 (BENCHMARKS.md).
 pub fn applies_backward_weight(p: &Conv2dParams) -> bool {
-    applies(p)
+    fits_maps_from(p, 8) && kernels().is_some()
 }
 
 /// How the outputs are cut into tiles, numbered image by image, row by row.
@@ -1227,5 +1235,9 @@ mod tests {
         assert!(!fits(&Conv2dParams { in_h: 8, in_w: 8, ..p }));
         assert!(!fits(&Conv2dParams { in_w: 1, padding: 0, ..p }));
         assert!(!fits(&Conv2dParams { batch: 1, in_h: 16, in_w: 30, ..p }));
+        // The weight gradient goes down to 8x8 maps, with two blocks of tiles.
+        assert!(fits_maps_from(&Conv2dParams { in_h: 8, in_w: 8, ..p }, 8));
+        assert!(!fits_maps_from(&Conv2dParams { batch: 32, in_h: 4, in_w: 4, ..p }, 8));
+        assert!(!fits_maps_from(&Conv2dParams { batch: 8, in_h: 8, in_w: 8, ..p }, 8), "one block of tiles");
     }
 }
