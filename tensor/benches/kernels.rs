@@ -383,6 +383,12 @@ impl Bench {
         if self.wants(&name) {
             self.report(&name, time(|| x.add(&y).unwrap()), 3.0 * bytes, "GB/s");
         }
+        let name = format!("dropout 0.1 [{n},{c},{hw},{hw}]");
+        if self.wants(&name) {
+            // The mask's Philox draws are most of it; bytes: x read, mask and output written.
+            let mut rng = tensor::Rng::new(0);
+            self.report(&name, time(|| x.dropout(0.1, &mut rng).unwrap()), 3.0 * bytes, "GB/s");
+        }
         let name = format!("silu [{n},{c},{hw},{hw}]");
         if self.wants(&name) {
             self.report(&name, time(|| x.silu().unwrap()), 2.0 * bytes, "GB/s");
