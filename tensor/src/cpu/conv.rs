@@ -23,8 +23,8 @@
 //! general fallback (f64, strided convolutions, CPUs without AVX2):
 //! - `winograd4.rs`: f32 3x3 stride-1 convolutions with 32 or more
 //!   channels on maps of 16x16 and up, on CPUs with AVX2 + FMA or AVX-512,
-//!   by Winograd's F(4x4, 3x3) (4x fewer multiplies; forward and input
-//!   gradient);
+//!   by Winograd's F(4x4, 3x3) (4x fewer multiplies; forward, input
+//!   gradient and weight gradient, the last from 8x8 maps up);
 //! - `conv_direct.rs`: f32 stride-1 convolutions on CPUs with AVX2 + FMA or
 //!   AVX-512, computed without the unfold (the default there);
 //! - `winograd.rs`: with `PETAL_WINOGRAD=1`, 3x3 stride-1 convolutions with
