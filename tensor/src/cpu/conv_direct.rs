@@ -51,7 +51,7 @@
 
 use rayon::prelude::*;
 
-use super::group_norm::{affine_row, biased_row, shifted_sums};
+use super::group_norm::{affine_row, biased_row, biased_row_summed, LaneSums};
 use crate::backend::Conv2dParams;
 use crate::switch::EnvSwitch;
 
@@ -400,12 +400,18 @@ fn conv2d_with(
                     let b = bias.map_or(0.0, |b| b[co]);
                     let row0 = &rows[r * ld..];
                     let residual = folded.residual.map(|residual| &residual[(n * cout + co) * ohw..][..ohw]);
+                    let mut sums = LaneSums::default();
                     for (y, row) in plane.chunks_exact_mut(flat.ow).enumerate() {
                         let residual = residual.map(|residual| &residual[y * flat.ow..][..flat.ow]);
-                        biased_row(row, &row0[y * flat.wp..][..flat.ow], b, residual);
+                        let computed = &row0[y * flat.wp..][..flat.ow];
+                        if moments.is_some() {
+                            biased_row_summed(row, computed, b, residual, &mut sums);
+                        } else {
+                            biased_row(row, computed, b, residual);
+                        }
                     }
                     if let Some(moments) = moments.as_deref_mut() {
-                        let (sum, squares) = shifted_sums(plane, 0.0);
+                        let (sum, squares) = sums.total();
                         let c = i * R + r;
                         moments[2 * c] = sum;
                         moments[2 * c + 1] = squares;

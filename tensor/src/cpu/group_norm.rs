@@ -158,6 +158,65 @@ pub(super) fn biased_row<T: Float>(out: &mut [T], x: &[T], bias: T, residual: Op
     avx2_dispatch!(run(out: &mut [T], x: &[T], bias: T, residual: Option<&[T]>))
 }
 
+/// Running f64 sums of values and of their squares, `LANES` partial sums
+/// each, added to row after row and totalled once at the end: a
+/// convolution's output moments taken while its rows are written.
+#[derive(Clone, Copy, Default)]
+pub(super) struct LaneSums {
+    values: [f64; LANES],
+    squares: [f64; LANES],
+}
+
+impl LaneSums {
+    /// `(sum(x), sum(x^2))` over every row added.
+    pub(super) fn total(&self) -> (f64, f64) {
+        (self.values.iter().sum(), self.squares.iter().sum())
+    }
+}
+
+/// `biased_row`, adding each written value and its square into `sums`.
+#[inline(always)]
+pub(super) fn biased_row_summed<T: Float>(out: &mut [T], x: &[T], bias: T, residual: Option<&[T]>, sums: &mut LaneSums) {
+    #[inline(always)]
+    fn run<T: Float>(out: &mut [T], x: &[T], bias: T, residual: Option<&[T]>, sums: &mut LaneSums) {
+        let (s, q) = (&mut sums.values, &mut sums.squares);
+        let mut add = |l: usize, v: T| {
+            let d = v.to_f64();
+            s[l] += d;
+            q[l] += d * d;
+        };
+        let n = out.len();
+        let full = n - n % LANES;
+        match residual {
+            Some(residual) => {
+                for ((o, c), r) in out[..full].chunks_exact_mut(LANES).zip(x.chunks_exact(LANES)).zip(residual.chunks_exact(LANES)) {
+                    for l in 0..LANES {
+                        o[l] = c[l] + bias + r[l];
+                        add(l, o[l]);
+                    }
+                }
+                for i in full..n {
+                    out[i] = x[i] + bias + residual[i];
+                    add(0, out[i]);
+                }
+            }
+            None => {
+                for (o, c) in out[..full].chunks_exact_mut(LANES).zip(x.chunks_exact(LANES)) {
+                    for l in 0..LANES {
+                        o[l] = c[l] + bias;
+                        add(l, o[l]);
+                    }
+                }
+                for i in full..n {
+                    out[i] = x[i] + bias;
+                    add(0, out[i]);
+                }
+            }
+        }
+    }
+    avx2_dispatch!(run(out: &mut [T], x: &[T], bias: T, residual: Option<&[T]>, sums: &mut LaneSums))
+}
+
 /// `(sum(dy), sum(dy * (x - mean)))` in f64.
 #[inline]
 fn grad_sums<T: Float>(x: &[T], dy: &[T], mean: f64) -> (f64, f64) {

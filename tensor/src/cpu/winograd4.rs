@@ -54,7 +54,7 @@ use rayon::prelude::*;
 
 use super::conv::sized;
 use super::conv_direct::{self, Folded, GemmKernel};
-use super::group_norm::{affine_row, biased_row, shifted_sums};
+use super::group_norm::{affine_row, biased_row, biased_row_summed, LaneSums};
 use crate::backend::Conv2dParams;
 use crate::switch::EnvSwitch;
 
@@ -77,6 +77,18 @@ const TWENTY_FOURTH: f64 = 1.0 / 24.0;
 /// Fewer channels than this make the 36 products too thin: the transforms
 /// then cost as much as the multiplies they save.
 const MIN_CHANNELS: usize = 32;
+
+/// The distance between consecutive planes of a `[36][len]` scratch
+/// (`V`, `M`, `W`): `len` rounded up to an odd number of 64-byte lines.
+/// The transforms touch all 36 planes at one offset; were the planes a
+/// multiple of 4 KiB apart (`V` with 32 channels is exactly 4 KiB), every
+/// one of those accesses would fall into the same set of the 8-way L1
+/// cache, which then holds only 8 of the 36 lines. An odd number of lines
+/// spreads the 36 over 36 sets.
+fn plane_stride(len: usize) -> usize {
+    const LINE: usize = 64 / std::mem::size_of::<f32>();
+    LINE * (len.div_ceil(LINE) | 1)
+}
 
 static DISABLED: EnvSwitch = EnvSwitch::new("PETAL_NO_WINOGRAD4");
 
@@ -410,19 +422,21 @@ fn run_block(
     let r_block = kernel.channels;
 
     // 1. The input transform.
-    let v = sized(&mut scratch.v, E * cin * BLOCK);
-    transform_block_input(p, tiling, plan, kernels, input, folded, &mut scratch.band, v);
+    let v_stride = plane_stride(cin * BLOCK);
+    let v = sized(&mut scratch.v, E * v_stride);
+    transform_block_input(p, tiling, plan, kernels, input, folded, &mut scratch.band, v, v_stride);
 
     // 2 and 3. Products and the output transform, a channel block at a time.
-    let m = sized(&mut scratch.m, E * r_block * BLOCK);
+    let m_stride = plane_stride(r_block * BLOCK);
+    let m = sized(&mut scratch.m, E * m_stride);
     let rows = sized(&mut scratch.rows, TILE * TILE * BLOCK);
     let channel_blocks = cout.div_ceil(r_block);
     let mut sums = if moments { vec![0.0f64; 2 * plan.slots.len() * cout] } else { Vec::new() };
     for cb in 0..channel_blocks {
         for e in 0..E {
             let ue = &u[(e * channel_blocks + cb) * cin * r_block..][..cin * r_block];
-            let ve = &v[e * cin * BLOCK..][..cin * BLOCK];
-            let me = &mut m[e * r_block * BLOCK..][..r_block * BLOCK];
+            let ve = &v[e * v_stride..][..cin * BLOCK];
+            let me = &mut m[e * m_stride..][..r_block * BLOCK];
             for start in (0..BLOCK).step_by(kernel.positions) {
                 // SAFETY: as the kernel's contract asks: `ve` holds `cin`
                 // rows of BLOCK, `ue` `cin * R` weights, `me` R rows of BLOCK,
@@ -432,14 +446,14 @@ fn run_block(
         }
         for r in 0..r_block.min(cout - cb * r_block) {
             let co = cb * r_block + r;
-            // SAFETY: as above; `m` holds 36 planes of R rows of BLOCK,
+            // SAFETY: as above; `m` holds 36 planes, `m_stride` apart, of R rows of BLOCK,
             // and `rows` 4 rows of 4 * BLOCK.
-            unsafe { (kernels.output)(m, r_block * BLOCK, r * BLOCK, rows) };
+            unsafe { (kernels.output)(m, m_stride, r * BLOCK, rows) };
             let bv = bias.map_or(0.0, |b| b[co]);
             for s in &plan.segments {
                 let x0 = s.tx * TILE;
                 let n = (x0 + s.len * TILE).min(ow) - x0;
-                let mut sum = (0.0f64, 0.0f64);
+                let mut sum = LaneSums::default();
                 for dy in 0..TILE {
                     let y = s.ty * TILE + dy;
                     if y >= oh {
@@ -450,16 +464,18 @@ fn run_block(
                     // SAFETY: this block owns these outputs (see `Output`),
                     // and `at + n` stays within the output's row.
                     let dst = unsafe { std::slice::from_raw_parts_mut(output.at(at), n) };
-                    biased_row(dst, src, bv, folded.residual.map(|res| &res[at..at + n]));
+                    let residual = folded.residual.map(|res| &res[at..at + n]);
                     if moments {
-                        let (a, b) = shifted_sums(dst, 0.0);
-                        sum = (sum.0 + a, sum.1 + b);
+                        biased_row_summed(dst, src, bv, residual, &mut sum);
+                    } else {
+                        biased_row(dst, src, bv, residual);
                     }
                 }
                 if moments {
                     let at = 2 * (s.slot * cout + co);
-                    sums[at] += sum.0;
-                    sums[at + 1] += sum.1;
+                    let (values, squares) = sum.total();
+                    sums[at] += values;
+                    sums[at + 1] += squares;
                 }
             }
         }
@@ -472,7 +488,7 @@ fn run_block(
 /// into a zero-padded band (applying `folded`'s input transform on the
 /// way), then transform the band's patches.
 #[allow(clippy::too_many_arguments)]
-fn transform_block_input(p: &Conv2dParams, tiling: &Tiling, plan: &BlockPlan, kernels: Kernels, input: &[f32], folded: &Folded, band: &mut Vec<f32>, v: &mut [f32]) {
+fn transform_block_input(p: &Conv2dParams, tiling: &Tiling, plan: &BlockPlan, kernels: Kernels, input: &[f32], folded: &Folded, band: &mut Vec<f32>, v: &mut [f32], v_stride: usize) {
     let (cin, h, w, pad) = (p.in_channels, p.in_h, p.in_w, p.padding);
     let wb = tiling.band_width();
     let transform = folded.input_affine.is_some() || folded.input_silu;
@@ -495,9 +511,9 @@ fn transform_block_input(p: &Conv2dParams, tiling: &Tiling, plan: &BlockPlan, ke
             }
         }
         // SAFETY: `kernels` are for this CPU; every offset plus a patch's
-        // reach stays inside the band, and `v` holds 36 planes of
-        // `cin * BLOCK`.
-        unsafe { (kernels.input)(band, wb, &plan.offsets, v, cin * BLOCK, ci * BLOCK) };
+        // reach stays inside the band, and `v` holds 36 planes,
+        // `v_stride` apart, of `cin * BLOCK`.
+        unsafe { (kernels.input)(band, wb, &plan.offsets, v, v_stride, ci * BLOCK) };
     }
 }
 
@@ -953,8 +969,9 @@ fn grad_block(p: &Conv2dParams, tiling: &Tiling, plan: &BlockPlan, kernels: Kern
     let tiles = plan.tiles();
 
     // 1. V, as in the forward pass.
-    let v = sized(&mut scratch.v, E * cin * BLOCK);
-    transform_block_input(p, tiling, plan, kernels, input, &Folded::default(), &mut scratch.band, v);
+    let v_stride = plane_stride(cin * BLOCK);
+    let v = sized(&mut scratch.v, E * v_stride);
+    transform_block_input(p, tiling, plan, kernels, input, &Folded::default(), &mut scratch.band, v, v_stride);
 
     // 2. W = A dY Aᵀ of each output channel's tiles, from a band that is
     // zero past the map's edges (rows and columns never written).
@@ -962,7 +979,8 @@ fn grad_block(p: &Conv2dParams, tiling: &Tiling, plan: &BlockPlan, kernels: Kern
     let wg = TILE * tiling.cols;
     let band = sized(&mut scratch.grad_band, layout.len);
     band.fill(0.0);
-    let w = sized(&mut scratch.w, E * cout * BLOCK);
+    let w_stride = plane_stride(cout * BLOCK);
+    let w = sized(&mut scratch.w, E * w_stride);
     for co in 0..cout {
         for (slot, &base) in plan.slots.iter().zip(&layout.bases) {
             let plane = &grad_out[(slot.image * cout + co) * oh * ow..][..oh * ow];
@@ -975,9 +993,9 @@ fn grad_block(p: &Conv2dParams, tiling: &Tiling, plan: &BlockPlan, kernels: Kern
             }
         }
         // SAFETY: `kernels` are for this CPU; every offset plus a tile's
-        // reach stays inside the band, and `w` holds 36 planes of
-        // `cout * BLOCK`.
-        unsafe { (kernels.grad)(band, wg, &layout.offsets, w, cout * BLOCK, co * BLOCK) };
+        // reach stays inside the band, and `w` holds 36 planes,
+        // `w_stride` apart, of `cout * BLOCK`.
+        unsafe { (kernels.grad)(band, wg, &layout.offsets, w, w_stride, co * BLOCK) };
     }
 
     // 3. S[e] += W[e] V[e]ᵀ, a sum over the block's tiles. The register
@@ -986,8 +1004,8 @@ fn grad_block(p: &Conv2dParams, tiling: &Tiling, plan: &BlockPlan, kernels: Kern
     let v_tiles = sized(&mut scratch.v_tiles, tiles * shape.cin_pad);
     let w_tiles = sized(&mut scratch.w_tiles, shape.cout_pad * tiles);
     for e in 0..E {
-        transpose(&v[e * cin * BLOCK..][..cin * BLOCK], BLOCK, cin, tiles, v_tiles, shape.cin_pad);
-        let we = &w[e * cout * BLOCK..][..cout * BLOCK];
+        transpose(&v[e * v_stride..][..cin * BLOCK], BLOCK, cin, tiles, v_tiles, shape.cin_pad);
+        let we = &w[e * w_stride..][..cout * BLOCK];
         for (cb, block) in w_tiles.chunks_exact_mut(tiles * r_block).enumerate() {
             let channels = r_block.min(cout - cb * r_block);
             transpose(&we[cb * r_block * BLOCK..], BLOCK, channels, tiles, block, r_block);
