@@ -309,6 +309,27 @@ proptest! {
     }
 }
 
+/// Outputs large enough that the rows are copied in parallel: along the
+/// channels of NCHW batches, as the U-Net joins its skips, and along the
+/// first and last dims, with a strided piece among them.
+#[test]
+fn large_cat_matches_the_reference() {
+    let mut rng = tensor::Rng::new(7);
+    for (dims, dim, lens) in [(vec![5, 0, 19, 23], 1, vec![40, 24, 1]), (vec![0, 7, 65, 33], 0, vec![9, 14]), (vec![3, 11, 29, 0], 3, vec![300, 421])] {
+        let pieces: Vec<Nd> = lens.iter().map(|&len| {
+            let mut d = dims.clone();
+            d[dim] = len;
+            let n = d.iter().product();
+            Nd::new(&d, (0..n).map(|_| rng.next_f64()).collect()).round(DType::F32)
+        }).collect();
+        let ts: Vec<Tensor> = pieces.iter().enumerate().map(|(i, p)| non_contiguous_of(p, DType::F32, i as u8 % VIEW_KINDS)).collect();
+        let refs: Vec<&Tensor> = ts.iter().collect();
+        let got = Tensor::cat(&refs, dim).unwrap();
+        assert!(got.elem_count() >= 1 << 16, "large enough to run in parallel");
+        assert_same(&got, &cat_ref(&pieces, dim));
+    }
+}
+
 #[test]
 fn view_errors_say_what_is_wrong() {
     let t = Tensor::zeros([2, 3, 4], DType::F32, &CPU).unwrap();

@@ -11,6 +11,14 @@
 //! and raising the trim threshold keeps freed memory in the process for the
 //! next step; the peak resident size does not grow, since it is set by the
 //! largest step anyway.
+//!
+//! `zeros` allocates the large output buffers of the kernels, cleared by
+//! the whole thread pool rather than by the calling thread alone.
+
+use super::float::Float;
+use super::PARALLEL_THRESHOLD;
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Tells the C allocator to keep freed memory for reuse instead of
 /// returning it to the OS. Meant for long-running training processes;
@@ -30,8 +38,33 @@ pub fn keep_freed_memory() -> bool {
     }
 }
 
+/// `len` zeros. A large output buffer is zeroed by every thread of the
+/// pool, a slice each: `vec![0.0; len]` would have the calling thread
+/// alone clear it (memory reused from the heap is not known to be zero),
+/// while the pool waits for the kernel that fills it. Small ones come from
+/// `vec!`.
+pub(crate) fn zeros<T: Float>(len: usize) -> Vec<T> {
+    if len < 4 * PARALLEL_THRESHOLD {
+        return vec![T::ZERO; len];
+    }
+    let mut out = Vec::with_capacity(len);
+    out.spare_capacity_mut().par_chunks_mut(PARALLEL_THRESHOLD).for_each(|chunk| chunk.fill(MaybeUninit::new(T::ZERO)));
+    // SAFETY: the loop above wrote each of the first `len` elements.
+    unsafe { out.set_len(len) };
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn zeros_are_zero_at_every_length() {
+        for len in [0, 1, 100, 4 * super::PARALLEL_THRESHOLD, 4 * super::PARALLEL_THRESHOLD + 17, 1 << 20] {
+            let v = super::zeros::<f32>(len);
+            assert_eq!(v.len(), len);
+            assert!(v.iter().all(|&x| x.to_bits() == 0), "len {len}");
+        }
+    }
+
     #[test]
     fn glibc_takes_the_settings() {
         assert_eq!(super::keep_freed_memory(), cfg!(all(target_os = "linux", target_env = "gnu")));

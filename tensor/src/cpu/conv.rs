@@ -35,6 +35,7 @@
 
 use rayon::prelude::*;
 
+use super::allocator::zeros;
 use super::float::Float;
 use super::matmul::{gemm, MatRef};
 use super::conv_direct;
@@ -320,7 +321,7 @@ fn transposed<T>(data: &[T], cols: usize) -> MatRef<'_, T> {
 pub(super) fn on_f32<T: Float>(p: &Conv2dParams, len: usize, a: &[T], b: &[T], run: impl FnOnce(&[f32], &[f32], &mut [f32])) -> Option<Vec<T>> {
     let (a, b) = (T::as_f32(a)?, T::as_f32(b)?);
     p.validate();
-    let mut out = vec![T::ZERO; len];
+    let mut out = zeros(len);
     run(a, b, T::as_f32_mut(&mut out)?);
     Some(out)
 }
@@ -375,7 +376,7 @@ fn conv2d_planned<T: Float>(
     if let Some(b) = bias {
         assert_eq!(b.len(), cout);
     }
-    let mut out = vec![T::ZERO; p.batch * p.out_image()];
+    let mut out = zeros(p.batch * p.out_image());
     if out.is_empty() {
         return out;
     }
@@ -485,7 +486,7 @@ fn conv2d_backward_input_planned<T: Float>(
     let (k, ohw, cout) = (p.patch_len(), p.out_hw(), p.out_channels);
     assert_eq!(grad_out.len(), p.batch * p.out_image());
     assert_eq!(weight.len(), cout * k);
-    let mut grad_in = vec![T::ZERO; p.batch * p.in_image()];
+    let mut grad_in = zeros(p.batch * p.in_image());
     if grad_in.is_empty() || ohw == 0 || cout == 0 {
         // No output positions or channels: nothing flows back.
         return grad_in;

@@ -268,14 +268,16 @@ impl Flat {
 fn pack_weights(weight: &[f32], cout: usize, cin: usize, taps: usize, R: usize) -> Vec<f32> {
     let blocks = cout.div_ceil(R);
     let mut packed = vec![0.0f32; blocks * cin * taps * R];
-    for co in 0..cout {
-        let (block, r) = (co / R, co % R);
-        for ci in 0..cin {
-            for t in 0..taps {
-                packed[((block * cin + ci) * taps + t) * R + r] = weight[(co * cin + ci) * taps + t];
+    // In parallel, a block of output channels each: sampling calls this
+    // for every convolution of every step, and the pool would wait.
+    packed.par_chunks_mut(cin * taps * R).enumerate().for_each(|(block, packed)| {
+        for r in 0..R.min(cout - block * R) {
+            let filters = &weight[(block * R + r) * cin * taps..][..cin * taps];
+            for (at, &w) in filters.iter().enumerate() {
+                packed[at * R + r] = w;
             }
         }
-    }
+    });
     packed
 }
 

@@ -16,6 +16,7 @@
 
 use rayon::prelude::*;
 
+use super::allocator::zeros;
 use super::conv;
 use super::conv_direct::{self, Folded};
 use super::float::Float;
@@ -48,7 +49,7 @@ pub fn conv2d_fused<T: Float>(p: &Conv2dParams, input: &[T], weight: &[T], f: &F
     let hw = p.in_h * p.in_w;
     // (An empty plane, all padding, has nothing to transform.)
     let x = if (f.input_affine.is_some() || f.input_silu) && hw > 0 {
-        let mut t = vec![T::ZERO; input.len()];
+        let mut t = zeros(input.len());
         t.par_chunks_mut(hw).zip(input.par_chunks(hw)).enumerate().with_min_len(planes_per_task(hw)).for_each(|(plane, (dst, src))| {
             let (scale, shift) = f.input_affine.map_or((T::ONE, T::ZERO), |(scale, shift)| (scale[plane], shift[plane]));
             affine_row(dst, src, scale, shift, f.input_silu);

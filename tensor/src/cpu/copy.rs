@@ -8,6 +8,7 @@ use super::{CpuStorage, PARALLEL_THRESHOLD};
 use crate::{DType, Layout, Result};
 use half::{bf16, f16};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Gathers a strided layout into a new contiguous vector.
 pub(crate) fn gather<T: Copy + Send + Sync + Default>(data: &[T], layout: &Layout) -> Vec<T> {
@@ -117,13 +118,29 @@ impl CpuStorage {
                     (data, l.dims()[dim] * inner)
                 })
                 .collect();
-            let total: usize = blocks.iter().map(|(_, b)| b).sum::<usize>() * outer;
+            // Output row `o` is row `o` of each part, one after another.
+            let row: usize = blocks.iter().map(|(_, b)| b).sum();
+            let total = row * outer;
             let mut out = Vec::with_capacity(total);
-            for o in 0..outer {
+            let write_row = |o: usize, dst: &mut [MaybeUninit<T>]| {
+                let mut at = 0;
                 for (data, block) in &blocks {
-                    out.extend_from_slice(&data[o * block..(o + 1) * block]);
+                    let src = &data[o * block..(o + 1) * block];
+                    dst[at..at + block].iter_mut().zip(src).for_each(|(d, &v)| {
+                        d.write(v);
+                    });
+                    at += block;
                 }
+            };
+            let dst = &mut out.spare_capacity_mut()[..total];
+            if total >= PARALLEL_THRESHOLD && row > 0 {
+                let rows_per_task = (PARALLEL_THRESHOLD / row).max(1);
+                dst.par_chunks_mut(row).enumerate().with_min_len(rows_per_task).for_each(|(o, dst)| write_row(o, dst));
+            } else {
+                dst.chunks_mut(row.max(1)).enumerate().for_each(|(o, dst)| write_row(o, dst));
             }
+            // SAFETY: each of the `outer` rows of `row` elements was written above.
+            unsafe { out.set_len(total) };
             out
         }
         for &(s, _) in &parts[1..] {

@@ -29,6 +29,7 @@
 
 use rayon::prelude::*;
 
+use super::allocator::zeros;
 use super::elementwise::{has_avx2, silu, silu_grad};
 use super::float::Float;
 use crate::backend::GroupNormParams;
@@ -275,7 +276,7 @@ fn normalise<T: Float>(
     assert_eq!(x.len(), ng * len);
     assert_eq!(gamma.len(), p.channels);
     assert_eq!(beta.len(), p.channels);
-    let mut y = vec![T::ZERO; x.len()];
+    let mut y = zeros(x.len());
     let mut mean = vec![T::ZERO; ng];
     let mut rstd = vec![T::ZERO; ng];
     if len == 0 {
@@ -359,7 +360,7 @@ fn backward<T: Float>(
     assert_eq!(gamma.len(), p.channels);
     assert_eq!(mean.len(), ng);
     assert_eq!(rstd.len(), ng);
-    let mut dx = vec![T::ZERO; x.len()];
+    let mut dx = zeros(x.len());
     // Per (image, channel): sum(dy) and sum(dy * xhat); reduced over images
     // at the end, which keeps the parallel loop free of shared writes.
     let mut db_nc = vec![0.0f64; p.batch * p.channels];

@@ -5,6 +5,7 @@
 //!
 //! CUDA twin: `cuda/matmul.rs` (cuBLAS; no kernel file).
 
+use super::allocator::zeros;
 use super::float::Float;
 use crate::backend::MatmulDims;
 use crate::Layout;
@@ -76,7 +77,7 @@ pub fn gemm<T: Float>(
 
 /// Contiguous row-major `a[m,k] @ b[k,n]` into a fresh vector; the common case.
 pub fn matmul_contiguous<T: Float>(a: &[T], b: &[T], m: usize, k: usize, n: usize) -> Vec<T> {
-    let mut out = vec![T::ZERO; m * n];
+    let mut out = zeros(m * n);
     gemm(
         m,
         n,
@@ -93,7 +94,7 @@ pub fn matmul_contiguous<T: Float>(a: &[T], b: &[T], m: usize, k: usize, n: usiz
 /// `dims.batch` products; operands are [batch, rows, cols] views whose
 /// strides go straight to `gemm` (transposes cost nothing).
 pub(super) fn batched_matmul<T: Float>(a: &[T], al: &Layout, b: &[T], bl: &Layout, d: MatmulDims) -> Vec<T> {
-    let mut out = vec![T::ZERO; d.batch * d.m * d.n];
+    let mut out = zeros(d.batch * d.m * d.n);
     let (as_, bs) = (al.strides(), bl.strides());
     let operand = |data, l: &Layout, s: &[usize], i: usize| MatRef {
         data,

@@ -11,6 +11,7 @@
 
 use rayon::prelude::*;
 
+use super::allocator::zeros;
 use super::float::Float;
 use crate::backend::Pool2dParams;
 
@@ -70,7 +71,7 @@ pub fn avg_pool2d<T: Float>(p: &Pool2dParams, input: &[T]) -> Vec<T> {
     let (h, w, k, s) = (p.in_h, p.in_w, p.kernel, p.stride);
     let (oh, ow) = (p.out_h(), p.out_w());
     assert_eq!(input.len(), p.planes() * h * w);
-    let mut out = vec![T::ZERO; p.planes() * oh * ow];
+    let mut out = zeros(p.planes() * oh * ow);
     let inv = T::ONE / T::from_f64((k * k) as f64);
     per_plane(input, h * w, &mut out, oh * ow, |x, y| {
         let mut acc = vec![T::ZERO; w];
@@ -96,7 +97,7 @@ pub fn avg_pool2d_backward<T: Float>(p: &Pool2dParams, grad_out: &[T]) -> Vec<T>
     let (h, w, k, s) = (p.in_h, p.in_w, p.kernel, p.stride);
     let (oh, ow) = (p.out_h(), p.out_w());
     assert_eq!(grad_out.len(), p.planes() * oh * ow);
-    let mut grad_in = vec![T::ZERO; p.planes() * h * w];
+    let mut grad_in = zeros(p.planes() * h * w);
     let inv = T::ONE / T::from_f64((k * k) as f64);
     per_plane(grad_out, oh * ow, &mut grad_in, h * w, |g, dx| {
         // Write before accumulating: see `fresh_for_accumulation`.
@@ -143,7 +144,7 @@ pub fn max_pool2d<T: Float>(p: &Pool2dParams, input: &[T]) -> Vec<T> {
     let (h, w, k, s) = (p.in_h, p.in_w, p.kernel, p.stride);
     let (oh, ow) = (p.out_h(), p.out_w());
     assert_eq!(input.len(), p.planes() * h * w);
-    let mut out = vec![T::ZERO; p.planes() * oh * ow];
+    let mut out = zeros(p.planes() * oh * ow);
     per_plane(input, h * w, &mut out, oh * ow, |x, y| {
         if k == 2 && s == 2 {
             // The U-Net's down-sampling case: a branch-free row pair.
@@ -174,7 +175,7 @@ pub fn max_pool2d_backward<T: Float>(p: &Pool2dParams, input: &[T], grad_out: &[
     let (oh, ow) = (p.out_h(), p.out_w());
     assert_eq!(input.len(), p.planes() * h * w);
     assert_eq!(grad_out.len(), p.planes() * oh * ow);
-    let mut grad_in = vec![T::ZERO; p.planes() * h * w];
+    let mut grad_in = zeros(p.planes() * h * w);
     let plane = h * w;
     let per_task = planes_per_task(plane);
     input

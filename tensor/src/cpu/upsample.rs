@@ -9,6 +9,7 @@
 
 use rayon::prelude::*;
 
+use super::allocator::zeros;
 use super::float::Float;
 
 /// Planes per parallel task, so tiny planes do not each pay rayon's overhead.
@@ -29,7 +30,7 @@ pub fn upsample_nearest2d<T: Float>(
     let (oh, ow) = (in_h * scale_h, in_w * scale_w);
     let planes = batch * channels;
     assert_eq!(input.len(), planes * in_h * in_w);
-    let mut out = vec![T::ZERO; planes * oh * ow];
+    let mut out = zeros(planes * oh * ow);
     if out.is_empty() {
         return out;
     }
@@ -78,7 +79,7 @@ pub fn upsample_nearest2d_backward<T: Float>(
     let (oh, ow) = (in_h * scale_h, in_w * scale_w);
     let planes = batch * channels;
     assert_eq!(grad_out.len(), planes * oh * ow);
-    let mut grad_in = vec![T::ZERO; planes * in_h * in_w];
+    let mut grad_in = zeros(planes * in_h * in_w);
     if grad_in.is_empty() {
         return grad_in;
     }
