@@ -51,7 +51,7 @@ impl ResBlock {
     /// `time` is swish(t_emb), shared by every block: [N, F].
     pub fn forward(&self, x: &Var, time: &Var, ctx: &mut Ctx) -> nn::Result<Var> {
         if fuses_inference(x, ctx) {
-            return Ok(Var::constant(self.forward_fused(x.tensor(), time)?));
+            return Ok(Var::constant(self.forward_fused(x.tensor(), None, time)?.0));
         }
         let y = self.conv1.forward(&self.norm1.forward_silu(x, ctx)?, ctx)?;
         let (n, c) = (y.dims()[0], y.dims()[1]);
@@ -71,11 +71,17 @@ impl ResBlock {
     /// two convolutions folded into them (see `tensor::Fusion`): each norm
     /// and its SiLU are applied as the convolution reads its input, the
     /// time scale-and-shift is folded into the second norm, and the skip is
-    /// added as the second convolution writes. The only pass of its own is
-    /// the input's channel moments, for the first norm.
-    fn forward_fused(&self, x: &Tensor, time: &Var) -> nn::Result<Tensor> {
+    /// added as the second convolution writes. The first norm needs the
+    /// input's channel moments: `x_moments` where the caller has them,
+    /// else a pass of their own. Returns the output with its own moments,
+    /// taken as the second convolution writes it.
+    fn forward_fused(&self, x: &Tensor, x_moments: Option<Tensor>, time: &Var) -> nn::Result<(Tensor, Tensor)> {
         let (n, hw) = (x.dims()[0], x.dims()[2] * x.dims()[3]);
-        let (scale, shift) = self.norm1.inference_affine(&x.channel_moments()?, hw, None, x.dtype())?;
+        let x_moments = match x_moments {
+            Some(moments) => moments,
+            None => x.channel_moments()?,
+        };
+        let (scale, shift) = self.norm1.inference_affine(&x_moments, hw, None, x.dtype())?;
         let into_conv1 = Fusion { input_affine: Some((&scale, &shift)), input_silu: true, moments: true, ..Fusion::default() };
         let (y, y_moments) = self.conv1.forward_fused(x, into_conv1)?;
         let ctx = &mut Ctx::eval();
@@ -89,8 +95,9 @@ impl ResBlock {
             Some(conv) => conv.forward_fused(x, Fusion::default())?.0,
             None => x.clone(),
         };
-        let into_conv2 = Fusion { input_affine: Some((&scale, &shift)), input_silu: true, residual: Some(&skip), ..Fusion::default() };
-        Ok(self.conv2.forward_fused(&y, into_conv2)?.0)
+        let into_conv2 = Fusion { input_affine: Some((&scale, &shift)), input_silu: true, residual: Some(&skip), moments: true, ..Fusion::default() };
+        let (out, out_moments) = self.conv2.forward_fused(&y, into_conv2)?;
+        Ok((out, out_moments.expect("moments were asked for")))
     }
 }
 
@@ -234,6 +241,8 @@ impl UNet {
         if let Some(a) = acts.as_deref_mut() {
             a.time_features = Some(features.clone());
             a.time_emb = Some(t_emb.clone());
+        } else if fuses_inference(x, ctx) {
+            return Ok(Var::constant(self.forward_fused(x.tensor(), &time)?));
         }
 
         let mut h = self.conv_in.forward(x, ctx)?;
@@ -264,14 +273,53 @@ impl UNet {
                 a.up.push(h.clone());
             }
         }
-        if fuses_inference(&h, ctx) {
-            let hw = h.dims()[2] * h.dims()[3];
-            let (scale, shift) = self.norm_out.inference_affine(&h.tensor().channel_moments()?, hw, None, h.dtype())?;
-            let fusion = Fusion { input_affine: Some((&scale, &shift)), input_silu: true, ..Fusion::default() };
-            return Ok(Var::constant(self.conv_out.forward_fused(h.tensor(), fusion)?.0));
-        }
         let h = self.norm_out.forward_silu(&h, ctx)?;
         self.conv_out.forward(&h, ctx)
+    }
+
+    /// `forward_full`'s layers on the fused inference path (see
+    /// `ResBlock::forward_fused`), each activation travelling with its
+    /// channel moments from the convolution that wrote it to the norm that
+    /// reads it, so that no norm takes a pass of its own over its input.
+    /// Nearest upsampling by 2 repeats each value 4 times, so it multiplies
+    /// the moments by 4, and a concatenation of channels concatenates
+    /// them; only pooling loses them.
+    fn forward_fused(&self, x: &Tensor, time: &Var) -> nn::Result<Tensor> {
+        let (mut h, moments) = self.conv_in.forward_fused(x, Fusion { moments: true, ..Fusion::default() })?;
+        let mut moments = Some(moments.expect("moments were asked for"));
+        let mut skips = Vec::new();
+        for level in &self.down {
+            for block in level {
+                let (out, out_moments) = block.forward_fused(&h, moments.take(), time)?;
+                (h, moments) = (out, Some(out_moments));
+            }
+            skips.push((h.clone(), moments.take()));
+            h = h.avg_pool2d(2, 2)?;
+        }
+        for block in &self.middle {
+            let (out, out_moments) = block.forward_fused(&h, moments.take(), time)?;
+            (h, moments) = (out, Some(out_moments));
+        }
+        for level in &self.up {
+            let (skip, skip_moments) = skips.pop().expect("one skip per level");
+            moments = match (moments.take(), skip_moments) {
+                (Some(up), Some(skip)) => Some(Tensor::cat(&[&up.mul_scalar(4.0)?, &skip], 1)?),
+                _ => None,
+            };
+            h = Tensor::cat(&[&h.upsample_nearest2d(2, 2)?, &skip], 1)?;
+            for block in level {
+                let (out, out_moments) = block.forward_fused(&h, moments.take(), time)?;
+                (h, moments) = (out, Some(out_moments));
+            }
+        }
+        let moments = match moments {
+            Some(moments) => moments,
+            None => h.channel_moments()?,
+        };
+        let hw = h.dims()[2] * h.dims()[3];
+        let (scale, shift) = self.norm_out.inference_affine(&moments, hw, None, h.dtype())?;
+        let fusion = Fusion { input_affine: Some((&scale, &shift)), input_silu: true, ..Fusion::default() };
+        Ok(self.conv_out.forward_fused(&h, fusion)?.0)
     }
 
     /// Predicted noise as a plain tensor, recording nothing (for sampling).

@@ -64,6 +64,10 @@ pub trait Float:
 /// The argument is clamped to [-87, 88] (n stays a normal exponent), so the
 /// result saturates near 6e-39 and 1.7e38 instead of reaching 0 or inf:
 /// harmless inside 1 / (1 + e^-x), which is the only place it is used.
+///
+/// Its multiply-adds are fused (`mul_add`): one rounding each, so every
+/// path gets the same bits, whether the AVX2 + FMA loops that call it or
+/// a CPU without FMA, where `mul_add` is the C library's exact `fmaf`.
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -75,16 +79,16 @@ pub fn exp_f32(x: f32) -> f32 {
     // Compare-and-select (not max/min, which drop NaN): NaN stays NaN.
     let x = if x < -87.0 { -87.0 } else { x };
     let x = if x > 88.0 { 88.0 } else { x };
-    let t = x * LOG2E + ROUND;
+    let t = x.mul_add(LOG2E, ROUND);
     let n = t - ROUND;
-    let r = x - n * LN2_HI - n * LN2_LO;
+    let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, x));
     let mut p = 1.987_569_1e-4_f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
-    let e = p * (r * r) + r + 1.0;
+    p = p.mul_add(r, 1.398_199_9e-3);
+    p = p.mul_add(r, 8.333_452e-3);
+    p = p.mul_add(r, 4.166_579_6e-2);
+    p = p.mul_add(r, 1.666_666_5e-1);
+    p = p.mul_add(r, 5.000_000_1e-1);
+    let e = p.mul_add(r * r, r) + 1.0;
     // t's low mantissa bits hold n (t = 1.5 * 2^23 + n): 2^n comes from
     // integer ops on them. `n as i32` would not vectorise (Rust's
     // saturating float-to-int cast compiles to scalar code).
