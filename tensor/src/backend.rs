@@ -22,7 +22,7 @@
 //!   `silu_backward`, `dropout`, `add_assign` and `cat`).
 
 use crate::cpu::CpuStorage;
-use crate::{DType, Layout, Result, Shape};
+use crate::{DType, Error, Layout, Result, Shape};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum UnaryOp {
@@ -250,6 +250,9 @@ pub struct ConvFusion<'a, S> {
     pub residual: Option<Operand<'a, S>>,
     /// Also return the output's per-channel moments.
     pub moments: bool,
+    /// The filters as `prepare_conv_weight` rearranged them, where the
+    /// backend asked for that (`conv_weight_arrangement`).
+    pub prepared_weight: Option<&'a S>,
 }
 
 /// One backend's storage: a flat buffer of one dtype on one device.
@@ -376,6 +379,23 @@ pub trait BackendStorage: Sized {
     /// then composes the same result from plain ops.
     fn conv2d_fused(&self, _layout: &Layout, _weight: &Self, _weight_layout: &Layout, _f: &ConvFusion<'_, Self>, _p: &Conv2dParams) -> Result<Option<(Self, Option<Self>)>> {
         Ok(None)
+    }
+
+    /// Names the rearrangement of the filters that `conv2d_fused` with `p`
+    /// would otherwise compute on every call (e.g. Winograd's transformed
+    /// filters), where there is one: the front end then computes it once
+    /// with `prepare_conv_weight`, keeps it until the weights change, and
+    /// passes it in `ConvFusion::prepared_weight`. The name changes with
+    /// anything the rearrangement depends on besides the weights. `None`
+    /// (the default): nothing to prepare.
+    fn conv_weight_arrangement(&self, _p: &Conv2dParams) -> Option<u64> {
+        None
+    }
+
+    /// The contiguous filters `[Cout, Cin, kh, kw]` rearranged as
+    /// `conv_weight_arrangement(p)` names. Only called where that is `Some`.
+    fn prepare_conv_weight(&self, _layout: &Layout, _p: &Conv2dParams) -> Result<Self> {
+        Err(Error::BadArgument { op: "prepare_conv_weight", msg: "this backend prepares no filters".into() })
     }
 
     /// Per (image, channel) of a contiguous `[N, C, H, W]`: the sum and the

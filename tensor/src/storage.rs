@@ -10,7 +10,7 @@ use crate::cuda::CudaStorage;
 use crate::{DType, Device, Error, Layout, Result};
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 #[derive(Debug)]
 pub enum Storage {
@@ -41,6 +41,18 @@ pub fn reset_peak_bytes() {
 pub struct StorageCell {
     storage: RwLock<Storage>,
     bytes: usize,
+    /// A value computed from the contents, kept until they are next
+    /// written (see `derived`).
+    derived: Mutex<Option<(DerivedKey, Arc<Storage>)>>,
+}
+
+/// What a derived value was computed from, and how: the backend's name for
+/// the computation, and the view of the storage it read.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct DerivedKey {
+    pub kind: u64,
+    pub offset: usize,
+    pub dims: Vec<usize>,
 }
 
 impl StorageCell {
@@ -48,13 +60,36 @@ impl StorageCell {
         let bytes = storage.len() * storage.dtype().size_in_bytes();
         let now = LIVE_BYTES.fetch_add(bytes, Ordering::Relaxed) + bytes;
         PEAK_BYTES.fetch_max(now, Ordering::Relaxed);
-        StorageCell { storage: RwLock::new(storage), bytes }
+        StorageCell { storage: RwLock::new(storage), bytes, derived: Mutex::new(None) }
     }
     pub fn read(&self) -> RwLockReadGuard<'_, Storage> {
         self.storage.read().unwrap_or_else(|e| e.into_inner())
     }
+    /// Write access, which drops the derived value: it no longer matches.
     pub fn write(&self) -> RwLockWriteGuard<'_, Storage> {
-        self.storage.write().unwrap_or_else(|e| e.into_inner())
+        let guard = self.storage.write().unwrap_or_else(|e| e.into_inner());
+        *self.derived.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        guard
+    }
+
+    /// The value derived from these contents as `key` says, computing it
+    /// with `derive` (and keeping it) unless it is kept already: e.g. a
+    /// convolution's filters transformed once for all the steps of a
+    /// sampling run. One value is kept at a time. The caller holds a read
+    /// guard from `read` while it asks, so no write can come between the
+    /// contents `derive` reads and the value kept.
+    pub(crate) fn derived(&self, _read: &RwLockReadGuard<'_, Storage>, key: DerivedKey, derive: impl FnOnce() -> Result<Storage>) -> Result<Arc<Storage>> {
+        let slot = || self.derived.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((kept, value)) = slot().as_ref() {
+            if *kept == key {
+                return Ok(value.clone());
+            }
+        }
+        // Computed without the lock: `derive` may run on the thread pool,
+        // whose threads could meanwhile pick up another caller of this.
+        let value = Arc::new(derive()?);
+        *slot() = Some((key, value.clone()));
+        Ok(value)
     }
 }
 

@@ -75,6 +75,11 @@ impl Tensor {
         self.0.storage.write()
     }
 
+    /// The cell holding this tensor's storage, for values derived from it.
+    pub(crate) fn storage_cell(&self) -> &StorageCell {
+        &self.0.storage
+    }
+
     // ---- creation -------------------------------------------------------
 
     pub fn full(value: f64, shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Tensor> {

@@ -218,6 +218,17 @@ impl BackendStorage for CpuStorage {
         )))
     }
 
+    fn conv_weight_arrangement(&self, p: &Conv2dParams) -> Option<u64> {
+        matches!(self, CpuStorage::F32(_)).then(|| conv_fused::weight_arrangement(p)).flatten()
+    }
+
+    fn prepare_conv_weight(&self, layout: &Layout, p: &Conv2dParams) -> Result<Self> {
+        match self {
+            CpuStorage::F32(_) => Ok(CpuStorage::F32(conv_fused::prepare_weight(p, float_slice::<f32>(self, layout)))),
+            _ => Err(unsupported("prepare_conv_weight", self.dtype())),
+        }
+    }
+
     fn conv2d_fused(&self, layout: &Layout, w: &Self, wl: &Layout, f: &ConvFusion<'_, Self>, p: &Conv2dParams) -> Result<Option<(Self, Option<Self>)>> {
         let mut operands = vec![w];
         operands.extend(f.bias.map(|b| b.0));
@@ -234,6 +245,7 @@ impl BackendStorage for CpuStorage {
                 input_silu: f.input_silu,
                 residual: f.residual.map(slice),
                 moments: f.moments,
+                prepared_weight: f.prepared_weight.map(whole_slice::<T>),
             };
             conv_fused::conv2d_fused(p, x, w, &args)
         }

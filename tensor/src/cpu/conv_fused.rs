@@ -34,12 +34,14 @@ pub struct FusedArgs<'a, T> {
     /// `[N,Cout,OH,OW]`.
     pub residual: Option<&'a [T]>,
     pub moments: bool,
+    /// The filters as `winograd4::prepare_weights` transformed them.
+    pub prepared_weight: Option<&'a [T]>,
 }
 
 /// Returns the output `[N,Cout,OH,OW]` and, if asked for, its moments
 /// `[N,Cout,2]`.
 pub fn conv2d_fused<T: Float>(p: &Conv2dParams, input: &[T], weight: &[T], f: &FusedArgs<T>) -> (Vec<T>, Option<Vec<f64>>) {
-    if !winograd::applies(p) && (winograd4::applies(p) || conv_direct::applies(p)) {
+    if !winograd::applies(p) && (takes_winograd4(p, f) || conv_direct::applies(p)) {
         if let Some(done) = folded_in_kernel(p, input, weight, f) {
             return done;
         }
@@ -83,6 +85,27 @@ pub fn conv2d_fused<T: Float>(p: &Conv2dParams, input: &[T], weight: &[T], f: &F
     (out, moments)
 }
 
+/// The arrangement of f32 filters that the fused convolution of `p` would
+/// otherwise compute on every call: Winograd F(4x4)'s transformed filters,
+/// where it takes that path with them.
+pub fn weight_arrangement(p: &Conv2dParams) -> Option<u64> {
+    if winograd::applies(p) {
+        return None;
+    }
+    winograd4::weight_arrangement(p)
+}
+
+/// `weight` `[Cout, Cin, kh, kw]` arranged as `weight_arrangement(p)` names.
+pub fn prepare_weight(p: &Conv2dParams, weight: &[f32]) -> Vec<f32> {
+    winograd4::prepare_weights(p, weight)
+}
+
+/// Whether `p` goes to Winograd F(4x4): where it applies, or with its
+/// filters prepared, where it applies with them.
+fn takes_winograd4<T>(p: &Conv2dParams, f: &FusedArgs<T>) -> bool {
+    winograd4::applies(p) || (f.prepared_weight.is_some() && winograd4::applies_with_prepared_weights(p))
+}
+
 /// The fused form of the direct convolution, or of Winograd F(4x4) where
 /// it applies, for f32 (`None` for other types).
 fn folded_in_kernel<'a, T: Float>(p: &Conv2dParams, input: &[T], weight: &[T], f: &FusedArgs<'a, T>) -> Option<(Vec<T>, Option<Vec<f64>>)> {
@@ -96,8 +119,8 @@ fn folded_in_kernel<'a, T: Float>(p: &Conv2dParams, input: &[T], weight: &[T], f
             input_silu: f.input_silu,
             residual: f32s(f.residual),
         };
-        if winograd4::applies(p) {
-            winograd4::conv2d_fused(p, x, w, f32s(f.bias), &folded, moments.as_deref_mut(), y);
+        if takes_winograd4(p, f) {
+            winograd4::conv2d_fused(p, x, w, f32s(f.prepared_weight), f32s(f.bias), &folded, moments.as_deref_mut(), y);
         } else {
             conv_direct::conv2d_fused(p, x, w, f32s(f.bias), &folded, moments.as_deref_mut(), y);
         }
@@ -315,6 +338,35 @@ mod tests {
             assert!(y.to_f64_vec().unwrap().iter().all(|&v| v == 0.0));
             assert_eq!(moments.unwrap().dims(), [n, 2, 2]);
         }
+    }
+
+    /// Filters transformed once (Winograd F(4x4) with prepared filters,
+    /// which also takes 8x8 maps) are kept with the weights until these
+    /// are written: a second call reuses them and gives the same bits, and
+    /// a call after the weights change computes with the new ones.
+    #[test]
+    fn prepared_filters_follow_the_weights() {
+        let p = Conv2dParams { batch: 16, in_channels: 33, out_channels: 40, in_h: 8, in_w: 8, kernel_h: 3, kernel_w: 3, stride: 1, padding: 1 };
+        if super::weight_arrangement(&p).is_none() {
+            println!("prepared_filters_follow_the_weights: skipped, this CPU has no AVX2 + FMA (the F(4x4) path)");
+            return;
+        }
+        assert!(!super::winograd4::applies(&p), "8x8 maps take F(4x4) only with prepared filters");
+        let mut rng = crate::Rng::new(3);
+        let mut values = |n: usize| (0..n).map(|_| rng.next_f64() * 2.0 - 1.0).collect::<Vec<f64>>();
+        let (x, w1, w2) = (values(p.batch * 33 * 64), values(40 * 33 * 9), values(40 * 33 * 9));
+        let tensor = |v: &[f64], dims: &[usize]| Tensor::from_vec(to32(v), dims, &Device::Cpu).unwrap();
+        let (xt, wt) = (tensor(&x, &[p.batch, 33, 8, 8]), tensor(&w1, &[40, 33, 3, 3]));
+        let conv = || xt.conv2d_fused(&wt, 1, 1, &Fusion::default()).unwrap().0.to_f64_vec().unwrap();
+        let check = |got: &[f64], w: &[f64]| {
+            let (want, mag) = naive_forward(&p, &x, w, None);
+            close_f32(&to32(got), &want, &mag).unwrap();
+        };
+        let first = conv();
+        check(&first, &w1);
+        assert_eq!(conv(), first, "the kept filters give the same bits");
+        wt.assign(&tensor(&w2, &[40, 33, 3, 3])).unwrap();
+        check(&conv(), &w2);
     }
 
     #[test]

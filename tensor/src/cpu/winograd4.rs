@@ -168,6 +168,31 @@ fn fits_maps_from(p: &Conv2dParams, side: usize) -> bool {
         && Tiling::new(p).total >= 2 * BLOCK
 }
 
+/// Whether the forward pass of `p` takes this path when its transformed
+/// filters `U` come prepared (`prepare_weights`): as `applies`, and 8x8
+/// maps too. There a block of 32 tiles spans 8 images and the whole of `U`
+/// is read for only 4 tiles of each, so transforming the filters on every
+/// call cost as much as F(4x4) saved against the direct kernel; a
+/// sampling run transforms them once.
+pub fn applies_with_prepared_weights(p: &Conv2dParams) -> bool {
+    fits_maps_from(p, 8) && kernels().is_some()
+}
+
+/// The name of the filter arrangement `prepare_weights` makes for `p` on
+/// this CPU (it depends on the register kernel's block of channels), where
+/// the forward pass would take this path with it.
+pub fn weight_arrangement(p: &Conv2dParams) -> Option<u64> {
+    kernels().filter(|_| fits_maps_from(p, 8)).map(|k| k.gemm.channels as u64)
+}
+
+/// The transformed filters `U` of `weight` `[Cout, Cin, 3, 3]`, for
+/// `conv2d_fused` to take instead of transforming them itself.
+pub fn prepare_weights(p: &Conv2dParams, weight: &[f32]) -> Vec<f32> {
+    let kernels = kernels().expect("checked by weight_arrangement");
+    assert_eq!(weight.len(), p.out_channels * p.in_channels * 9);
+    transform_weights(p.out_channels, p.in_channels, weight, kernels.gemm.channels)
+}
+
 /// Whether the input gradient of `p` takes this path: a forward
 /// convolution at padding `2 - p`.
 pub fn applies_backward_input(p: &Conv2dParams) -> bool {
@@ -360,27 +385,41 @@ struct Scratch {
 /// input [N,Cin,H,W], weight [Cout,Cin,3,3], bias [Cout] -> out [N,Cout,OH,OW].
 /// The caller has checked `applies(p)`.
 pub fn conv2d(p: &Conv2dParams, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
-    conv2d_fused(p, input, weight, bias, &Folded::default(), None, out);
+    conv2d_fused(p, input, weight, None, bias, &Folded::default(), None, out);
 }
 
 /// `conv2d` with `folded`'s input transform done in the band copy and its
-/// residual, with the moments (`[N*Cout*2]`), in the output writes.
-pub fn conv2d_fused(p: &Conv2dParams, input: &[f32], weight: &[f32], bias: Option<&[f32]>, folded: &Folded, moments: Option<&mut [f64]>, out: &mut [f32]) {
-    assert!(applies(p), "Winograd F(4x4, 3x3) needs a 3x3 stride-1 convolution with enough channels, and AVX2 or AVX-512");
-    forward(kernels().expect("checked by applies"), p, input, weight, bias, folded, moments, out);
+/// residual, with the moments (`[N*Cout*2]`), in the output writes; with
+/// `prepared`, the filters' `U` from `prepare_weights` (on this CPU, for
+/// these weights).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_fused(p: &Conv2dParams, input: &[f32], weight: &[f32], prepared: Option<&[f32]>, bias: Option<&[f32]>, folded: &Folded, moments: Option<&mut [f64]>, out: &mut [f32]) {
+    let fits = if prepared.is_some() { applies_with_prepared_weights(p) } else { applies(p) };
+    assert!(fits, "Winograd F(4x4, 3x3) needs a 3x3 stride-1 convolution with enough channels, and AVX2 or AVX-512");
+    forward(kernels().expect("checked by applies"), p, input, weight, prepared, bias, folded, moments, out);
 }
 
 /// `conv2d_fused` for any 3x3 stride-1 shape (`applies` only keeps out
 /// the ones where this path is slower), with `kernels`.
 #[allow(clippy::too_many_arguments)]
-fn forward(kernels: Kernels, p: &Conv2dParams, input: &[f32], weight: &[f32], bias: Option<&[f32]>, folded: &Folded, moments: Option<&mut [f64]>, out: &mut [f32]) {
+fn forward(kernels: Kernels, p: &Conv2dParams, input: &[f32], weight: &[f32], prepared: Option<&[f32]>, bias: Option<&[f32]>, folded: &Folded, moments: Option<&mut [f64]>, out: &mut [f32]) {
     assert!(p.kernel_h == 3 && p.kernel_w == 3 && p.stride == 1, "Winograd F(4x4, 3x3) needs a 3x3 stride-1 convolution");
     let (cin, cout) = (p.in_channels, p.out_channels);
     assert_eq!(input.len(), p.batch * cin * p.in_h * p.in_w);
     assert_eq!(weight.len(), cout * cin * 9);
     assert_eq!(out.len(), p.batch * cout * p.out_h() * p.out_w());
     let tiling = Tiling::new(p);
-    let u = transform_weights(cout, cin, weight, kernels.gemm.channels);
+    let transformed;
+    let u = match prepared {
+        Some(u) => {
+            assert_eq!(u.len(), E * cout.div_ceil(kernels.gemm.channels) * kernels.gemm.channels * cin, "prepared filters of another shape or CPU");
+            u
+        }
+        None => {
+            transformed = transform_weights(cout, cin, weight, kernels.gemm.channels);
+            &transformed[..]
+        }
+    };
     let output = Output(out.as_mut_ptr());
     let blocks = tiling.total.div_ceil(BLOCK);
     let partial: Vec<(usize, Vec<f64>)> = (0..blocks)
@@ -1115,9 +1154,17 @@ mod tests {
         Ok(())
     }
 
-    fn run(kernels: Kernels, p: &Conv2dParams, x: &[f32], w: &[f32], bias: Option<&[f32]>, folded: &Folded, moments: Option<&mut [f64]>) -> Vec<f32> {
+    /// The forward pass, which must give the same bits with the filters
+    /// transformed ahead of time (as `prepare_weights` does).
+    fn run(kernels: Kernels, p: &Conv2dParams, x: &[f32], w: &[f32], bias: Option<&[f32]>, folded: &Folded, mut moments: Option<&mut [f64]>) -> Vec<f32> {
         let mut out = vec![f32::NAN; p.batch * p.out_channels * p.out_h() * p.out_w()];
-        forward(kernels, p, x, w, bias, folded, moments, &mut out);
+        forward(kernels, p, x, w, None, bias, folded, moments.as_deref_mut(), &mut out);
+        let u = transform_weights(p.out_channels, p.in_channels, w, kernels.gemm.channels);
+        let mut again = vec![f32::NAN; out.len()];
+        let mut moments_again = moments.as_ref().map(|m| vec![f64::NAN; m.len()]);
+        forward(kernels, p, x, w, Some(&u), bias, folded, moments_again.as_deref_mut(), &mut again);
+        assert!(out.iter().zip(&again).all(|(a, b)| a.to_bits() == b.to_bits()), "prepared filters changed the output");
+        assert_eq!(moments.as_deref(), moments_again.as_deref(), "prepared filters changed the moments");
         out
     }
 

@@ -15,13 +15,18 @@
 //!   the output's per-channel sums (for the next group norm's statistics)
 //!   are taken there too, while the values are in cache.
 //!
+//! - filters that a backend's kernel would rearrange on every call (the
+//!   CPU's Winograd transform) are rearranged once and kept with the
+//!   weights' storage until the weights are next written, which over the
+//!   hundreds of steps of a sampling run is never.
+//!
 //! Nothing here is differentiable: these ops are for sampling and
 //! evaluation. A backend without a fused kernel gets the same result
 //! composed from plain ops.
 
 use crate::backend::{BackendStorage, ConvFusion};
 use crate::ops::image::conv2d_params;
-use crate::storage::Storage;
+use crate::storage::{DerivedKey, Storage};
 use crate::{DType, Error, Result, Shape, Tensor};
 
 /// What `Tensor::conv2d_fused` folds around a convolution. The default is a
@@ -88,12 +93,24 @@ impl Tensor {
                     })
                 };
                 let ((xs, xl), (ws, wl)) = (pick(0).expect("x"), pick(1).expect("weight"));
+                let prepared = match ws.conv_weight_arrangement(&p) {
+                    Some(kind) => {
+                        let key = DerivedKey { kind, offset: wl.offset(), dims: wl.dims().to_vec() };
+                        let read = &guards[1].as_ref().expect("weight").0;
+                        Some(w.storage_cell().derived(read, key, || Ok(Storage::$variant(ws.prepare_conv_weight(wl, &p)?)))?)
+                    }
+                    None => None,
+                };
                 let fusion = ConvFusion {
                     bias: pick(2),
                     input_affine: pick(3).zip(pick(4)),
                     input_silu: f.input_silu,
                     residual: pick(5),
                     moments: f.moments,
+                    prepared_weight: prepared.as_deref().map(|s| match s {
+                        Storage::$variant(s) => s,
+                        _ => unreachable!("prepared from the weight's storage"),
+                    }),
                 };
                 xs.conv2d_fused(xl, ws, wl, &fusion, &p)?.map(|(out, m)| (Storage::$variant(out), m.map(Storage::$variant)))
             }};
