@@ -46,6 +46,11 @@
 //! of the largest weight gradient against 3e-7), far below the noise of a
 //! mini-batch's gradient.
 //!
+//! The filters' transform `U = G g Gᵀ` depends on the weights alone, so a
+//! caller that runs the same weights many times (sampling, through
+//! `Tensor::conv2d_fused`) can have it made once by `prepare_weights` and
+//! pass it in; with `U` ready, the forward pass pays off on 8x8 maps too.
+//!
 //! f32 on x86-64 CPUs with AVX2 + FMA or AVX-512 (the direct kernel's two
 //! register blocks, and the transforms written once over `Simd`);
 //! elsewhere im2col runs.
