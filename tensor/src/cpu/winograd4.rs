@@ -49,7 +49,8 @@
 //! The filters' transform `U = G g Gᵀ` depends on the weights alone, so a
 //! caller that runs the same weights many times (sampling, through
 //! `Tensor::conv2d_fused`) can have it made once by `prepare_weights` and
-//! pass it in; with `U` ready, the forward pass pays off on 8x8 maps too.
+//! pass it in; with `U` ready, the forward pass pays off on 8x8 and 4x4
+//! maps too.
 //!
 //! f32 on x86-64 CPUs with AVX2 + FMA or AVX-512 (the direct kernel's two
 //! register blocks, and the transforms written once over `Simd`);
@@ -161,6 +162,11 @@ fn fits(p: &Conv2dParams) -> bool {
 
 /// `fits` with maps of at least `side` x `side`.
 fn fits_maps_from(p: &Conv2dParams, side: usize) -> bool {
+    shape_fits(p, side) && Tiling::new(p).total >= 2 * BLOCK
+}
+
+/// 3x3, stride 1, enough channels, maps of at least `side` x `side`.
+fn shape_fits(p: &Conv2dParams, side: usize) -> bool {
     p.kernel_h == 3
         && p.kernel_w == 3
         && p.stride == 1
@@ -170,24 +176,29 @@ fn fits_maps_from(p: &Conv2dParams, side: usize) -> bool {
         && p.in_w + 2 * p.padding >= 3
         && p.out_h() >= side
         && p.out_w() >= side
-        && Tiling::new(p).total >= 2 * BLOCK
 }
 
 /// Whether the forward pass of `p` takes this path when its transformed
-/// filters `U` come prepared (`prepare_weights`): as `applies`, and 8x8
-/// maps too. There a block of 32 tiles spans 8 images and the whole of `U`
-/// is read for only 4 tiles of each, so transforming the filters on every
-/// call cost as much as F(4x4) saved against the direct kernel; a
-/// sampling run transforms them once.
+/// filters `U` come prepared (`prepare_weights`): as `applies`, and maps
+/// down to 4x4 as long as the tiles fill half a block. On small maps a
+/// block of 32 tiles spans many images and the whole of `U` is read for
+/// only a few tiles of each, so transforming the filters on every call
+/// cost as much as F(4x4) saved; a sampling run transforms them once.
+/// With fewer blocks than threads, the threads share out the output
+/// channels (see `forward`).
 pub fn applies_with_prepared_weights(p: &Conv2dParams) -> bool {
-    fits_maps_from(p, 8) && kernels().is_some()
+    fits_prepared(p) && kernels().is_some()
+}
+
+fn fits_prepared(p: &Conv2dParams) -> bool {
+    fits_maps_from(p, 8) || (shape_fits(p, TILE) && Tiling::new(p).total >= BLOCK / 2)
 }
 
 /// The name of the filter arrangement `prepare_weights` makes for `p` on
 /// this CPU (it depends on the register kernel's block of channels), where
 /// the forward pass would take this path with it.
 pub fn weight_arrangement(p: &Conv2dParams) -> Option<u64> {
-    kernels().filter(|_| fits_maps_from(p, 8)).map(|k| k.gemm.channels as u64)
+    kernels().filter(|_| fits_prepared(p)).map(|k| k.gemm.channels as u64)
 }
 
 /// The transformed filters `U` of `weight` `[Cout, Cin, 3, 3]`, for
@@ -427,11 +438,19 @@ fn forward(kernels: Kernels, p: &Conv2dParams, input: &[f32], weight: &[f32], pr
     };
     let output = Output(out.as_mut_ptr());
     let blocks = tiling.total.div_ceil(BLOCK);
-    let partial: Vec<(usize, Vec<f64>)> = (0..blocks)
+    // Fewer blocks than threads (small maps, few images): the threads
+    // share out each block's output channels, each transforming the
+    // block's input for its own share.
+    let channel_blocks = cout.div_ceil(kernels.gemm.channels);
+    let shares = rayon::current_num_threads().div_ceil(blocks).clamp(1, channel_blocks);
+    let per_share = channel_blocks.div_ceil(shares);
+    let partial: Vec<(usize, Vec<f64>)> = (0..blocks * shares)
         .into_par_iter()
-        .map_init(Scratch::default, |scratch, b| {
+        .map_init(Scratch::default, |scratch, task| {
+            let (b, share) = (task / shares, task % shares);
+            let channels = share * per_share..((share + 1) * per_share).min(channel_blocks);
             let plan = BlockPlan::new(&tiling, b * BLOCK);
-            let sums = run_block(p, &tiling, &plan, kernels, input, &u, bias, folded, moments.is_some(), output, scratch);
+            let sums = run_block(p, &tiling, &plan, kernels, input, &u, bias, folded, moments.is_some(), channels, output, scratch);
             (plan.slots[0].image, sums)
         })
         .collect();
@@ -444,8 +463,9 @@ fn forward(kernels: Kernels, p: &Conv2dParams, input: &[f32], weight: &[f32], pr
     }
 }
 
-/// One block from input to output. Returns its share of the moments,
-/// `[slot][Cout][2]`, when asked for.
+/// One block from input to output, for the output channels of the
+/// register kernel's blocks `channel_blocks`. Returns its share of the
+/// moments, `[slot][Cout][2]` (zero outside those channels), when asked for.
 #[allow(clippy::too_many_arguments)]
 fn run_block(
     p: &Conv2dParams,
@@ -457,6 +477,7 @@ fn run_block(
     bias: Option<&[f32]>,
     folded: &Folded,
     moments: bool,
+    channel_blocks: std::ops::Range<usize>,
     output: Output,
     scratch: &mut Scratch,
 ) -> Vec<f64> {
@@ -474,11 +495,11 @@ fn run_block(
     let m_stride = plane_stride(r_block * BLOCK);
     let m = sized(&mut scratch.m, E * m_stride);
     let rows = sized(&mut scratch.rows, TILE * TILE * BLOCK);
-    let channel_blocks = cout.div_ceil(r_block);
+    let all_channel_blocks = cout.div_ceil(r_block);
     let mut sums = if moments { vec![0.0f64; 2 * plan.slots.len() * cout] } else { Vec::new() };
-    for cb in 0..channel_blocks {
+    for cb in channel_blocks {
         for e in 0..E {
-            let ue = &u[(e * channel_blocks + cb) * cin * r_block..][..cin * r_block];
+            let ue = &u[(e * all_channel_blocks + cb) * cin * r_block..][..cin * r_block];
             let ve = &v[e * v_stride..][..cin * BLOCK];
             let me = &mut m[e * m_stride..][..r_block * BLOCK];
             for start in (0..BLOCK).step_by(kernel.positions) {
