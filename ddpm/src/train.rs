@@ -489,6 +489,11 @@ impl Trainer {
         let noise = initial_noise(16, s, &self.opts.device, &mut Rng::new(PREVIEW_SEED))?;
         let spec = preview_spec(&self.opts.recipe, self.preview.unet.num_classes(), self.opts.preview_steps);
         let samples = generate(&self.preview, noise, &spec, &mut Rng::new(PREVIEW_SEED), &mut |_, _| {})?;
+        // Sampling prepared filters for the preview weights (4x their
+        // size); training steps have no use for them until the next grid.
+        for (name, _) in self.ema.named() {
+            self.preview.store.get(&name).context("EMA names a missing parameter")?.tensor().forget_derived();
+        }
         save_grid(path, &samples.to_vec::<f32>()?, 16, s, 4)
     }
 }

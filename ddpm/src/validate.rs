@@ -97,10 +97,13 @@ pub fn training_bytes(config: &UNetConfig, batch: usize, precision: Precision) -
 }
 
 /// Bytes sampling `n` images at once needs: no activations are kept for a
-/// backward pass, but the skip connections of every level stay alive.
+/// backward pass, but the skip connections of every level stay alive. The
+/// fixed part is the weights and, on the CPU, their Winograd-transformed
+/// filters, kept while sampling: 4 floats for each weight of a 3x3
+/// convolution.
 pub fn sampling_bytes(config: &UNetConfig, n: usize) -> u64 {
     let per_image = 4 * 4 * activation_floats_per_image(config);
-    (4 * parameter_floats(config)).saturating_add(per_image.saturating_mul(n as u64))
+    (4 * 5 * parameter_floats(config)).saturating_add(per_image.saturating_mul(n as u64))
 }
 
 fn gib(bytes: u64) -> String {

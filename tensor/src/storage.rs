@@ -72,6 +72,11 @@ impl StorageCell {
         guard
     }
 
+    /// Drops the derived value, if any, to give its memory back.
+    pub(crate) fn forget_derived(&self) {
+        *self.derived.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
     /// The value derived from these contents as `key` says, computing it
     /// with `derive` (and keeping it) unless it is kept already: e.g. a
     /// convolution's filters transformed once for all the steps of a

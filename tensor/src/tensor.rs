@@ -75,6 +75,14 @@ impl Tensor {
         self.0.storage.write()
     }
 
+    /// Drops what is kept alongside this tensor's storage for reuse (on the
+    /// CPU, a convolution weight's Winograd-transformed filters, which
+    /// `conv2d_fused` prepares once and keeps until the weights are
+    /// written), giving its memory back; it is made again when next needed.
+    pub fn forget_derived(&self) {
+        self.0.storage.forget_derived();
+    }
+
     /// The cell holding this tensor's storage, for values derived from it.
     pub(crate) fn storage_cell(&self) -> &StorageCell {
         &self.0.storage
