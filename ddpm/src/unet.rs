@@ -285,32 +285,30 @@ impl UNet {
     /// the moments by 4, and a concatenation of channels concatenates
     /// them; only pooling loses them.
     fn forward_fused(&self, x: &Tensor, time: &Var) -> nn::Result<Tensor> {
-        let (mut h, moments) = self.conv_in.forward_fused(x, Fusion { moments: true, ..Fusion::default() })?;
-        let mut moments = Some(moments.expect("moments were asked for"));
+        // An activation and its moments, where known, through a run of blocks.
+        let blocks = |run: &[ResBlock], h: Tensor, moments: Option<Tensor>| {
+            run.iter().try_fold((h, moments), |(h, moments), block| {
+                let (out, out_moments) = block.forward_fused(&h, moments, time)?;
+                nn::Result::Ok((out, Some(out_moments)))
+            })
+        };
+        let (h, moments) = self.conv_in.forward_fused(x, Fusion { moments: true, ..Fusion::default() })?;
+        let (mut h, mut moments) = (h, Some(moments.expect("moments were asked for")));
         let mut skips = Vec::new();
         for level in &self.down {
-            for block in level {
-                let (out, out_moments) = block.forward_fused(&h, moments.take(), time)?;
-                (h, moments) = (out, Some(out_moments));
-            }
-            skips.push((h.clone(), moments.take()));
-            h = h.avg_pool2d(2, 2)?;
+            (h, moments) = blocks(level, h, moments)?;
+            skips.push((h.clone(), moments));
+            (h, moments) = (h.avg_pool2d(2, 2)?, None);
         }
-        for block in &self.middle {
-            let (out, out_moments) = block.forward_fused(&h, moments.take(), time)?;
-            (h, moments) = (out, Some(out_moments));
-        }
+        (h, moments) = blocks(&self.middle, h, moments)?;
         for level in &self.up {
             let (skip, skip_moments) = skips.pop().expect("one skip per level");
-            moments = match (moments.take(), skip_moments) {
+            let joined = match (moments, skip_moments) {
                 (Some(up), Some(skip)) => Some(Tensor::cat(&[&up.mul_scalar(4.0)?, &skip], 1)?),
                 _ => None,
             };
             h = Tensor::cat(&[&h.upsample_nearest2d(2, 2)?, &skip], 1)?;
-            for block in level {
-                let (out, out_moments) = block.forward_fused(&h, moments.take(), time)?;
-                (h, moments) = (out, Some(out_moments));
-            }
+            (h, moments) = blocks(level, h, joined)?;
         }
         let moments = match moments {
             Some(moments) => moments,

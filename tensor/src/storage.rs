@@ -68,7 +68,7 @@ impl StorageCell {
     /// Write access, which drops the derived value: it no longer matches.
     pub fn write(&self) -> RwLockWriteGuard<'_, Storage> {
         let guard = self.storage.write().unwrap_or_else(|e| e.into_inner());
-        *self.derived.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.forget_derived();
         guard
     }
 

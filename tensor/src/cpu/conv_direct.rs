@@ -51,7 +51,7 @@
 
 use rayon::prelude::*;
 
-use super::group_norm::{affine_row, biased_row, biased_row_summed, LaneSums};
+use super::group_norm::{affine_row, biased_row, LaneSums};
 use crate::backend::Conv2dParams;
 use crate::switch::EnvSwitch;
 
@@ -405,11 +405,9 @@ fn conv2d_with(
                     let mut sums = LaneSums::default();
                     for (y, row) in plane.chunks_exact_mut(flat.ow).enumerate() {
                         let residual = residual.map(|residual| &residual[y * flat.ow..][..flat.ow]);
-                        let computed = &row0[y * flat.wp..][..flat.ow];
+                        biased_row(row, &row0[y * flat.wp..][..flat.ow], b, residual);
                         if moments.is_some() {
-                            biased_row_summed(row, computed, b, residual, &mut sums);
-                        } else {
-                            biased_row(row, computed, b, residual);
+                            sums.add(row, 0.0);
                         }
                     }
                     if let Some(moments) = moments.as_deref_mut() {

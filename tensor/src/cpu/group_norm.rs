@@ -122,27 +122,51 @@ fn grad_x_row<T: Float>(out: &mut [T], dy: &[T], x: &[T], a: T, bx: T, c0: T) {
 /// `(sum(x - shift), sum((x - shift)^2))` in f64.
 #[inline(always)]
 pub(super) fn shifted_sums<T: Float>(x: &[T], shift: f64) -> (f64, f64) {
+    let mut sums = LaneSums::default();
+    sums.add(x, shift);
+    sums.total()
+}
+
+/// Running f64 sums of values and of their squares, `LANES` partial sums
+/// each (independent accumulators, so the loop vectorises), added to slice
+/// after slice and totalled once at the end: e.g. a convolution's output
+/// moments, taken row by row as the rows are written.
+#[derive(Clone, Copy, Default)]
+pub(super) struct LaneSums {
+    values: [f64; LANES],
+    squares: [f64; LANES],
+}
+
+impl LaneSums {
+    /// Adds each `x - shift` and its square.
     #[inline(always)]
-    fn run<T: Float>(x: &[T], shift: f64) -> (f64, f64) {
-        let mut s = [0.0f64; LANES];
-        let mut q = [0.0f64; LANES];
-        let chunks = x.chunks_exact(LANES);
-        let tail = chunks.remainder();
-        for c in chunks {
-            for l in 0..LANES {
-                let d = c[l].to_f64() - shift;
-                s[l] += d;
-                q[l] += d * d;
+    pub(super) fn add<T: Float>(&mut self, x: &[T], shift: f64) {
+        #[inline(always)]
+        fn run<T: Float>(x: &[T], shift: f64, sums: &mut LaneSums) {
+            let (s, q) = (&mut sums.values, &mut sums.squares);
+            let chunks = x.chunks_exact(LANES);
+            let tail = chunks.remainder();
+            for c in chunks {
+                for l in 0..LANES {
+                    let d = c[l].to_f64() - shift;
+                    s[l] += d;
+                    q[l] += d * d;
+                }
+            }
+            for &v in tail {
+                let d = v.to_f64() - shift;
+                s[0] += d;
+                q[0] += d * d;
             }
         }
-        for &v in tail {
-            let d = v.to_f64() - shift;
-            s[0] += d;
-            q[0] += d * d;
-        }
-        (s.iter().sum(), q.iter().sum())
+        let sums = self;
+        avx2_dispatch!(run(x: &[T], shift: f64, sums: &mut LaneSums))
     }
-    avx2_dispatch!(run(x: &[T], shift: f64) -> (f64, f64))
+
+    /// `(sum(x), sum(x^2))` over everything added.
+    pub(super) fn total(&self) -> (f64, f64) {
+        (self.values.iter().sum(), self.squares.iter().sum())
+    }
 }
 
 /// `out = x + bias`, or `out = x + bias + residual`: a convolution's
@@ -157,65 +181,6 @@ pub(super) fn biased_row<T: Float>(out: &mut [T], x: &[T], bias: T, residual: Op
         }
     }
     avx2_dispatch!(run(out: &mut [T], x: &[T], bias: T, residual: Option<&[T]>))
-}
-
-/// Running f64 sums of values and of their squares, `LANES` partial sums
-/// each, added to row after row and totalled once at the end: a
-/// convolution's output moments taken while its rows are written.
-#[derive(Clone, Copy, Default)]
-pub(super) struct LaneSums {
-    values: [f64; LANES],
-    squares: [f64; LANES],
-}
-
-impl LaneSums {
-    /// `(sum(x), sum(x^2))` over every row added.
-    pub(super) fn total(&self) -> (f64, f64) {
-        (self.values.iter().sum(), self.squares.iter().sum())
-    }
-}
-
-/// `biased_row`, adding each written value and its square into `sums`.
-#[inline(always)]
-pub(super) fn biased_row_summed<T: Float>(out: &mut [T], x: &[T], bias: T, residual: Option<&[T]>, sums: &mut LaneSums) {
-    #[inline(always)]
-    fn run<T: Float>(out: &mut [T], x: &[T], bias: T, residual: Option<&[T]>, sums: &mut LaneSums) {
-        let (s, q) = (&mut sums.values, &mut sums.squares);
-        let mut add = |l: usize, v: T| {
-            let d = v.to_f64();
-            s[l] += d;
-            q[l] += d * d;
-        };
-        let n = out.len();
-        let full = n - n % LANES;
-        match residual {
-            Some(residual) => {
-                for ((o, c), r) in out[..full].chunks_exact_mut(LANES).zip(x.chunks_exact(LANES)).zip(residual.chunks_exact(LANES)) {
-                    for l in 0..LANES {
-                        o[l] = c[l] + bias + r[l];
-                        add(l, o[l]);
-                    }
-                }
-                for i in full..n {
-                    out[i] = x[i] + bias + residual[i];
-                    add(0, out[i]);
-                }
-            }
-            None => {
-                for (o, c) in out[..full].chunks_exact_mut(LANES).zip(x.chunks_exact(LANES)) {
-                    for l in 0..LANES {
-                        o[l] = c[l] + bias;
-                        add(l, o[l]);
-                    }
-                }
-                for i in full..n {
-                    out[i] = x[i] + bias;
-                    add(0, out[i]);
-                }
-            }
-        }
-    }
-    avx2_dispatch!(run(out: &mut [T], x: &[T], bias: T, residual: Option<&[T]>, sums: &mut LaneSums))
 }
 
 /// `(sum(dy), sum(dy * (x - mean)))` in f64.

@@ -60,7 +60,7 @@ use rayon::prelude::*;
 
 use super::conv::sized;
 use super::conv_direct::{self, Folded, GemmKernel};
-use super::group_norm::{affine_row, biased_row, biased_row_summed, LaneSums};
+use super::group_norm::{affine_row, biased_row, LaneSums};
 use crate::backend::Conv2dParams;
 use crate::switch::EnvSwitch;
 
@@ -245,6 +245,12 @@ impl Tiling {
     }
 }
 
+/// The length of `transform_weights`' `U` for register blocks of `R` channels.
+#[allow(non_snake_case)]
+fn transformed_len(cout: usize, cin: usize, R: usize) -> usize {
+    E * cout.div_ceil(R) * cin * R
+}
+
 /// `U = G g Gᵀ` of every filter, in f64, packed for the register kernel as
 /// `[e][channel block][ci][R]` (zero past `Cout`).
 ///
@@ -264,7 +270,7 @@ fn transform_weights(cout: usize, cin: usize, weight: &[f32], R: usize) -> Vec<f
     };
     let blocks = cout.div_ceil(R);
     let block_len = cin * R;
-    let mut u = vec![0.0f32; E * blocks * block_len];
+    let mut u = vec![0.0f32; transformed_len(cout, cin, R)];
     let target = Output(u.as_mut_ptr());
     (0..blocks).into_par_iter().for_each_init(Vec::new, |scratch: &mut Vec<f32>, cb| {
         let filters = sized(scratch, block_len * E);
@@ -428,7 +434,7 @@ fn forward(kernels: Kernels, p: &Conv2dParams, input: &[f32], weight: &[f32], pr
     let transformed;
     let u = match prepared {
         Some(u) => {
-            assert_eq!(u.len(), E * cout.div_ceil(kernels.gemm.channels) * kernels.gemm.channels * cin, "prepared filters of another shape or CPU");
+            assert_eq!(u.len(), transformed_len(cout, cin, kernels.gemm.channels), "prepared filters of another shape or CPU");
             u
         }
         None => {
@@ -529,11 +535,9 @@ fn run_block(
                     // SAFETY: this block owns these outputs (see `Output`),
                     // and `at + n` stays within the output's row.
                     let dst = unsafe { std::slice::from_raw_parts_mut(output.at(at), n) };
-                    let residual = folded.residual.map(|res| &res[at..at + n]);
+                    biased_row(dst, src, bv, folded.residual.map(|res| &res[at..at + n]));
                     if moments {
-                        biased_row_summed(dst, src, bv, residual, &mut sum);
-                    } else {
-                        biased_row(dst, src, bv, residual);
+                        sum.add(dst, 0.0);
                     }
                 }
                 if moments {
