@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use proptest::prelude::*;
-use tensor::{AdamStep, DType, Rng, Tensor};
+use tensor::{AdamStep, DType, Fusion, Rng, Tensor};
 
 fn dtype_of(f64_: bool) -> DType {
     if f64_ {
@@ -881,5 +881,50 @@ fn bernoulli_extremes_are_exact_in_every_float_dtype() {
         assert!(ones.to_f64_vec().unwrap().iter().all(|&v| v == 1.0), "bernoulli(1) in {dtype}");
         let zeros = Tensor::bernoulli(0.0, [100_000], dtype, &CPU, &mut rng).unwrap();
         assert!(zeros.to_f64_vec().unwrap().iter().all(|&v| v == 0.0), "bernoulli(0) in {dtype}");
+    }
+}
+
+/// Every combination of empty batch, input channels and output channels,
+/// on every path a convolution can take (1x1, 3x3 at stride 1 and 2, with
+/// and without padding), in both dtypes. The proptest above meets these
+/// only now and then; an empty tensor must never reach a kernel's chunking.
+#[test]
+fn convolutions_of_empty_tensors() {
+    let mut rng = Rng::new(7);
+    for f64_ in [false, true] {
+        let dtype = dtype_of(f64_);
+        for (n, c, o) in (0..27).map(|i| (i / 9, i / 3 % 3, i % 3)) {
+            for (k, stride, pad, h) in [(1, 1, 0, 5), (3, 1, 1, 8), (3, 1, 0, 6), (3, 2, 1, 7), (2, 1, 0, 4)] {
+                let x = rand_nd(&[n, c, h, h], &mut rng).round(dtype);
+                let wt = rand_nd(&[o, c, k, k], &mut rng).round(dtype);
+                let b = rand_nd(&[o], &mut rng).round(dtype);
+                let (tx, tw, tb) = (tensor_of(&x, dtype), tensor_of(&wt, dtype), tensor_of(&b, dtype));
+                let y = tx.conv2d(&tw, Some(&tb), stride, pad).unwrap();
+                assert_tensor_close(&y, &conv_ref(&x, &wt, Some(&b), stride, pad), 1e-5, 3e-5);
+                // The sampling path: every fused part at once.
+                let (scale, shift) = (tensor_of(&rand_nd(&[n, c], &mut rng), dtype), tensor_of(&rand_nd(&[n, c], &mut rng), dtype));
+                let fusion = Fusion { bias: Some(&tb), input_affine: Some((&scale, &shift)), input_silu: true, residual: Some(&y), moments: true };
+                let (fused, moments) = tx.conv2d_fused(&tw, stride, pad, &fusion).unwrap();
+                let composed = tx.mul(&scale.reshape([n, c, 1, 1]).unwrap()).unwrap().add(&shift.reshape([n, c, 1, 1]).unwrap()).unwrap().silu().unwrap();
+                let composed = composed.conv2d(&tw, Some(&tb), stride, pad).unwrap().add(&y).unwrap();
+                assert_eq!(fused.dims(), composed.dims());
+                assert_eq!(moments.unwrap().dims(), &[n, o, 2][..]);
+                let (got, want) = (fused.to_f64_vec().unwrap(), composed.to_f64_vec().unwrap());
+                assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + b.abs())), "fused conv of {:?}", (n, c, o, k, stride, pad));
+                let g = rand_nd(y.dims(), &mut rng).round(dtype);
+                let tg = tensor_of(&g, dtype);
+                let dx = tg.conv2d_backward_input(&tw, &[n, c, h, h], stride, pad).unwrap();
+                let dw = tx.conv2d_backward_weight(&tg, &[o, c, k, k], stride, pad).unwrap();
+                assert_eq!(dx.dims(), &[n, c, h, h][..]);
+                assert_eq!(dw.dims(), &[o, c, k, k][..]);
+                // With an empty side, the gradients are zero wherever they exist.
+                if n == 0 || o == 0 {
+                    assert!(dx.to_f64_vec().unwrap().iter().all(|&v| v == 0.0), "dx of {:?}", (n, c, o, k, stride, pad));
+                }
+                if n == 0 || c == 0 || o == 0 {
+                    assert!(dw.to_f64_vec().unwrap().iter().all(|&v| v == 0.0), "dw of {:?}", (n, c, o, k, stride, pad));
+                }
+            }
+        }
     }
 }

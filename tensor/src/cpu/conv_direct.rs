@@ -268,6 +268,11 @@ impl Flat {
 fn pack_weights(weight: &[f32], cout: usize, cin: usize, taps: usize, R: usize) -> Vec<f32> {
     let blocks = cout.div_ceil(R);
     let mut packed = vec![0.0f32; blocks * cin * taps * R];
+    if packed.is_empty() {
+        // No input channels (or taps): nothing to arrange, and rayon
+        // refuses chunks of length zero.
+        return packed;
+    }
     // In parallel, a block of output channels each: sampling calls this
     // for every convolution of every step, and the pool would wait.
     packed.par_chunks_mut(cin * taps * R).enumerate().for_each(|(block, packed)| {
