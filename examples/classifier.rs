@@ -60,6 +60,10 @@ struct Args {
 
 fn main() -> Result<()> {
     tensor::cpu::keep_freed_memory();
+    tensor::cpu::run_on_pool(train)
+}
+
+fn train() -> Result<()> {
     let args = Args::parse();
     let device = args.device.resolve()?;
     let out = args.out.clone().unwrap_or_else(default_weights);

@@ -58,6 +58,11 @@ fn find_data() -> Result<(PathBuf, &'static str)> {
 fn main() -> Result<()> {
     // Training frees and reallocates the same large buffers every step.
     tensor::cpu::keep_freed_memory();
+    // The kernels start on this work's own thread, with no hand-off to the pool.
+    tensor::cpu::run_on_pool(train)
+}
+
+fn train() -> Result<()> {
     let mut args = Flowers::parse().train;
     args.validate()?;
     // A resumed run keeps its own choices where none are given (with the

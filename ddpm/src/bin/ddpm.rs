@@ -5,7 +5,9 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     // Training frees and reallocates the same large buffers every step.
     tensor::cpu::keep_freed_memory();
-    match ddpm::cli::run(ddpm::cli::Cli::parse()) {
+    let cli = ddpm::cli::Cli::parse();
+    // The kernels start on the command's own thread, with no hand-off to the pool.
+    match tensor::cpu::run_on_pool(|| ddpm::cli::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("{}", ddpm::cli::error_report(&err));

@@ -23,11 +23,13 @@ pub mod pool;
 mod random;
 mod reduce;
 mod strided;
+mod threads;
 pub mod upsample;
 pub mod winograd;
 pub mod winograd4;
 
 pub use allocator::keep_freed_memory;
+pub use threads::run_on_pool;
 pub(crate) use memory::memory_info;
 
 use crate::backend::BackendStorage;
