@@ -25,12 +25,23 @@ use std::mem::MaybeUninit;
 /// call it once at start. It changes process-wide malloc settings, so the
 /// library never calls it on its own. Returns whether the settings took
 /// (false where the C library is not glibc).
+///
+/// It also makes every thread allocate from the one main heap. glibc
+/// gives each new thread an arena of its own, and an arena other than the
+/// main one grows in heaps of at most 64 MiB: a larger block is mapped
+/// and unmapped whatever the settings above say. Work run on a thread of
+/// the pool (`run_on_pool`) allocates its activations there, and on a
+/// `flowers64` step that had doubled the page faults.
 pub fn keep_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: mallopt only changes glibc's allocation parameters; it is
         // safe to call at any time, from any thread.
-        unsafe { libc::mallopt(libc::M_MMAP_MAX, 0) == 1 && libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) == 1 }
+        unsafe {
+            libc::mallopt(libc::M_MMAP_MAX, 0) == 1
+                && libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) == 1
+                && libc::mallopt(libc::M_ARENA_MAX, 1) == 1
+        }
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
