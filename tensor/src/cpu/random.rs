@@ -125,7 +125,8 @@ fn keep_mask<T: Float>(out: &mut [MaybeUninit<T>], key: u64, start: u64, thresho
         }
         #[target_feature(enable = "avx2,fma")]
         unsafe fn avx2<T: Float>(out: &mut [MaybeUninit<T>], key: u64, start: u64, threshold: u64, scale: T) {
-            run::<T, 8>(out, key, start, threshold, scale, philox_word0::<8>)
+            // SAFETY (of the call inside): this function's own features include AVX2.
+            run::<T, 8>(out, key, start, threshold, scale, |key, first| unsafe { philox_word0_avx2(key, first) })
         }
         if is_x86_feature_detected!("avx512f") {
             // SAFETY: the features were detected.
@@ -224,6 +225,54 @@ unsafe fn philox_word0_avx512(key: u64, first: u64) -> [u32; 16] {
     lo
 }
 
+/// `philox_word0::<8>` in AVX2 registers, as `philox_word0_avx512` does
+/// it (AVX2 has no three-way exclusive or: two).
+///
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn philox_word0_avx2(key: u64, first: u64) -> [u32; 8] {
+    use std::arch::x86_64::*;
+    const M0: u32 = 0xD251_1F53;
+    const M1: u32 = 0xCD9E_8D57;
+    const W0: u32 = 0x9E37_79B9;
+    const W1: u32 = 0xBB67_AE85;
+    #[inline(always)]
+    unsafe fn mul_hi(a: __m256i, m: __m256i) -> __m256i {
+        let even = _mm256_mul_epu32(a, m);
+        let odd = _mm256_mul_epu32(_mm256_srli_epi64::<32>(a), m);
+        _mm256_blend_epi32::<0xAA>(_mm256_srli_epi64::<32>(even), odd)
+    }
+    let (mut lo, mut hi) = ([0u32; 8], [0u32; 8]);
+    for j in 0..8 {
+        let c = first.wrapping_add(j as u64);
+        lo[j] = c as u32;
+        hi[j] = (c >> 32) as u32;
+    }
+    // SAFETY: the arrays hold 8 lanes each, as the loads and the store read and write.
+    unsafe {
+        let (m0, m1) = (_mm256_set1_epi32(M0 as i32), _mm256_set1_epi32(M1 as i32));
+        let mut c0 = _mm256_loadu_si256(lo.as_ptr().cast());
+        let mut c1 = _mm256_loadu_si256(hi.as_ptr().cast());
+        let (mut c2, mut c3) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        let (mut k0, mut k1) = (key as u32, (key >> 32) as u32);
+        for _ in 0..10 {
+            let (k0v, k1v) = (_mm256_set1_epi32(k0 as i32), _mm256_set1_epi32(k1 as i32));
+            let (hi0, lo0) = (mul_hi(c0, m0), _mm256_mullo_epi32(c0, m0));
+            let (hi1, lo1) = (mul_hi(c2, m1), _mm256_mullo_epi32(c2, m1));
+            c0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), k0v);
+            c1 = lo1;
+            c2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), k1v);
+            c3 = lo0;
+            k0 = k0.wrapping_add(W0);
+            k1 = k1.wrapping_add(W1);
+        }
+        _mm256_storeu_si256(lo.as_mut_ptr().cast(), c0);
+    }
+    lo
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,6 +287,12 @@ mod tests {
         for (key, first) in [(0, 0), (7, 5), (u64::MAX, u64::MAX - 3), (0x1234_5678_9abc, 1 << 32), (3, u32::MAX as u64 - 7)] {
             check::<8>(key, first);
             check::<16>(key, first);
+            #[cfg(target_arch = "x86_64")]
+            if has_avx2() {
+                // SAFETY: the feature was detected.
+                let words = unsafe { philox_word0_avx2(key, first) };
+                assert_eq!(words, philox_word0::<8>(key, first), "AVX2 lanes of ({key}, {first})");
+            }
             #[cfg(target_arch = "x86_64")]
             if is_x86_feature_detected!("avx512f") {
                 // SAFETY: the feature was detected.
