@@ -36,6 +36,7 @@
 use rayon::prelude::*;
 
 use super::allocator::zeros;
+use super::threads::fold_in_runs;
 use super::float::Float;
 use super::matmul::{gemm, MatRef};
 use super::conv_direct;
@@ -614,23 +615,24 @@ fn conv2d_backward_weight_planned<T: Float>(
     };
     let (xc, gc) = (plan.chunk * p.in_image(), plan.chunk * p.out_image());
     let total = if plan.parallel {
-        // Each worker sums into its own partial; partials are added at the end
-        // (there are about as many as threads, each only Cout*K long).
-        input
-            .par_chunks(xc)
-            .zip(grad_out.par_chunks(gc))
-            .fold(
-                || (None, Scratch::new()),
-                |(mut acc, mut s), (x, g)| {
-                    accumulate(x, g, &mut s, &mut acc);
-                    (acc, s)
-                },
-            )
-            .filter_map(|(acc, _)| acc)
-            .reduce_with(|mut a, b| {
+        // Each thread sums a run of chunks into its own partial; partials
+        // are added at the end (one per thread, each only Cout*K long).
+        let chunks = input.len().div_ceil(xc);
+        let partial = |run: std::ops::Range<usize>| {
+            let (mut acc, mut s) = (None, Scratch::new());
+            for (x, g) in input.chunks(xc).zip(grad_out.chunks(gc)).take(run.end).skip(run.start) {
+                accumulate(x, g, &mut s, &mut acc);
+            }
+            acc
+        };
+        fold_in_runs(chunks, partial, |a: Option<Vec<T>>, b| match (a, b) {
+            (Some(mut a), Some(b)) => {
                 a.iter_mut().zip(&b).for_each(|(x, &y)| *x += y);
-                a
-            })
+                Some(a)
+            }
+            (a, b) => a.or(b),
+        })
+        .flatten()
     } else {
         let mut acc = None;
         let mut s = Scratch::new();

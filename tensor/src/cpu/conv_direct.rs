@@ -52,6 +52,7 @@
 use rayon::prelude::*;
 
 use super::group_norm::{affine_row, biased_row, LaneSums};
+use super::threads::fold_in_runs;
 use crate::backend::Conv2dParams;
 use crate::switch::EnvSwitch;
 
@@ -498,13 +499,11 @@ fn backward_weight_with(kernel: Kernel, p: &Conv2dParams, chunk: usize, band_byt
     let j = kernel.grad_taps;
     let groups: Vec<Vec<usize>> = flat.taps.chunks(j).map(|c| (0..j).map(|t| c.get(t).copied().unwrap_or(0)).collect()).collect();
     let (oh, ow, wp, pad) = (p.out_h(), flat.ow, flat.wp, p.padding);
-    let total = input
-        .par_chunks(chunk * in_image)
-        .zip(grad_out.par_chunks(chunk * out_image))
-        .with_min_len(p.batch.div_ceil(chunk).div_ceil(rayon::current_num_threads()))
-        .fold(
-            || (vec![0.0f32; dw.len()], vec![0.0f32; cin * stride], vec![0.0f32; blocks * r * stride]),
-            |(mut acc, mut xs, mut gs), (x, g)| {
+    // One run of chunks per thread, each summed into its own partial.
+    let partial = |run: std::ops::Range<usize>| {
+        let (mut acc, mut xs, mut gs) = (vec![0.0f32; dw.len()], vec![0.0f32; cin * stride], vec![0.0f32; blocks * r * stride]);
+        let pairs = input.chunks(chunk * in_image).zip(grad_out.chunks(chunk * out_image));
+        for (x, g) in pairs.take(run.end).skip(run.start) {
                 let images = x.len() / in_image;
                 let used = images * flat.plane;
                 // Planes end to end: xs[ci][image][plane], gs[co][image][plane].
@@ -556,14 +555,13 @@ fn backward_weight_with(kernel: Kernel, p: &Conv2dParams, chunk: usize, band_byt
                         }
                     }
                 }
-                (acc, xs, gs)
-            },
-        )
-        .map(|(acc, _, _)| acc)
-        .reduce_with(|mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(x, &y)| *x += y);
-            a
-        });
+        }
+        acc
+    };
+    let total = fold_in_runs(p.batch.div_ceil(chunk), partial, |mut a, b| {
+        a.iter_mut().zip(&b).for_each(|(x, &y)| *x += y);
+        a
+    });
     if let Some(total) = total {
         dw.copy_from_slice(&total);
     }

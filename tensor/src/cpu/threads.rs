@@ -25,9 +25,30 @@ pub fn run_on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| f())
 }
 
+/// Folds `0..items` in one contiguous run per thread of the pool (fewer
+/// when there are fewer items), each run in order on a thread of its own,
+/// then combines the runs' results left to right; `None` when `items` is 0.
+///
+/// A weight gradient is such a sum: each thread adds up its share of the
+/// batch, then the shares are added. Rayon's own `fold` splits the work
+/// where threads happen to steal it, so the same floats would be grouped,
+/// and rounded, differently from one call to the next, and a training run
+/// would not repeat itself. Here the grouping depends on `items` and the
+/// number of threads alone.
+pub(crate) fn fold_in_runs<A: Send>(items: usize, fold: impl Fn(std::ops::Range<usize>) -> A + Sync, combine: impl Fn(A, A) -> A) -> Option<A> {
+    use rayon::prelude::*;
+    let runs = rayon::current_num_threads().clamp(1, items.max(1));
+    let per_run = items.div_ceil(runs);
+    let partials: Vec<A> = (0..items.div_ceil(per_run.max(1)))
+        .into_par_iter()
+        .map(|run| fold(run * per_run..items.min((run + 1) * per_run)))
+        .collect();
+    partials.into_iter().reduce(combine)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::run_on_pool;
+    use super::{fold_in_runs, run_on_pool};
     use rayon::prelude::*;
 
     #[test]
@@ -42,6 +63,45 @@ mod tests {
         assert_eq!(sum, (0..100_000u64).map(|i| i * i).sum::<u64>());
         // Nested: already on the pool, it runs in place.
         assert_eq!(run_on_pool(|| run_on_pool(|| 7)), 7);
+    }
+
+    #[test]
+    fn runs_cover_every_item_once_in_order() {
+        for items in [0usize, 1, 2, 3, 7, 8, 33] {
+            let runs = fold_in_runs(items, |range| vec![range], |mut a, b| {
+                a.extend(b);
+                a
+            });
+            let covered: Vec<usize> = runs.unwrap_or_default().into_iter().flatten().collect();
+            assert_eq!(covered, (0..items).collect::<Vec<_>>(), "{items} items");
+        }
+        // Floats summed in runs give the same bits on every call.
+        let values: Vec<f32> = (0..10_001).map(|i| (i as f32 * 0.37).sin() * 1e3).collect();
+        let sum = || fold_in_runs(values.len(), |range| values[range].iter().sum::<f32>(), |a, b| a + b).unwrap();
+        let first = run_on_pool(sum);
+        for _ in 0..20 {
+            assert_eq!(run_on_pool(sum).to_bits(), first.to_bits());
+            assert_eq!(sum().to_bits(), first.to_bits());
+        }
+    }
+
+    /// Weight gradients are sums over the batch split across threads: on
+    /// each path (im2col for 1x1, the direct kernel, Winograd F(4x4)) they
+    /// come out with the same bits on every call, on the pool or off it.
+    #[test]
+    fn weight_gradients_repeat_bit_for_bit() {
+        use crate::{DType, Device, Rng, Tensor};
+        let mut rng = Rng::new(11);
+        for (c, o, k, hw, pad) in [(24, 16, 1, 16, 0), (8, 16, 3, 12, 1), (32, 32, 3, 16, 1)] {
+            let x = Tensor::randn(0.0, 1.0, [7, c, hw, hw], DType::F32, &Device::Cpu, &mut rng).unwrap();
+            let g = Tensor::randn(0.0, 1.0, [7, o, hw, hw], DType::F32, &Device::Cpu, &mut rng).unwrap();
+            let dw = || x.conv2d_backward_weight(&g, &[o, c, k, k], 1, pad).unwrap().to_f64_vec().unwrap();
+            let first = dw();
+            for _ in 0..8 {
+                assert_eq!(run_on_pool(dw), first, "{k}x{k}, {c} -> {o} channels, on the pool");
+                assert_eq!(dw(), first, "{k}x{k}, {c} -> {o} channels");
+            }
+        }
     }
 
     #[test]

@@ -61,6 +61,7 @@ use rayon::prelude::*;
 use super::conv::sized;
 use super::conv_direct::{self, Folded, GemmKernel};
 use super::group_norm::{affine_row, biased_row, LaneSums};
+use super::threads::fold_in_runs;
 use crate::backend::Conv2dParams;
 use crate::switch::EnvSwitch;
 
@@ -941,23 +942,19 @@ fn backward_weight(kernels: Kernels, p: &Conv2dParams, input: &[f32], grad_out: 
     let tiling = Tiling::new(p);
     let shape = SumShape { cin_pad: cin.next_multiple_of(kernels.gemm.positions), cout_pad: cout.next_multiple_of(kernels.gemm.channels) };
     let blocks = tiling.total.div_ceil(BLOCK);
-    let threads = rayon::current_num_threads().max(1);
-    let sums = (0..blocks)
-        .into_par_iter()
-        .with_min_len(blocks.div_ceil(threads))
-        .fold(
-            || (vec![0.0f32; E * shape.cout_pad * shape.cin_pad], GradScratch::default()),
-            |(mut sums, mut scratch), b| {
-                let plan = BlockPlan::new(&tiling, b * BLOCK);
-                grad_block(p, &tiling, &plan, kernels, input, grad_out, shape, &mut sums, &mut scratch);
-                (sums, scratch)
-            },
-        )
-        .map(|(sums, _)| sums)
-        .reduce_with(|mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(x, &y)| *x += y);
-            a
-        });
+    // One run of blocks per thread, each summed into its own partial.
+    let partial = |run: std::ops::Range<usize>| {
+        let (mut sums, mut scratch) = (vec![0.0f32; E * shape.cout_pad * shape.cin_pad], GradScratch::default());
+        for b in run {
+            let plan = BlockPlan::new(&tiling, b * BLOCK);
+            grad_block(p, &tiling, &plan, kernels, input, grad_out, shape, &mut sums, &mut scratch);
+        }
+        sums
+    };
+    let sums = fold_in_runs(blocks, partial, |mut a, b| {
+        a.iter_mut().zip(&b).for_each(|(x, &y)| *x += y);
+        a
+    });
     let Some(sums) = sums else {
         dw.fill(0.0);
         return;
