@@ -504,57 +504,57 @@ fn backward_weight_with(kernel: Kernel, p: &Conv2dParams, chunk: usize, band_byt
         let (mut acc, mut xs, mut gs) = (vec![0.0f32; dw.len()], vec![0.0f32; cin * stride], vec![0.0f32; blocks * r * stride]);
         let pairs = input.chunks(chunk * in_image).zip(grad_out.chunks(chunk * out_image));
         for (x, g) in pairs.take(run.end).skip(run.start) {
-                let images = x.len() / in_image;
-                let used = images * flat.plane;
-                // Planes end to end: xs[ci][image][plane], gs[co][image][plane].
-                // Borders, discarded columns and tails are never written.
-                for (ci, xc) in xs.chunks_exact_mut(stride).enumerate() {
-                    for b in 0..images {
-                        let src = &x[b * in_image + ci * p.in_h * p.in_w..][..p.in_h * p.in_w];
-                        for (y, row) in src.chunks_exact(p.in_w).enumerate() {
-                            xc[b * flat.plane + (y + pad) * wp + pad..][..p.in_w].copy_from_slice(row);
-                        }
-                    }
-                    // A short last chunk: the next plane's slot holds an
-                    // older image, which the slack reads must not see.
-                    xc[used..].fill(0.0);
-                }
-                for (co, gc) in gs.chunks_exact_mut(stride).enumerate().take(cout) {
-                    for b in 0..images {
-                        let src = &g[b * out_image + co * oh * ow..][..oh * ow];
-                        for (y, row) in src.chunks_exact(ow).enumerate() {
-                            gc[b * flat.plane + y * wp..][..ow].copy_from_slice(row);
-                        }
+            let images = x.len() / in_image;
+            let used = images * flat.plane;
+            // Planes end to end: xs[ci][image][plane], gs[co][image][plane].
+            // Borders, discarded columns and tails are never written.
+            for (ci, xc) in xs.chunks_exact_mut(stride).enumerate() {
+                for b in 0..images {
+                    let src = &x[b * in_image + ci * p.in_h * p.in_w..][..p.in_h * p.in_w];
+                    for (y, row) in src.chunks_exact(p.in_w).enumerate() {
+                        xc[b * flat.plane + (y + pad) * wp + pad..][..p.in_w].copy_from_slice(row);
                     }
                 }
-                let mut sums = vec![0.0f32; r * j];
-                // `band` input channels at a time, every block of
-                // output gradients passing over them before the next band:
-                // the band's planes stay in L2 instead of streaming from L3
-                // once per block.
-                for first_ci in (0..cin).step_by(band) {
-                    for block in 0..blocks {
-                        let gb = &gs[block * r * stride..][..r * stride];
-                        for ci in first_ci..cin.min(first_ci + band) {
-                            for (gi, group) in groups.iter().enumerate() {
-                                sums.fill(0.0);
-                                // SAFETY: `kernel()` checked the CPU's features; every
-                                // read stays below `used + last tap + lanes <= stride`.
-                                unsafe { (kernel.grad)(gb, stride, &xs[ci * stride..][..stride], group, used, &mut sums) };
-                                for (rr, row) in sums.chunks_exact(j).enumerate() {
-                                    let co = block * r + rr;
-                                    if co >= cout {
-                                        break;
-                                    }
-                                    let dst = &mut acc[(co * cin + ci) * taps..][..taps];
-                                    for (d, &v) in dst.iter_mut().skip(gi * j).zip(row) {
-                                        *d += v;
-                                    }
+                // A short last chunk: the next plane's slot holds an
+                // older image, which the slack reads must not see.
+                xc[used..].fill(0.0);
+            }
+            for (co, gc) in gs.chunks_exact_mut(stride).enumerate().take(cout) {
+                for b in 0..images {
+                    let src = &g[b * out_image + co * oh * ow..][..oh * ow];
+                    for (y, row) in src.chunks_exact(ow).enumerate() {
+                        gc[b * flat.plane + y * wp..][..ow].copy_from_slice(row);
+                    }
+                }
+            }
+            let mut sums = vec![0.0f32; r * j];
+            // `band` input channels at a time, every block of
+            // output gradients passing over them before the next band:
+            // the band's planes stay in L2 instead of streaming from L3
+            // once per block.
+            for first_ci in (0..cin).step_by(band) {
+                for block in 0..blocks {
+                    let gb = &gs[block * r * stride..][..r * stride];
+                    for ci in first_ci..cin.min(first_ci + band) {
+                        for (gi, group) in groups.iter().enumerate() {
+                            sums.fill(0.0);
+                            // SAFETY: `kernel()` checked the CPU's features; every
+                            // read stays below `used + last tap + lanes <= stride`.
+                            unsafe { (kernel.grad)(gb, stride, &xs[ci * stride..][..stride], group, used, &mut sums) };
+                            for (rr, row) in sums.chunks_exact(j).enumerate() {
+                                let co = block * r + rr;
+                                if co >= cout {
+                                    break;
+                                }
+                                let dst = &mut acc[(co * cin + ci) * taps..][..taps];
+                                for (d, &v) in dst.iter_mut().skip(gi * j).zip(row) {
+                                    *d += v;
                                 }
                             }
                         }
                     }
                 }
+            }
         }
         acc
     };
