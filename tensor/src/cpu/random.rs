@@ -171,106 +171,158 @@ fn philox_word0<const N: usize>(key: u64, first: u64) -> [u32; N] {
     c0
 }
 
-/// `philox_word0::<16>` written for AVX-512 registers: the counters stay
-/// sixteen 32-bit lanes throughout. Left to itself the compiler widens
-/// them to 64-bit lanes for each multiply and narrows them back, twice
-/// the instructions; here the low halves of the products come from one
-/// `vpmulld`, and the high halves from `vpmuludq` on the even lanes and on
-/// the odd lanes shifted down, blended back together.
+/// The vector operations Philox's rounds need, on `N` 32-bit lanes of one
+/// instruction set. `philox_word0_in` is written once over it and compiled
+/// inside an AVX-512 and an AVX2 function, where every call inlines.
+///
+/// # Safety
+/// Every method needs its instruction set; call them only from functions
+/// compiled with it.
+#[cfg(target_arch = "x86_64")]
+unsafe trait PhiloxLanes<const N: usize> {
+    type V: Copy;
+    unsafe fn splat(x: u32) -> Self::V;
+    unsafe fn load(lanes: &[u32; N]) -> Self::V;
+    unsafe fn store(v: Self::V, lanes: &mut [u32; N]);
+    /// The low and the high 32 bits of each lane's product with `m`.
+    unsafe fn mul_lo_hi(a: Self::V, m: Self::V) -> (Self::V, Self::V);
+    unsafe fn xor3(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+}
+
+#[cfg(target_arch = "x86_64")]
+struct Avx512;
+
+#[cfg(target_arch = "x86_64")]
+// SAFETY: each method is one or a few AVX-512F intrinsics.
+unsafe impl PhiloxLanes<16> for Avx512 {
+    type V = std::arch::x86_64::__m512i;
+    #[inline(always)]
+    unsafe fn splat(x: u32) -> Self::V {
+        unsafe { std::arch::x86_64::_mm512_set1_epi32(x as i32) }
+    }
+    #[inline(always)]
+    unsafe fn load(lanes: &[u32; 16]) -> Self::V {
+        unsafe { std::arch::x86_64::_mm512_loadu_si512(lanes.as_ptr().cast()) }
+    }
+    #[inline(always)]
+    unsafe fn store(v: Self::V, lanes: &mut [u32; 16]) {
+        unsafe { std::arch::x86_64::_mm512_storeu_si512(lanes.as_mut_ptr().cast(), v) }
+    }
+    #[inline(always)]
+    unsafe fn mul_lo_hi(a: Self::V, m: Self::V) -> (Self::V, Self::V) {
+        use std::arch::x86_64::*;
+        // `vpmuludq` multiplies the even lanes into 64-bit products; the
+        // odd lanes are shifted down to take their turn.
+        unsafe {
+            let even = _mm512_mul_epu32(a, m);
+            let odd = _mm512_mul_epu32(_mm512_srli_epi64::<32>(a), m);
+            (_mm512_mullo_epi32(a, m), _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64::<32>(even), odd))
+        }
+    }
+    #[inline(always)]
+    unsafe fn xor3(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        // 0x96: the truth table of a ^ b ^ c.
+        unsafe { std::arch::x86_64::_mm512_ternarylogic_epi32::<0x96>(a, b, c) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+struct Avx2;
+
+#[cfg(target_arch = "x86_64")]
+// SAFETY: each method is one or a few AVX2 intrinsics.
+unsafe impl PhiloxLanes<8> for Avx2 {
+    type V = std::arch::x86_64::__m256i;
+    #[inline(always)]
+    unsafe fn splat(x: u32) -> Self::V {
+        unsafe { std::arch::x86_64::_mm256_set1_epi32(x as i32) }
+    }
+    #[inline(always)]
+    unsafe fn load(lanes: &[u32; 8]) -> Self::V {
+        unsafe { std::arch::x86_64::_mm256_loadu_si256(lanes.as_ptr().cast()) }
+    }
+    #[inline(always)]
+    unsafe fn store(v: Self::V, lanes: &mut [u32; 8]) {
+        unsafe { std::arch::x86_64::_mm256_storeu_si256(lanes.as_mut_ptr().cast(), v) }
+    }
+    #[inline(always)]
+    unsafe fn mul_lo_hi(a: Self::V, m: Self::V) -> (Self::V, Self::V) {
+        use std::arch::x86_64::*;
+        unsafe {
+            let even = _mm256_mul_epu32(a, m);
+            let odd = _mm256_mul_epu32(_mm256_srli_epi64::<32>(a), m);
+            (_mm256_mullo_epi32(a, m), _mm256_blend_epi32::<0xAA>(_mm256_srli_epi64::<32>(even), odd))
+        }
+    }
+    #[inline(always)]
+    unsafe fn xor3(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        use std::arch::x86_64::*;
+        unsafe { _mm256_xor_si256(_mm256_xor_si256(a, b), c) }
+    }
+}
+
+/// `philox_word0::<N>` with the counters kept as `N` 32-bit lanes
+/// throughout. Left to itself the compiler widens them to 64-bit lanes
+/// around each multiply and narrows them back, twice the instructions;
+/// here the low halves of the products come from one multiply and the
+/// high halves from two on the even and the odd lanes, blended together.
+///
+/// # Safety
+/// The CPU has `S`'s instruction set, and the caller is compiled with it.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn philox_word0_in<S: PhiloxLanes<N>, const N: usize>(key: u64, first: u64) -> [u32; N] {
+    const M0: u32 = 0xD251_1F53;
+    const M1: u32 = 0xCD9E_8D57;
+    const W0: u32 = 0x9E37_79B9;
+    const W1: u32 = 0xBB67_AE85;
+    let (mut lo, mut hi) = ([0u32; N], [0u32; N]);
+    for j in 0..N {
+        let c = first.wrapping_add(j as u64);
+        lo[j] = c as u32;
+        hi[j] = (c >> 32) as u32;
+    }
+    // SAFETY: the caller has S's instruction set.
+    unsafe {
+        let (m0, m1) = (S::splat(M0), S::splat(M1));
+        let (mut c0, mut c1) = (S::load(&lo), S::load(&hi));
+        let (mut c2, mut c3) = (S::splat(0), S::splat(0));
+        let (mut k0, mut k1) = (key as u32, (key >> 32) as u32);
+        for _ in 0..10 {
+            let (lo0, hi0) = S::mul_lo_hi(c0, m0);
+            let (lo1, hi1) = S::mul_lo_hi(c2, m1);
+            c0 = S::xor3(hi1, c1, S::splat(k0));
+            c1 = lo1;
+            c2 = S::xor3(hi0, c3, S::splat(k1));
+            c3 = lo0;
+            k0 = k0.wrapping_add(W0);
+            k1 = k1.wrapping_add(W1);
+        }
+        S::store(c0, &mut lo);
+    }
+    lo
+}
+
+/// `philox_word0_in` on AVX-512 registers.
 ///
 /// # Safety
 /// The CPU has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn philox_word0_avx512(key: u64, first: u64) -> [u32; 16] {
-    use std::arch::x86_64::*;
-    const M0: u32 = 0xD251_1F53;
-    const M1: u32 = 0xCD9E_8D57;
-    const W0: u32 = 0x9E37_79B9;
-    const W1: u32 = 0xBB67_AE85;
-    // The high 32 bits of each lane's product with `m`.
-    #[inline(always)]
-    unsafe fn mul_hi(a: __m512i, m: __m512i) -> __m512i {
-        let even = _mm512_mul_epu32(a, m);
-        let odd = _mm512_mul_epu32(_mm512_srli_epi64::<32>(a), m);
-        _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64::<32>(even), odd)
-    }
-    let (mut lo, mut hi) = ([0u32; 16], [0u32; 16]);
-    for j in 0..16 {
-        let c = first.wrapping_add(j as u64);
-        lo[j] = c as u32;
-        hi[j] = (c >> 32) as u32;
-    }
-    // SAFETY: the arrays hold 16 lanes each, as the loads and the store read and write.
-    unsafe {
-        let (m0, m1) = (_mm512_set1_epi32(M0 as i32), _mm512_set1_epi32(M1 as i32));
-        let mut c0 = _mm512_loadu_si512(lo.as_ptr().cast());
-        let mut c1 = _mm512_loadu_si512(hi.as_ptr().cast());
-        let (mut c2, mut c3) = (_mm512_setzero_si512(), _mm512_setzero_si512());
-        let (mut k0, mut k1) = (key as u32, (key >> 32) as u32);
-        for _ in 0..10 {
-            let (k0v, k1v) = (_mm512_set1_epi32(k0 as i32), _mm512_set1_epi32(k1 as i32));
-            let (hi0, lo0) = (mul_hi(c0, m0), _mm512_mullo_epi32(c0, m0));
-            let (hi1, lo1) = (mul_hi(c2, m1), _mm512_mullo_epi32(c2, m1));
-            // 0x96: the three-way exclusive or.
-            c0 = _mm512_ternarylogic_epi32::<0x96>(hi1, c1, k0v);
-            c1 = lo1;
-            c2 = _mm512_ternarylogic_epi32::<0x96>(hi0, c3, k1v);
-            c3 = lo0;
-            k0 = k0.wrapping_add(W0);
-            k1 = k1.wrapping_add(W1);
-        }
-        _mm512_storeu_si512(lo.as_mut_ptr().cast(), c0);
-    }
-    lo
+    // SAFETY: this function is compiled with AVX-512F, which the caller checked.
+    unsafe { philox_word0_in::<Avx512, 16>(key, first) }
 }
 
-/// `philox_word0::<8>` in AVX2 registers, as `philox_word0_avx512` does
-/// it (AVX2 has no three-way exclusive or: two).
+/// `philox_word0_in` on AVX2 registers.
 ///
 /// # Safety
 /// The CPU has AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn philox_word0_avx2(key: u64, first: u64) -> [u32; 8] {
-    use std::arch::x86_64::*;
-    const M0: u32 = 0xD251_1F53;
-    const M1: u32 = 0xCD9E_8D57;
-    const W0: u32 = 0x9E37_79B9;
-    const W1: u32 = 0xBB67_AE85;
-    #[inline(always)]
-    unsafe fn mul_hi(a: __m256i, m: __m256i) -> __m256i {
-        let even = _mm256_mul_epu32(a, m);
-        let odd = _mm256_mul_epu32(_mm256_srli_epi64::<32>(a), m);
-        _mm256_blend_epi32::<0xAA>(_mm256_srli_epi64::<32>(even), odd)
-    }
-    let (mut lo, mut hi) = ([0u32; 8], [0u32; 8]);
-    for j in 0..8 {
-        let c = first.wrapping_add(j as u64);
-        lo[j] = c as u32;
-        hi[j] = (c >> 32) as u32;
-    }
-    // SAFETY: the arrays hold 8 lanes each, as the loads and the store read and write.
-    unsafe {
-        let (m0, m1) = (_mm256_set1_epi32(M0 as i32), _mm256_set1_epi32(M1 as i32));
-        let mut c0 = _mm256_loadu_si256(lo.as_ptr().cast());
-        let mut c1 = _mm256_loadu_si256(hi.as_ptr().cast());
-        let (mut c2, mut c3) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-        let (mut k0, mut k1) = (key as u32, (key >> 32) as u32);
-        for _ in 0..10 {
-            let (k0v, k1v) = (_mm256_set1_epi32(k0 as i32), _mm256_set1_epi32(k1 as i32));
-            let (hi0, lo0) = (mul_hi(c0, m0), _mm256_mullo_epi32(c0, m0));
-            let (hi1, lo1) = (mul_hi(c2, m1), _mm256_mullo_epi32(c2, m1));
-            c0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), k0v);
-            c1 = lo1;
-            c2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), k1v);
-            c3 = lo0;
-            k0 = k0.wrapping_add(W0);
-            k1 = k1.wrapping_add(W1);
-        }
-        _mm256_storeu_si256(lo.as_mut_ptr().cast(), c0);
-    }
-    lo
+    // SAFETY: this function is compiled with AVX2, which the caller checked.
+    unsafe { philox_word0_in::<Avx2, 8>(key, first) }
 }
 
 #[cfg(test)]
