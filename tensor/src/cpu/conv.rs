@@ -36,7 +36,7 @@
 use rayon::prelude::*;
 
 use super::allocator::zeros;
-use super::threads::fold_in_runs;
+use super::threads::sum_in_runs;
 use super::float::Float;
 use super::matmul::{gemm, MatRef};
 use super::conv_direct;
@@ -618,21 +618,14 @@ fn conv2d_backward_weight_planned<T: Float>(
         // Each thread sums a run of chunks into its own partial; partials
         // are added at the end (one per thread, each only Cout*K long).
         let chunks = input.len().div_ceil(xc);
-        let partial = |run: std::ops::Range<usize>| {
+        sum_in_runs(chunks, |run| {
             let (mut acc, mut s) = (None, Scratch::new());
             for (x, g) in input.chunks(xc).zip(grad_out.chunks(gc)).take(run.end).skip(run.start) {
                 accumulate(x, g, &mut s, &mut acc);
             }
-            acc
-        };
-        fold_in_runs(chunks, partial, |a: Option<Vec<T>>, b| match (a, b) {
-            (Some(mut a), Some(b)) => {
-                a.iter_mut().zip(&b).for_each(|(x, &y)| *x += y);
-                Some(a)
-            }
-            (a, b) => a.or(b),
+            // (A run holds at least one chunk, which wrote `acc`.)
+            acc.unwrap_or_else(|| vec![T::ZERO; len])
         })
-        .flatten()
     } else {
         let mut acc = None;
         let mut s = Scratch::new();

@@ -52,7 +52,7 @@
 use rayon::prelude::*;
 
 use super::group_norm::{affine_row, biased_row, LaneSums};
-use super::threads::fold_in_runs;
+use super::threads::sum_in_runs;
 use crate::backend::Conv2dParams;
 use crate::switch::EnvSwitch;
 
@@ -558,10 +558,7 @@ fn backward_weight_with(kernel: Kernel, p: &Conv2dParams, chunk: usize, band_byt
         }
         acc
     };
-    let total = fold_in_runs(p.batch.div_ceil(chunk), partial, |mut a, b| {
-        a.iter_mut().zip(&b).for_each(|(x, &y)| *x += y);
-        a
-    });
+    let total = sum_in_runs(p.batch.div_ceil(chunk), partial);
     if let Some(total) = total {
         dw.copy_from_slice(&total);
     }

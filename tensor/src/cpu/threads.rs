@@ -1,5 +1,7 @@
 //! Where a program's own work runs, relative to the kernels' thread pool.
 
+use super::float::Float;
+
 /// Runs `f` on one of the thread pool's own threads and returns what it
 /// returns; a panic in `f` comes back as a panic here.
 ///
@@ -25,9 +27,10 @@ pub fn run_on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| f())
 }
 
-/// Folds `0..items` in one contiguous run per thread of the pool (fewer
-/// when there are fewer items), each run in order on a thread of its own,
-/// then combines the runs' results left to right; `None` when `items` is 0.
+/// Sums `0..items` in one contiguous run per thread of the pool (fewer
+/// when there are fewer items): `partial` sums a run on a thread of its
+/// own, and the runs' vectors are then added element by element, left to
+/// right. `None` when `items` is 0.
 ///
 /// A weight gradient is such a sum: each thread adds up its share of the
 /// batch, then the shares are added. Rayon's own `fold` splits the work
@@ -35,20 +38,23 @@ pub fn run_on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// and rounded, differently from one call to the next, and a training run
 /// would not repeat itself. Here the grouping depends on `items` and the
 /// number of threads alone.
-pub(crate) fn fold_in_runs<A: Send>(items: usize, fold: impl Fn(std::ops::Range<usize>) -> A + Sync, combine: impl Fn(A, A) -> A) -> Option<A> {
+pub(crate) fn sum_in_runs<T: Float>(items: usize, partial: impl Fn(std::ops::Range<usize>) -> Vec<T> + Sync) -> Option<Vec<T>> {
     use rayon::prelude::*;
     let runs = rayon::current_num_threads().clamp(1, items.max(1));
     let per_run = items.div_ceil(runs);
-    let partials: Vec<A> = (0..items.div_ceil(per_run.max(1)))
+    let partials: Vec<Vec<T>> = (0..items.div_ceil(per_run.max(1)))
         .into_par_iter()
-        .map(|run| fold(run * per_run..items.min((run + 1) * per_run)))
+        .map(|run| partial(run * per_run..items.min((run + 1) * per_run)))
         .collect();
-    partials.into_iter().reduce(combine)
+    partials.into_iter().reduce(|mut total, part| {
+        total.iter_mut().zip(&part).for_each(|(t, &p)| *t += p);
+        total
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{fold_in_runs, run_on_pool};
+    use super::{run_on_pool, sum_in_runs};
     use rayon::prelude::*;
 
     #[test]
@@ -68,16 +74,17 @@ mod tests {
     #[test]
     fn runs_cover_every_item_once_in_order() {
         for items in [0usize, 1, 2, 3, 7, 8, 33] {
-            let runs = fold_in_runs(items, |range| vec![range], |mut a, b| {
-                a.extend(b);
-                a
+            // Each run marks its items: every one marked exactly once.
+            let marks = sum_in_runs(items, |range| {
+                let mut marks = vec![0.0f64; items];
+                range.for_each(|i| marks[i] += 1.0);
+                marks
             });
-            let covered: Vec<usize> = runs.unwrap_or_default().into_iter().flatten().collect();
-            assert_eq!(covered, (0..items).collect::<Vec<_>>(), "{items} items");
+            assert_eq!(marks.unwrap_or_default(), vec![1.0; items], "{items} items");
         }
         // Floats summed in runs give the same bits on every call.
         let values: Vec<f32> = (0..10_001).map(|i| (i as f32 * 0.37).sin() * 1e3).collect();
-        let sum = || fold_in_runs(values.len(), |range| values[range].iter().sum::<f32>(), |a, b| a + b).unwrap();
+        let sum = || sum_in_runs(values.len(), |range| vec![values[range].iter().sum::<f32>()]).unwrap()[0];
         let first = run_on_pool(sum);
         for _ in 0..20 {
             assert_eq!(run_on_pool(sum).to_bits(), first.to_bits());

@@ -61,7 +61,7 @@ use rayon::prelude::*;
 use super::conv::sized;
 use super::conv_direct::{self, Folded, GemmKernel};
 use super::group_norm::{affine_row, biased_row, LaneSums};
-use super::threads::fold_in_runs;
+use super::threads::sum_in_runs;
 use crate::backend::Conv2dParams;
 use crate::switch::EnvSwitch;
 
@@ -951,10 +951,7 @@ fn backward_weight(kernels: Kernels, p: &Conv2dParams, input: &[f32], grad_out: 
         }
         sums
     };
-    let sums = fold_in_runs(blocks, partial, |mut a, b| {
-        a.iter_mut().zip(&b).for_each(|(x, &y)| *x += y);
-        a
-    });
+    let sums = sum_in_runs(blocks, partial);
     let Some(sums) = sums else {
         dw.fill(0.0);
         return;
