@@ -441,6 +441,7 @@ fn main() {
     bench.conv("3x3 b16 32->32 32x32", conv3x3(16, 32, 32, 32), true);
     bench.conv("3x3 b16 64->64 16x16", conv3x3(16, 64, 64, 16), true);
     bench.conv("3x3 b16 64->64 8x8", conv3x3(16, 64, 64, 8), true);
+    bench.conv("3x3 b32 64->64 4x4", conv3x3(32, 64, 64, 4), true);
     let pointwise = Conv2dParams {
         kernel_h: 1,
         kernel_w: 1,

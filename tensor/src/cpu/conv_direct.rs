@@ -104,8 +104,10 @@ struct Kernel {
     grad: GradFn,
 }
 
+/// Output channels per block of the AVX-512 kernel.
+const AVX512_CHANNELS: usize = 8;
 #[cfg(target_arch = "x86_64")]
-const AVX512: Kernel = Kernel { name: "avx512", channels: 8, positions: 32, run: block_avx512, grad_channels: 2, grad_taps: 9, lanes: 16, grad: grad_avx512 };
+const AVX512: Kernel = Kernel { name: "avx512", channels: AVX512_CHANNELS, positions: 32, run: block_avx512, grad_channels: 2, grad_taps: 9, lanes: 16, grad: grad_avx512 };
 #[cfg(target_arch = "x86_64")]
 const AVX2: Kernel = Kernel { name: "avx2", channels: 4, positions: 16, run: block_avx2, grad_channels: 3, grad_taps: 3, lanes: 8, grad: grad_avx2 };
 
@@ -113,7 +115,7 @@ const AVX2: Kernel = Kernel { name: "avx2", channels: 4, positions: 16, run: blo
 fn kernel() -> Option<Kernel> {
     #[cfg(target_arch = "x86_64")]
     {
-        if !NO_AVX512.is_on() && is_x86_feature_detected!("avx512f") {
+        if super::elementwise::has_avx512() {
             return Some(AVX512);
         }
         if super::elementwise::has_avx2() {
@@ -166,7 +168,13 @@ impl Kernel {
     }
 }
 
-/// Keeps this path on AVX2 even where the CPU has AVX-512 when `on` (to
+/// Whether AVX-512 was turned off (see `set_avx512_disabled`).
+pub(super) fn avx512_disabled() -> bool {
+    NO_AVX512.is_on()
+}
+
+/// Keeps this path, and the other loops compiled for AVX-512 (the group
+/// norm's rows), on AVX2 even where the CPU has AVX-512 when `on` (to
 /// compare the two); the environment's `PETAL_NO_AVX512=1` does the same.
 pub fn set_avx512_disabled(on: bool) {
     NO_AVX512.set(on);
@@ -186,19 +194,38 @@ pub fn set_disabled(on: bool) {
 }
 
 /// Whether the forward pass of `p` (f32) takes this path: stride 1, and
-/// output rows wide enough that the discarded columns cost at most a fifth
-/// of the work. 1x1 kernels too: they need no unfold, but the register
-/// block runs their product 1.3 to 1.5 times as fast as the `gemm` crate's
-/// AVX2 kernels (BENCHMARKS.md).
+/// output rows wide enough that the discarded columns do not eat the gain
+/// (see `rows_wide_enough`). 1x1 kernels too: they need no unfold, but the
+/// register block runs their product 1.3 to 1.5 times as fast as the
+/// `gemm` crate's AVX2 kernels (BENCHMARKS.md).
 pub fn applies(p: &Conv2dParams) -> bool {
-    kernel().is_some() && fits(p) && !DISABLED.is_on()
+    fits(p) && !DISABLED.is_on()
 }
 
-/// The shapes this path is for, whatever the CPU.
+/// `computes(p)`, with this CPU's kernel, on rows wide enough for it.
 fn fits(p: &Conv2dParams) -> bool {
+    computes(p) && kernel().is_some_and(|k| rows_wide_enough(p, &k))
+}
+
+/// The shapes the kernels compute correctly, whatever the CPU.
+fn computes(p: &Conv2dParams) -> bool {
     let wp = p.in_w + 2 * p.padding;
     // An empty input (all padding) has no planes to copy: im2col takes it.
-    p.stride == 1 && p.in_h > 0 && p.in_w > 0 && p.in_h + 2 * p.padding >= p.kernel_h && wp >= p.kernel_w && 5 * p.out_w() >= 4 * wp
+    p.stride == 1 && p.in_h > 0 && p.in_w > 0 && p.in_h + 2 * p.padding >= p.kernel_h && wp >= p.kernel_w
+}
+
+/// Whether the discarded columns leave this path ahead of im2col: at most
+/// a fifth of the work for the AVX2 kernel, a third for the AVX-512 one,
+/// whose larger register block runs 4x4 maps with padding 1 (a third
+/// discarded) about twice as fast as im2col, forward and input gradient,
+/// at 64 and at 256 channels; the AVX2 kernel only ties there.
+fn rows_wide_enough(p: &Conv2dParams, kernel: &Kernel) -> bool {
+    let wp = p.in_w + 2 * p.padding;
+    if kernel.channels >= AVX512_CHANNELS {
+        3 * p.out_w() >= 2 * wp
+    } else {
+        5 * p.out_w() >= 4 * wp
+    }
 }
 
 /// Whether the input gradient of `p` takes this path: for stride 1, a
@@ -757,9 +784,9 @@ mod tests {
     /// of the 4-channel block, and more than `CI_CHUNK` input channels.
     fn case() -> impl Strategy<Value = (Conv2dParams, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)> {
         (1usize..4, prop::sample::select(vec![1usize, 3, 4, 7, 33, 70]), prop::sample::select(vec![1usize, 2, 3, 5, 9, 36]), 1usize..13, 1usize..13, 1usize..5, 1usize..5, 0usize..4)
-            .prop_filter_map("a shape the direct path does not take", |(batch, cin, cout, h, w, kh, kw, padding)| {
+            .prop_filter_map("a shape the direct kernels do not compute", |(batch, cin, cout, h, w, kh, kw, padding)| {
                 let p = Conv2dParams { batch, in_channels: cin, out_channels: cout, in_h: h, in_w: w, kernel_h: kh, kernel_w: kw, stride: 1, padding };
-                fits(&p).then_some(p)
+                computes(&p).then_some(p)
             })
             .prop_flat_map(|p| {
                 let xs = p.batch * p.in_channels * p.in_h * p.in_w;
@@ -835,7 +862,7 @@ mod tests {
     }
 
     /// The public entry points route the U-Net's convolutions here, and
-    /// leave 1x1, strided and very narrow outputs to im2col.
+    /// leave 1x1 weight gradients, strided and very narrow outputs to im2col.
     #[test]
     fn applies_to_the_unet_shapes() {
         if kernel().is_none() {
@@ -849,6 +876,8 @@ mod tests {
         assert!(applies(&p(96, 32, 1, 1, 0)) && applies_backward_input(&p(96, 32, 1, 1, 0)), "1x1: no unfold, but the kernel's register block beats the GEMM");
         assert!(!applies_backward_weight(&p(96, 32, 1, 1, 0)), "1x1 weight gradients stay with im2col");
         assert!(!applies(&p(32, 32, 3, 2, 1)) && !applies_backward_input(&p(32, 32, 3, 2, 1)), "stride 2");
-        assert!(!applies(&p(32, 4, 3, 1, 1)), "4 of 6 flat columns kept");
+        // 4 of 6 flat columns kept: enough for the AVX-512 block only.
+        assert_eq!(applies(&p(32, 4, 3, 1, 1)), kernel().is_some_and(|k| k.name == "avx512"));
+        assert!(!applies(&p(32, 2, 3, 1, 1)), "2 of 4 flat columns kept");
     }
 }

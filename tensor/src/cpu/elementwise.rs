@@ -145,6 +145,21 @@ pub(super) fn has_avx2() -> bool {
     }
 }
 
+/// Whether the CPU has AVX-512F and nothing turned it off
+/// (`PETAL_NO_AVX512=1`, `conv_direct::set_avx512_disabled`), so that one
+/// switch moves every kernel back to AVX2 for comparison.
+#[inline(always)]
+pub(super) fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        !super::conv_direct::avx512_disabled() && is_x86_feature_detected!("avx512f") && has_avx2()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 // The build targets baseline x86-64 (SSE2), where these loops vectorise only
 // 4 wide. Each loop below is therefore also compiled inside an AVX2 + FMA
 // function, picked at run time. The loop itself sits in that function (a

@@ -30,7 +30,7 @@
 use rayon::prelude::*;
 
 use super::allocator::zeros;
-use super::elementwise::{has_avx2, silu, silu_grad};
+use super::elementwise::{has_avx2, has_avx512, silu, silu_grad};
 use super::float::Float;
 use crate::backend::GroupNormParams;
 
@@ -60,9 +60,17 @@ const LANES: usize = 8;
 
 // The per-element loops below run over one channel's row of a group. Like
 // the elementwise maps (see `elementwise.rs`), each is also compiled inside
-// an AVX2 + FMA function picked at run time: the build's baseline x86-64
-// would vectorise them only 4 wide, and the SiLU's exp is most of the work.
-// `a * b + c` is never fused into an FMA, so both paths give the same bits.
+// functions with wider instruction sets, picked at run time: the build's
+// baseline x86-64 would vectorise them only 4 wide, and the SiLU's exp is
+// most of the work. `a * b + c` is never fused into an FMA, so every path
+// gives the same bits.
+//
+// `simd_dispatch!` tries AVX-512 first, then AVX2 + FMA. The f32 row
+// loops gain from AVX-512 even on CPUs that split its vectors in two
+// halves (Zen 4): half the instructions to issue for the SiLU's exp
+// (its rows then take a fifth less time in a sampling profile). The f64
+// sums use `avx2_dispatch!`: their eight accumulators are two AVX2
+// vectors, two independent chains of adds, where AVX-512 would leave one.
 macro_rules! avx2_dispatch {
     ($run:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {{
         #[cfg(target_arch = "x86_64")]
@@ -80,6 +88,23 @@ macro_rules! avx2_dispatch {
     }};
 }
 
+macro_rules! simd_dispatch {
+    ($run:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            unsafe fn avx512<T: Float>($($arg: $ty),*) $(-> $ret)? {
+                $run($($arg),*)
+            }
+            if has_avx512() {
+                // SAFETY: the features were detected.
+                return unsafe { avx512($($arg),*) };
+            }
+        }
+        avx2_dispatch!($run($($arg: $ty),*) $(-> $ret)?)
+    }};
+}
+
 /// `out = x * a + b`, or with `with_silu` `out = silu(x * a + b)`.
 #[inline(always)]
 pub(super) fn affine_row<T: Float>(out: &mut [T], x: &[T], a: T, b: T, with_silu: bool) {
@@ -92,7 +117,7 @@ pub(super) fn affine_row<T: Float>(out: &mut [T], x: &[T], a: T, b: T, with_silu
             out.iter_mut().zip(x).for_each(|(o, &v)| *o = v * a + b);
         }
     }
-    avx2_dispatch!(run(out: &mut [T], x: &[T], a: T, b: T, with_silu: bool))
+    simd_dispatch!(run(out: &mut [T], x: &[T], a: T, b: T, with_silu: bool))
 }
 
 /// `out = dy * silu'(x * a + b)`: the gradient through the SiLU, its input rebuilt.
@@ -104,7 +129,7 @@ fn silu_grad_row<T: Float>(out: &mut [T], dy: &[T], x: &[T], a: T, b: T) {
             *d = g * silu_grad(v * a + b);
         }
     }
-    avx2_dispatch!(run(out: &mut [T], dy: &[T], x: &[T], a: T, b: T))
+    simd_dispatch!(run(out: &mut [T], dy: &[T], x: &[T], a: T, b: T))
 }
 
 /// `out = a * dy + bx * x + c0`: the group norm's input gradient.
@@ -116,7 +141,7 @@ fn grad_x_row<T: Float>(out: &mut [T], dy: &[T], x: &[T], a: T, bx: T, c0: T) {
             *d = a * g + bx * v + c0;
         }
     }
-    avx2_dispatch!(run(out: &mut [T], dy: &[T], x: &[T], a: T, bx: T, c0: T))
+    simd_dispatch!(run(out: &mut [T], dy: &[T], x: &[T], a: T, bx: T, c0: T))
 }
 
 /// `(sum(x - shift), sum((x - shift)^2))` in f64.
@@ -180,12 +205,17 @@ pub(super) fn biased_row<T: Float>(out: &mut [T], x: &[T], bias: T, residual: Op
             None => out.iter_mut().zip(x).for_each(|(o, &v)| *o = v + bias),
         }
     }
-    avx2_dispatch!(run(out: &mut [T], x: &[T], bias: T, residual: Option<&[T]>))
+    simd_dispatch!(run(out: &mut [T], x: &[T], bias: T, residual: Option<&[T]>))
 }
 
 /// `(sum(dy), sum(dy * (x - mean)))` in f64.
-#[inline]
+#[inline(always)]
 fn grad_sums<T: Float>(x: &[T], dy: &[T], mean: f64) -> (f64, f64) {
+    avx2_dispatch!(grad_sums_in(x: &[T], dy: &[T], mean: f64) -> (f64, f64))
+}
+
+#[inline(always)]
+fn grad_sums_in<T: Float>(x: &[T], dy: &[T], mean: f64) -> (f64, f64) {
     let mut s = [0.0f64; LANES];
     let mut q = [0.0f64; LANES];
     let xc = x.chunks_exact(LANES);

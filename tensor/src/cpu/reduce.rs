@@ -46,9 +46,27 @@ fn for_each_row<T: Float, U: Send + Copy + Default>(v: &[T], layout: &Layout, ax
 
 /// The sum of `row` in f64, over 8 interleaved partial sums: one running
 /// sum is a chain of dependent adds (4 cycles each); eight independent ones
-/// vectorise and overlap.
+/// vectorise and overlap. Compiled for AVX2 too, picked at run time (the
+/// baseline build would add two f64 at a time): the bias gradients sum
+/// every activation this way.
 #[inline]
 fn sum_f64<T: Float>(row: &[T]) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<T: Float>(row: &[T]) -> f64 {
+            sum_f64_in(row)
+        }
+        if super::elementwise::has_avx2() {
+            // SAFETY: the features were detected.
+            return unsafe { avx2(row) };
+        }
+    }
+    sum_f64_in(row)
+}
+
+#[inline(always)]
+fn sum_f64_in<T: Float>(row: &[T]) -> f64 {
     let mut acc = [0.0f64; 8];
     let chunks = row.chunks_exact(8);
     let tail: f64 = chunks.remainder().iter().map(|x| x.to_f64()).sum();
