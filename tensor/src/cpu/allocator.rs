@@ -12,8 +12,12 @@
 //! next step; the peak resident size does not grow, since it is set by the
 //! largest step anyway.
 //!
-//! `zeros` allocates the large output buffers of the kernels, cleared by
-//! the whole thread pool rather than by the calling thread alone.
+//! `zeros` allocates the large output buffers of the kernels that add into
+//! them, cleared by the whole thread pool rather than by the calling thread
+//! alone. Kernels that write every element of their output (the forward
+//! convolutions and input gradients of the direct and F(4x4) paths, the
+//! group norm) skip the clearing: they write into the spare capacity of a
+//! `Vec` as `MaybeUninit` values, and set its length once all is written.
 
 use super::float::Float;
 use super::PARALLEL_THRESHOLD;

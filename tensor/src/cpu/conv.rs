@@ -34,6 +34,7 @@
 //! CUDA twin: `cuda/conv.rs` (launches, cuBLAS GEMMs) and `cuda/conv.cu` (im2col, col2im, bias).
 
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 use super::allocator::zeros;
 use super::threads::sum_in_runs;
@@ -327,6 +328,23 @@ pub(super) fn on_f32<T: Float>(p: &Conv2dParams, len: usize, a: &[T], b: &[T], r
     Some(out)
 }
 
+/// `on_f32` for the kernels that write every output element (the forward
+/// passes and input gradients of the direct and F(4x4) paths), so the
+/// output is not zeroed first: clearing it cost a pass over memory as
+/// large as the output, 3 to 4% of a tiny training step.
+///
+/// # Safety
+/// `run` must write each of the `len` elements of its output.
+pub(super) unsafe fn on_f32_unzeroed<T: Float>(p: &Conv2dParams, len: usize, a: &[T], b: &[T], run: impl FnOnce(&[f32], &[f32], &mut [MaybeUninit<f32>])) -> Option<Vec<T>> {
+    let (a, b) = (T::as_f32(a)?, T::as_f32(b)?);
+    p.validate();
+    let mut out = Vec::with_capacity(len);
+    run(a, b, T::as_f32_uninit_mut(&mut out.spare_capacity_mut()[..len])?);
+    // SAFETY: the caller's promise: `run` wrote the first `len` elements.
+    unsafe { out.set_len(len) };
+    Some(out)
+}
+
 /// Whether the input holds no values although the output does: no input
 /// channels, or planes that are all padding (H or W of 0). Every product
 /// is then zero, and the chunked paths below would split by a size of 0.
@@ -350,13 +368,15 @@ pub fn conv2d<T: Float>(p: &Conv2dParams, input: &[T], weight: &[T], bias: Optio
     }
     if winograd4::applies(p) {
         let len = p.batch * p.out_image();
-        if let Some(out) = on_f32(p, len, input, weight, |x, w, y| winograd4::conv2d(p, x, w, bias.and_then(T::as_f32), y)) {
+        // SAFETY: the F(4x4) forward pass writes every output.
+        if let Some(out) = unsafe { on_f32_unzeroed(p, len, input, weight, |x, w, y| winograd4::conv2d(p, x, w, bias.and_then(T::as_f32), y)) } {
             return out;
         }
     }
     if conv_direct::applies(p) {
         let len = p.batch * p.out_image();
-        if let Some(out) = on_f32(p, len, input, weight, |x, w, y| conv_direct::conv2d(p, x, w, bias.and_then(T::as_f32), y)) {
+        // SAFETY: the direct forward pass writes every output.
+        if let Some(out) = unsafe { on_f32_unzeroed(p, len, input, weight, |x, w, y| conv_direct::conv2d(p, x, w, bias.and_then(T::as_f32), y)) } {
             return out;
         }
     }
@@ -464,13 +484,15 @@ pub fn conv2d_backward_input<T: Float>(p: &Conv2dParams, grad_out: &[T], weight:
     }
     if winograd4::applies_backward_input(p) {
         let len = p.batch * p.in_image();
-        if let Some(grad_in) = on_f32(p, len, grad_out, weight, |g, w, dx| winograd4::conv2d_backward_input(p, g, w, dx)) {
+        // SAFETY: a forward pass underneath, which writes every output.
+        if let Some(grad_in) = unsafe { on_f32_unzeroed(p, len, grad_out, weight, |g, w, dx| winograd4::conv2d_backward_input(p, g, w, dx)) } {
             return grad_in;
         }
     }
     if conv_direct::applies_backward_input(p) {
         let len = p.batch * p.in_image();
-        if let Some(grad_in) = on_f32(p, len, grad_out, weight, |g, w, dx| conv_direct::conv2d_backward_input(p, g, w, dx)) {
+        // SAFETY: as above.
+        if let Some(grad_in) = unsafe { on_f32_unzeroed(p, len, grad_out, weight, |g, w, dx| conv_direct::conv2d_backward_input(p, g, w, dx)) } {
             return grad_in;
         }
     }
@@ -641,6 +663,15 @@ fn conv2d_backward_weight_planned<T: Float>(
 pub(super) mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A filled buffer as the output of a kernel that writes every element
+    /// (the kernels take outputs that are not zeroed first). Tests fill it
+    /// with NaN, so an element the kernel missed shows.
+    pub(in crate::cpu) fn unwritten(v: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+        // SAFETY: same layout, and the kernels only ever write f32 values,
+        // so the buffer stays initialised.
+        unsafe { &mut *(v as *mut [f32] as *mut [MaybeUninit<f32>]) }
+    }
 
     /// Direct nested-loop convolution in f64. Also returns, per output, the
     /// sum of |terms|, the scale that bounds f32 rounding error.

@@ -111,7 +111,8 @@ fn takes_winograd4<T>(p: &Conv2dParams, f: &FusedArgs<T>) -> bool {
 fn folded_in_kernel<'a, T: Float>(p: &Conv2dParams, input: &[T], weight: &[T], f: &FusedArgs<'a, T>) -> Option<(Vec<T>, Option<Vec<f64>>)> {
     let mut moments = f.moments.then(|| vec![0.0f64; 2 * p.batch * p.out_channels]);
     let len = p.batch * p.out_channels * p.out_h() * p.out_w();
-    let out = conv::on_f32(p, len, input, weight, |x, w, y| {
+    // SAFETY: both kernels write every output.
+    let out = unsafe { conv::on_f32_unzeroed(p, len, input, weight, |x, w, y| {
         // `on_f32` runs this only for f32, the dtype of every operand.
         let f32s = |v: Option<&'a [T]>| v.map(|v| T::as_f32(v).expect("one dtype"));
         let folded = Folded {
@@ -124,7 +125,7 @@ fn folded_in_kernel<'a, T: Float>(p: &Conv2dParams, input: &[T], weight: &[T], f
         } else {
             conv_direct::conv2d_fused(p, x, w, f32s(f.bias), &folded, moments.as_deref_mut(), y);
         }
-    })?;
+    }) }?;
     Some((out, moments))
 }
 

@@ -8,6 +8,7 @@
 
 use std::fmt::{Debug, Display};
 use std::iter::Sum;
+use std::mem::MaybeUninit;
 use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
 
 pub trait Float:
@@ -56,6 +57,8 @@ pub trait Float:
     /// written with f32 SIMD intrinsics take over from the generic one.
     fn as_f32(s: &[Self]) -> Option<&[f32]>;
     fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]>;
+    /// `as_f32_mut` for a buffer not yet written.
+    fn as_f32_uninit_mut(s: &mut [MaybeUninit<Self>]) -> Option<&mut [MaybeUninit<f32>]>;
 }
 
 /// exp(x) for f32 with no branch or call, so that a loop over a slice
@@ -97,7 +100,7 @@ pub fn exp_f32(x: f32) -> f32 {
 }
 
 macro_rules! impl_float {
-    ($t:ty, $exp_sat:expr, $as_f32:expr, $as_f32_mut:expr) => {
+    ($t:ty, $exp_sat:expr, $as_f32:expr, $as_f32_mut:expr, $as_f32_uninit_mut:expr) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -171,8 +174,12 @@ macro_rules! impl_float {
             fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]> {
                 $as_f32_mut(s)
             }
+            #[inline(always)]
+            fn as_f32_uninit_mut(s: &mut [MaybeUninit<Self>]) -> Option<&mut [MaybeUninit<f32>]> {
+                $as_f32_uninit_mut(s)
+            }
         }
     };
 }
-impl_float!(f32, exp_f32, Some, Some);
-impl_float!(f64, f64::exp, |_| None, |_| None);
+impl_float!(f32, exp_f32, Some, Some, Some);
+impl_float!(f64, f64::exp, |_| None, |_| None, |_| None);

@@ -28,8 +28,8 @@
 //! CUDA twin: `cuda/group_norm.rs` (launches) and `cuda/group_norm.cu` (kernels).
 
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
-use super::allocator::zeros;
 use super::elementwise::{has_avx2, has_avx512, silu, silu_grad};
 use super::float::Float;
 use crate::backend::GroupNormParams;
@@ -108,16 +108,30 @@ macro_rules! simd_dispatch {
 /// `out = x * a + b`, or with `with_silu` `out = silu(x * a + b)`.
 #[inline(always)]
 pub(super) fn affine_row<T: Float>(out: &mut [T], x: &[T], a: T, b: T, with_silu: bool) {
+    // SAFETY: same layout, and `affine_row_into` writes only values, so
+    // `out` stays initialised.
+    let out = unsafe { &mut *(out as *mut [T] as *mut [MaybeUninit<T>]) };
+    affine_row_into(out, x, a, b, with_silu);
+}
+
+/// `affine_row` into a row that need not hold values yet.
+#[inline(always)]
+fn affine_row_into<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], a: T, b: T, with_silu: bool) {
     #[inline(always)]
-    fn run<T: Float>(out: &mut [T], x: &[T], a: T, b: T, with_silu: bool) {
+    fn run<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], a: T, b: T, with_silu: bool) {
         // Two loops, not a branch per element, so each vectorises.
         if with_silu {
-            out.iter_mut().zip(x).for_each(|(o, &v)| *o = silu(v * a + b));
+            out.iter_mut().zip(x).for_each(|(o, &v)| {
+                o.write(silu(v * a + b));
+            });
         } else {
-            out.iter_mut().zip(x).for_each(|(o, &v)| *o = v * a + b);
+            out.iter_mut().zip(x).for_each(|(o, &v)| {
+                o.write(v * a + b);
+            });
         }
     }
-    simd_dispatch!(run(out: &mut [T], x: &[T], a: T, b: T, with_silu: bool))
+    assert_eq!(out.len(), x.len(), "one row length");
+    simd_dispatch!(run(out: &mut [MaybeUninit<T>], x: &[T], a: T, b: T, with_silu: bool))
 }
 
 /// `out = dy * silu'(x * a + b)`: the gradient through the SiLU, its input rebuilt.
@@ -132,16 +146,18 @@ fn silu_grad_row<T: Float>(out: &mut [T], dy: &[T], x: &[T], a: T, b: T) {
     simd_dispatch!(run(out: &mut [T], dy: &[T], x: &[T], a: T, b: T))
 }
 
-/// `out = a * dy + bx * x + c0`: the group norm's input gradient.
+/// `out = a * dy + bx * x + c0`: the group norm's input gradient, into a
+/// row that need not hold values yet.
 #[inline(always)]
-fn grad_x_row<T: Float>(out: &mut [T], dy: &[T], x: &[T], a: T, bx: T, c0: T) {
+fn grad_x_row<T: Float>(out: &mut [MaybeUninit<T>], dy: &[T], x: &[T], a: T, bx: T, c0: T) {
     #[inline(always)]
-    fn run<T: Float>(out: &mut [T], dy: &[T], x: &[T], a: T, bx: T, c0: T) {
+    fn run<T: Float>(out: &mut [MaybeUninit<T>], dy: &[T], x: &[T], a: T, bx: T, c0: T) {
         for ((d, &g), &v) in out.iter_mut().zip(dy).zip(x) {
-            *d = a * g + bx * v + c0;
+            d.write(a * g + bx * v + c0);
         }
     }
-    simd_dispatch!(run(out: &mut [T], dy: &[T], x: &[T], a: T, bx: T, c0: T))
+    assert!(dy.len() == out.len() && x.len() == out.len(), "one row length");
+    simd_dispatch!(run(out: &mut [MaybeUninit<T>], dy: &[T], x: &[T], a: T, bx: T, c0: T))
 }
 
 /// `(sum(x - shift), sum((x - shift)^2))` in f64.
@@ -195,17 +211,31 @@ impl LaneSums {
 }
 
 /// `out = x + bias`, or `out = x + bias + residual`: a convolution's
-/// output row as its kernels write it, in that order.
+/// output row as its kernels write it, in that order. `out` need not hold
+/// values yet (the output buffers are not zeroed first); the row comes
+/// back written.
 #[inline(always)]
-pub(super) fn biased_row<T: Float>(out: &mut [T], x: &[T], bias: T, residual: Option<&[T]>) {
+pub(super) fn biased_row<'a, T: Float>(out: &'a mut [MaybeUninit<T>], x: &[T], bias: T, residual: Option<&[T]>) -> &'a mut [T] {
     #[inline(always)]
-    fn run<T: Float>(out: &mut [T], x: &[T], bias: T, residual: Option<&[T]>) {
+    fn run<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], bias: T, residual: Option<&[T]>) {
         match residual {
-            Some(residual) => out.iter_mut().zip(x).zip(residual).for_each(|((o, &v), &r)| *o = v + bias + r),
-            None => out.iter_mut().zip(x).for_each(|(o, &v)| *o = v + bias),
+            Some(residual) => out.iter_mut().zip(x).zip(residual).for_each(|((o, &v), &r)| {
+                o.write(v + bias + r);
+            }),
+            None => out.iter_mut().zip(x).for_each(|(o, &v)| {
+                o.write(v + bias);
+            }),
         }
     }
-    simd_dispatch!(run(out: &mut [T], x: &[T], bias: T, residual: Option<&[T]>))
+    #[inline(always)]
+    fn write<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], bias: T, residual: Option<&[T]>) {
+        simd_dispatch!(run(out: &mut [MaybeUninit<T>], x: &[T], bias: T, residual: Option<&[T]>))
+    }
+    assert!(x.len() == out.len() && residual.is_none_or(|r| r.len() == out.len()), "one row length");
+    write(out, x, bias, residual);
+    // SAFETY: `write` wrote every element of `out` (the slices have one
+    // length), and `MaybeUninit<T>` has `T`'s layout.
+    unsafe { &mut *(out as *mut [MaybeUninit<T>] as *mut [T]) }
 }
 
 /// `(sum(dy), sum(dy * (x - mean)))` in f64.
@@ -271,17 +301,18 @@ fn normalise<T: Float>(
     assert_eq!(x.len(), ng * len);
     assert_eq!(gamma.len(), p.channels);
     assert_eq!(beta.len(), p.channels);
-    let mut y = zeros(x.len());
     let mut mean = vec![T::ZERO; ng];
     let mut rstd = vec![T::ZERO; ng];
     if len == 0 {
         // Empty groups: no statistics to speak of; report mean 0, rstd of eps.
         rstd.fill(T::from_f64(1.0 / p.eps.sqrt()));
-        return (y, mean, rstd);
+        return (Vec::new(), mean, rstd);
     }
+    // Not zeroed first: every group's rows are written below.
+    let mut y = Vec::with_capacity(x.len());
     let per_task = p.groups_per_task();
     x.par_chunks(len)
-        .zip(y.par_chunks_mut(len))
+        .zip(y.spare_capacity_mut()[..x.len()].par_chunks_mut(len))
         .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
         .enumerate()
         .with_min_len(per_task)
@@ -303,9 +334,11 @@ fn normalise<T: Float>(
             {
                 let c = g * cpg + ci;
                 let a = r * gamma[c].to_f64();
-                affine_row(yp, xp, T::from_f64(a), T::from_f64(beta[c].to_f64() - m * a), with_silu);
+                affine_row_into(yp, xp, T::from_f64(a), T::from_f64(beta[c].to_f64() - m * a), with_silu);
             }
         });
+    // SAFETY: the groups tile `x`, and each wrote all its rows.
+    unsafe { y.set_len(x.len()) };
     (y, mean, rstd)
 }
 
@@ -355,7 +388,8 @@ fn backward<T: Float>(
     assert_eq!(gamma.len(), p.channels);
     assert_eq!(mean.len(), ng);
     assert_eq!(rstd.len(), ng);
-    let mut dx = zeros(x.len());
+    // Not zeroed first: every group's rows are written below.
+    let mut dx = Vec::with_capacity(x.len());
     // Per (image, channel): sum(dy) and sum(dy * xhat); reduced over images
     // at the end, which keeps the parallel loop free of shared writes.
     let mut db_nc = vec![0.0f64; p.batch * p.channels];
@@ -364,20 +398,21 @@ fn backward<T: Float>(
         let per_task = p.groups_per_task();
         x.par_chunks(len)
             .zip(grad_y.par_chunks(len))
-            .zip(dx.par_chunks_mut(len))
+            .zip(dx.spare_capacity_mut()[..x.len()].par_chunks_mut(len))
             .zip(db_nc.par_chunks_mut(cpg).zip(dg_nc.par_chunks_mut(cpg)))
             .enumerate()
             .with_min_len(per_task)
-            .for_each(|(i, (((xs, dys), dxs), (db, dg)))| {
+            // Each thread keeps one buffer for `dz` across its groups.
+            .for_each_init(Vec::new, |dz_buffer: &mut Vec<T>, (i, (((xs, dys), dxs), (db, dg)))| {
                 let g = i % p.groups;
                 let (m, r) = (mean[i].to_f64(), rstd[i].to_f64());
                 // After a SiLU, the group norm's output gradient is
                 // dz = dy * silu'(z), z rebuilt exactly as the forward made it.
-                let dz: Vec<T>;
                 let gs: &[T] = match silu_beta {
                     None => dys,
                     Some(beta) => {
-                        let mut buf = vec![T::ZERO; len];
+                        dz_buffer.resize(len, T::ZERO);
+                        let buf = &mut dz_buffer[..];
                         for (ci, ((xp, gp), dp)) in xs
                             .chunks_exact(p.spatial)
                             .zip(dys.chunks_exact(p.spatial))
@@ -388,8 +423,7 @@ fn backward<T: Float>(
                             let a = r * gamma[c].to_f64();
                             silu_grad_row(dp, gp, xp, T::from_f64(a), T::from_f64(beta[c].to_f64() - m * a));
                         }
-                        dz = buf;
-                        &dz
+                        buf
                     }
                 };
                 // sum over the group of gamma*dy and of gamma*dy*xhat.
@@ -425,6 +459,9 @@ fn backward<T: Float>(
                 }
             });
     }
+    // SAFETY: the groups tile `x`, and each wrote all its rows of `dx`
+    // (with no groups, `x` is empty).
+    unsafe { dx.set_len(x.len()) };
     let mut grad_gamma = vec![0.0f64; p.channels];
     let mut grad_beta = vec![0.0f64; p.channels];
     for (db, dg) in db_nc

@@ -24,6 +24,7 @@ mod random;
 mod reduce;
 mod strided;
 mod threads;
+mod transpose;
 pub mod upsample;
 pub mod winograd;
 pub mod winograd4;

@@ -57,11 +57,13 @@
 //! elsewhere im2col runs.
 
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 use super::conv::sized;
 use super::conv_direct::{self, Folded, GemmKernel};
 use super::group_norm::{affine_row, biased_row, LaneSums};
 use super::threads::sum_in_runs;
+use super::transpose::transpose;
 use crate::backend::Conv2dParams;
 use crate::switch::EnvSwitch;
 
@@ -407,7 +409,7 @@ struct Scratch {
 
 /// input [N,Cin,H,W], weight [Cout,Cin,3,3], bias [Cout] -> out [N,Cout,OH,OW].
 /// The caller has checked `applies(p)`.
-pub fn conv2d(p: &Conv2dParams, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+pub fn conv2d(p: &Conv2dParams, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [MaybeUninit<f32>]) {
     conv2d_fused(p, input, weight, None, bias, &Folded::default(), None, out);
 }
 
@@ -416,7 +418,7 @@ pub fn conv2d(p: &Conv2dParams, input: &[f32], weight: &[f32], bias: Option<&[f3
 /// `prepared`, the filters' `U` from `prepare_weights` (on this CPU, for
 /// these weights).
 #[allow(clippy::too_many_arguments)]
-pub fn conv2d_fused(p: &Conv2dParams, input: &[f32], weight: &[f32], prepared: Option<&[f32]>, bias: Option<&[f32]>, folded: &Folded, moments: Option<&mut [f64]>, out: &mut [f32]) {
+pub fn conv2d_fused(p: &Conv2dParams, input: &[f32], weight: &[f32], prepared: Option<&[f32]>, bias: Option<&[f32]>, folded: &Folded, moments: Option<&mut [f64]>, out: &mut [MaybeUninit<f32>]) {
     let fits = if prepared.is_some() { applies_with_prepared_weights(p) } else { applies(p) };
     assert!(fits, "Winograd F(4x4, 3x3) needs a 3x3 stride-1 convolution with enough channels, and AVX2 or AVX-512");
     forward(kernels().expect("checked by applies"), p, input, weight, prepared, bias, folded, moments, out);
@@ -425,7 +427,7 @@ pub fn conv2d_fused(p: &Conv2dParams, input: &[f32], weight: &[f32], prepared: O
 /// `conv2d_fused` for any 3x3 stride-1 shape (`applies` only keeps out
 /// the ones where this path is slower), with `kernels`.
 #[allow(clippy::too_many_arguments)]
-fn forward(kernels: Kernels, p: &Conv2dParams, input: &[f32], weight: &[f32], prepared: Option<&[f32]>, bias: Option<&[f32]>, folded: &Folded, moments: Option<&mut [f64]>, out: &mut [f32]) {
+fn forward(kernels: Kernels, p: &Conv2dParams, input: &[f32], weight: &[f32], prepared: Option<&[f32]>, bias: Option<&[f32]>, folded: &Folded, moments: Option<&mut [f64]>, out: &mut [MaybeUninit<f32>]) {
     assert!(p.kernel_h == 3 && p.kernel_w == 3 && p.stride == 1, "Winograd F(4x4, 3x3) needs a 3x3 stride-1 convolution");
     let (cin, cout) = (p.in_channels, p.out_channels);
     assert_eq!(input.len(), p.batch * cin * p.in_h * p.in_w);
@@ -443,7 +445,7 @@ fn forward(kernels: Kernels, p: &Conv2dParams, input: &[f32], weight: &[f32], pr
             &transformed[..]
         }
     };
-    let output = Output(out.as_mut_ptr());
+    let output = Output(out.as_mut_ptr().cast());
     let blocks = tiling.total.div_ceil(BLOCK);
     // Fewer blocks than threads (small maps, few images): the threads
     // share out each block's output channels, each transforming the
@@ -535,10 +537,10 @@ fn run_block(
                     let src = &rows[dy * TILE * BLOCK + s.at * TILE..][..n];
                     // SAFETY: this block owns these outputs (see `Output`),
                     // and `at + n` stays within the output's row.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(output.at(at), n) };
-                    biased_row(dst, src, bv, folded.residual.map(|res| &res[at..at + n]));
+                    let dst = unsafe { std::slice::from_raw_parts_mut(output.at(at).cast::<MaybeUninit<f32>>(), n) };
+                    let written = biased_row(dst, src, bv, folded.residual.map(|res| &res[at..at + n]));
                     if moments {
-                        sum.add(dst, 0.0);
+                        sum.add(written, 0.0);
                     }
                 }
                 if moments {
@@ -931,7 +933,7 @@ transforms_for!(Avx2, "avx2,fma", transform_input_avx2, transform_output_avx2, t
 /// grad_out [N,Cout,OH,OW], weight -> grad_input [N,Cin,H,W]: the forward
 /// convolution with the flipped, channel-swapped filters at padding
 /// `2 - p`. The caller has checked `applies_backward_input(p)`.
-pub fn conv2d_backward_input(p: &Conv2dParams, grad_out: &[f32], weight: &[f32], grad_in: &mut [f32]) {
+pub fn conv2d_backward_input(p: &Conv2dParams, grad_out: &[f32], weight: &[f32], grad_in: &mut [MaybeUninit<f32>]) {
     assert!(applies_backward_input(p), "the Winograd input gradient needs padding <= 2");
     let flipped = conv_direct::flip_filters(weight, p.out_channels, p.in_channels, 9);
     conv2d(&conv_direct::backward_as_forward(p), grad_out, &flipped, None, grad_in);
@@ -1120,68 +1122,10 @@ fn grad_block(p: &Conv2dParams, tiling: &Tiling, plan: &BlockPlan, kernels: Kern
     }
 }
 
-/// `dst[c * ld_dst + r] = src[r * ld_src + c]` for `r < rows`, `c < cols`:
-/// 8x8 squares through AVX2 registers where they fit, the edges one value
-/// at a time.
-fn transpose(src: &[f32], ld_src: usize, rows: usize, cols: usize, dst: &mut [f32], ld_dst: usize) {
-    assert!(rows == 0 || cols == 0 || (src.len() >= (rows - 1) * ld_src + cols && dst.len() >= (cols - 1) * ld_dst + rows));
-    #[cfg(target_arch = "x86_64")]
-    let (squared_rows, squared_cols) = if super::elementwise::has_avx2() {
-        let (rows8, cols8) = (rows / 8 * 8, cols / 8 * 8);
-        for r in (0..rows8).step_by(8) {
-            for c in (0..cols8).step_by(8) {
-                // SAFETY: AVX2 was detected; the square's rows and columns
-                // are inside both slices (checked above).
-                unsafe { transpose8x8(src.as_ptr().add(r * ld_src + c), ld_src, dst.as_mut_ptr().add(c * ld_dst + r), ld_dst) };
-            }
-        }
-        (rows8, cols8)
-    } else {
-        (0, 0)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let (squared_rows, squared_cols) = (0, 0);
-    // The edges: columns right of the squares, then rows below them.
-    for r in 0..rows {
-        let first = if r < squared_rows { squared_cols } else { 0 };
-        for c in first..cols {
-            dst[c * ld_dst + r] = src[r * ld_src + c];
-        }
-    }
-}
-
-/// One 8x8 square of `transpose`.
-///
-/// # Safety
-/// The CPU has AVX2; `src` has 8 rows of 8 at stride `ld_src`, `dst` room
-/// for 8 rows of 8 at stride `ld_dst`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn transpose8x8(src: *const f32, ld_src: usize, dst: *mut f32, ld_dst: usize) {
-    use std::arch::x86_64::*;
-    let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * ld_src)));
-    // Pairs, then quads of rows interleaved within 128-bit lanes ...
-    let t: [__m256; 8] = std::array::from_fn(|i| {
-        let (a, b) = (r[2 * (i / 2)], r[2 * (i / 2) + 1]);
-        if i % 2 == 0 { _mm256_unpacklo_ps(a, b) } else { _mm256_unpackhi_ps(a, b) }
-    });
-    let q: [__m256; 8] = std::array::from_fn(|i| {
-        let (base, k) = (4 * (i / 4), i % 4);
-        let (a, b) = (t[base + k % 2], t[base + 2 + k % 2]);
-        if k < 2 { _mm256_shuffle_ps::<0b01_00_01_00>(a, b) } else { _mm256_shuffle_ps::<0b11_10_11_10>(a, b) }
-    });
-    // ... then the 128-bit halves of rows 0-3 and 4-7 joined.
-    for i in 0..4 {
-        let order = [0, 2, 1, 3][i];
-        _mm256_storeu_ps(dst.add(i * ld_dst), _mm256_permute2f128_ps::<0x20>(q[order], q[4 + order]));
-        _mm256_storeu_ps(dst.add((i + 4) * ld_dst), _mm256_permute2f128_ps::<0x31>(q[order], q[4 + order]));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::conv::tests::{conv3x3_case, naive_backward, naive_forward, to32};
+    use crate::cpu::conv::tests::{conv3x3_case, naive_backward, naive_forward, to32, unwritten};
     use proptest::prelude::*;
 
     /// Any 3x3 stride-1 shape, including the ones `applies` leaves to the
@@ -1217,11 +1161,11 @@ mod tests {
     /// transformed ahead of time (as `prepare_weights` does).
     fn run(kernels: Kernels, p: &Conv2dParams, x: &[f32], w: &[f32], bias: Option<&[f32]>, folded: &Folded, mut moments: Option<&mut [f64]>) -> Vec<f32> {
         let mut out = vec![f32::NAN; p.batch * p.out_channels * p.out_h() * p.out_w()];
-        forward(kernels, p, x, w, None, bias, folded, moments.as_deref_mut(), &mut out);
+        forward(kernels, p, x, w, None, bias, folded, moments.as_deref_mut(), unwritten(&mut out));
         let u = transform_weights(p.out_channels, p.in_channels, w, kernels.gemm.channels);
         let mut again = vec![f32::NAN; out.len()];
         let mut moments_again = moments.as_ref().map(|m| vec![f64::NAN; m.len()]);
-        forward(kernels, p, x, w, Some(&u), bias, folded, moments_again.as_deref_mut(), &mut again);
+        forward(kernels, p, x, w, Some(&u), bias, folded, moments_again.as_deref_mut(), unwritten(&mut again));
         assert!(out.iter().zip(&again).all(|(a, b)| a.to_bits() == b.to_bits()), "prepared filters changed the output");
         assert_eq!(moments.as_deref(), moments_again.as_deref(), "prepared filters changed the moments");
         out
@@ -1292,22 +1236,6 @@ mod tests {
                     prop_assert!((moments[2 * plane + 1] - squares).abs() <= 1e-9 * (1.0 + squares), "squares of plane {}", plane);
                 }
             }
-        }
-    }
-
-    #[test]
-    fn transpose_matches_the_definition() {
-        for (rows, cols) in [(8, 8), (16, 32), (13, 30), (3, 5), (0, 4), (40, 17)] {
-            let (ld_src, ld_dst) = (cols + 3, rows + 5);
-            let src: Vec<f32> = (0..rows * ld_src).map(|i| i as f32).collect();
-            let mut dst = vec![-1.0f32; cols.max(1) * ld_dst];
-            transpose(&src, ld_src, rows, cols, &mut dst, ld_dst);
-            for r in 0..rows {
-                for c in 0..cols {
-                    assert_eq!(dst[c * ld_dst + r], src[r * ld_src + c], "{rows}x{cols} at ({r}, {c})");
-                }
-            }
-            assert!(dst.chunks(ld_dst).all(|row| row[rows..].iter().all(|&v| v == -1.0)), "{rows}x{cols} wrote past its rows");
         }
     }
 
