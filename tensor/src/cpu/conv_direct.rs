@@ -81,7 +81,6 @@ const CI_CHUNK: usize = 32;
 const BAND_BYTES: usize = 256 << 10;
 
 static DISABLED: EnvSwitch = EnvSwitch::new("PETAL_CONV_IM2COL");
-static NO_AVX512: EnvSwitch = EnvSwitch::new("PETAL_NO_AVX512");
 
 /// A forward block kernel; `block_avx2` states the contract.
 pub(super) type BlockFn = unsafe fn(&[f32], usize, &[usize], &[f32], usize, bool, usize, &mut [f32], usize);
@@ -103,15 +102,16 @@ struct Kernel {
     grad_taps: usize,
     /// Vector width of the weight-gradient kernel.
     lanes: usize,
+    /// The least share of a flat output row that must be kept, as
+    /// `(numerator, denominator)`: see `rows_wide_enough`.
+    kept: (usize, usize),
     grad: GradFn,
 }
 
-/// Output channels per block of the AVX-512 kernel.
-const AVX512_CHANNELS: usize = 8;
 #[cfg(target_arch = "x86_64")]
-const AVX512: Kernel = Kernel { name: "avx512", channels: AVX512_CHANNELS, positions: 32, run: block_avx512, grad_channels: 2, grad_taps: 9, lanes: 16, grad: grad_avx512 };
+const AVX512: Kernel = Kernel { name: "avx512", channels: 8, positions: 32, run: block_avx512, grad_channels: 2, grad_taps: 9, lanes: 16, grad: grad_avx512, kept: (2, 3) };
 #[cfg(target_arch = "x86_64")]
-const AVX2: Kernel = Kernel { name: "avx2", channels: 4, positions: 16, run: block_avx2, grad_channels: 3, grad_taps: 3, lanes: 8, grad: grad_avx2 };
+const AVX2: Kernel = Kernel { name: "avx2", channels: 4, positions: 16, run: block_avx2, grad_channels: 3, grad_taps: 3, lanes: 8, grad: grad_avx2, kept: (4, 5) };
 
 /// The widest kernel this CPU runs, unless AVX-512 was turned off.
 fn kernel() -> Option<Kernel> {
@@ -170,16 +170,11 @@ impl Kernel {
     }
 }
 
-/// Whether AVX-512 was turned off (see `set_avx512_disabled`).
-pub(super) fn avx512_disabled() -> bool {
-    NO_AVX512.is_on()
-}
-
 /// Keeps this path, and the other loops compiled for AVX-512 (the group
 /// norm's rows), on AVX2 even where the CPU has AVX-512 when `on` (to
 /// compare the two); the environment's `PETAL_NO_AVX512=1` does the same.
 pub fn set_avx512_disabled(on: bool) {
-    NO_AVX512.set(on);
+    super::elementwise::NO_AVX512.set(on);
 }
 
 /// The instruction set the direct convolution runs with here, or `None`
@@ -222,12 +217,8 @@ fn computes(p: &Conv2dParams) -> bool {
 /// discarded) about twice as fast as im2col, forward and input gradient,
 /// at 64 and at 256 channels; the AVX2 kernel only ties there.
 fn rows_wide_enough(p: &Conv2dParams, kernel: &Kernel) -> bool {
-    let wp = p.in_w + 2 * p.padding;
-    if kernel.channels >= AVX512_CHANNELS {
-        3 * p.out_w() >= 2 * wp
-    } else {
-        5 * p.out_w() >= 4 * wp
-    }
+    let (kept, of) = kernel.kept;
+    of * p.out_w() >= kept * (p.in_w + 2 * p.padding)
 }
 
 /// Whether the input gradient of `p` takes this path: for stride 1, a

@@ -10,6 +10,7 @@ use super::float::Float;
 use super::strided::{contiguous_slice, fill_rows, StridedRows};
 use super::PARALLEL_THRESHOLD;
 use crate::backend::{BinaryOp, CmpOp, UnaryOp};
+use crate::switch::EnvSwitch;
 use crate::Layout;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -145,14 +146,16 @@ pub(super) fn has_avx2() -> bool {
     }
 }
 
-/// Whether the CPU has AVX-512F and nothing turned it off
-/// (`PETAL_NO_AVX512=1`, `conv_direct::set_avx512_disabled`), so that one
-/// switch moves every kernel back to AVX2 for comparison.
+/// Keeps every kernel with an AVX-512 build on AVX2 when on, to compare
+/// the two (set through `conv_direct::set_avx512_disabled`).
+pub(super) static NO_AVX512: EnvSwitch = EnvSwitch::new("PETAL_NO_AVX512");
+
+/// Whether the CPU has AVX-512F and `NO_AVX512` is off.
 #[inline(always)]
 pub(super) fn has_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        !super::conv_direct::avx512_disabled() && is_x86_feature_detected!("avx512f") && has_avx2()
+        !NO_AVX512.is_on() && is_x86_feature_detected!("avx512f") && has_avx2()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

@@ -66,9 +66,8 @@ const LANES: usize = 8;
 // gives the same bits.
 //
 // `simd_dispatch!` tries AVX-512 first, then AVX2 + FMA. The f32 row
-// loops gain from AVX-512 even on CPUs that split its vectors in two
-// halves (Zen 4): half the instructions to issue for the SiLU's exp
-// (its rows then take a fifth less time in a sampling profile). The f64
+// loops gain from AVX-512 (on a Zen 5 with full-width AVX-512, the SiLU
+// rows took a fifth less time in a sampling profile). The f64
 // sums use `avx2_dispatch!`: their eight accumulators are two AVX2
 // vectors, two independent chains of adds, where AVX-512 would leave one.
 macro_rules! avx2_dispatch {
