@@ -52,7 +52,7 @@
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
-use super::group_norm::{affine_row, biased_row, LaneSums};
+use super::group_norm::{affine_row, biased_row, biased_row_summed, LaneSums};
 use super::threads::sum_in_runs;
 use super::transpose::transpose;
 use crate::backend::Conv2dParams;
@@ -437,9 +437,11 @@ fn conv2d_with(
                     let mut sums = LaneSums::default();
                     for (y, row) in plane.chunks_exact_mut(flat.ow).enumerate() {
                         let residual = residual.map(|residual| &residual[y * flat.ow..][..flat.ow]);
-                        let row = biased_row(row, &row0[y * flat.wp..][..flat.ow], b, residual);
+                        let computed = &row0[y * flat.wp..][..flat.ow];
                         if moments.is_some() {
-                            sums.add(row, 0.0);
+                            biased_row_summed(row, computed, b, residual, &mut sums);
+                        } else {
+                            biased_row(row, computed, b, residual);
                         }
                     }
                     if let Some(moments) = moments.as_deref_mut() {

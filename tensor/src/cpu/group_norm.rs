@@ -56,7 +56,10 @@ impl GroupNormParams {
     }
 }
 
-const LANES: usize = 8;
+/// Partial sums of the f64 loops: two AVX-512 vectors (independent chains
+/// of adds), four AVX2 ones. Each lane adds its own elements in order,
+/// whatever the vector width, so both give the same bits.
+const LANES: usize = 16;
 
 // The per-element loops below run over one channel's row of a group. Like
 // the elementwise maps (see `elementwise.rs`), each is also compiled inside
@@ -67,9 +70,9 @@ const LANES: usize = 8;
 //
 // `simd_dispatch!` tries AVX-512 first, then AVX2 + FMA. The f32 row
 // loops gain from AVX-512 (on a Zen 5 with full-width AVX-512, the SiLU
-// rows took a fifth less time in a sampling profile). The f64
-// sums use `avx2_dispatch!`: their eight accumulators are two AVX2
-// vectors, two independent chains of adds, where AVX-512 would leave one.
+// rows took a fifth less time in a sampling profile), and so do the f64
+// sums (`LANES`), which convert and add twice as many values an
+// instruction.
 macro_rules! avx2_dispatch {
     ($run:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {{
         #[cfg(target_arch = "x86_64")]
@@ -171,7 +174,13 @@ pub(super) fn shifted_sums<T: Float>(x: &[T], shift: f64) -> (f64, f64) {
 /// each (independent accumulators, so the loop vectorises), added to slice
 /// after slice and totalled once at the end: e.g. a convolution's output
 /// moments, taken row by row as the rows are written.
+///
+/// Aligned to a cache line: a row's loop loads the sums into registers and
+/// stores them back, and the next row loads them again at once; a vector
+/// split across two lines could not be forwarded from store to load, and
+/// each row would wait for the last one's stores to reach the cache.
 #[derive(Clone, Copy, Default)]
+#[repr(align(64))]
 pub(super) struct LaneSums {
     values: [f64; LANES],
     squares: [f64; LANES],
@@ -200,7 +209,7 @@ impl LaneSums {
             }
         }
         let sums = self;
-        avx2_dispatch!(run(x: &[T], shift: f64, sums: &mut LaneSums))
+        simd_dispatch!(run(x: &[T], shift: f64, sums: &mut LaneSums))
     }
 
     /// `(sum(x), sum(x^2))` over everything added.
@@ -237,10 +246,66 @@ pub(super) fn biased_row<'a, T: Float>(out: &'a mut [MaybeUninit<T>], x: &[T], b
     unsafe { &mut *(out as *mut [MaybeUninit<T>] as *mut [T]) }
 }
 
+/// `biased_row` that also adds each value it writes, and its square, into
+/// `sums` (as `LaneSums::add` would, with no shift), while the value is
+/// still in a register. Reading the row back just after writing it cost
+/// more than the writes: the loads had to wait for the stores.
+///
+/// Rows on small maps are short (8 values on 8x8 maps), so after the runs
+/// of `LANES` a run of 8 goes into lanes 0..8 before the scalar tail.
+#[inline(always)]
+pub(super) fn biased_row_summed<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], bias: T, residual: Option<&[T]>, sums: &mut LaneSums) {
+    #[inline(always)]
+    fn run<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], bias: T, residual: Option<&[T]>, sums: &mut LaneSums) {
+        // Two copies of the loops, not a branch per element, so each
+        // vectorises; without a residual, `x` stands in for it, unread.
+        match residual {
+            Some(residual) => summed_runs(out, x, residual, sums, |v, r| v + bias + r),
+            None => summed_runs(out, x, x, sums, |v, _| v + bias),
+        }
+    }
+    assert!(x.len() == out.len() && residual.is_none_or(|r| r.len() == out.len()), "one row length");
+    simd_dispatch!(run(out: &mut [MaybeUninit<T>], x: &[T], bias: T, residual: Option<&[T]>, sums: &mut LaneSums))
+}
+
+/// `out[i] = value(x[i], r[i])`, each value added into `sums`: runs of
+/// `LANES`, then of 8, then one at a time into lane 0. The slices have
+/// one length.
+#[inline(always)]
+fn summed_runs<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], r: &[T], sums: &mut LaneSums, value: impl Fn(T, T) -> T) {
+    // The sums live in registers for the row, not behind `sums`.
+    let (mut s, mut q) = (sums.values, sums.squares);
+    let mut run = |o: &mut [MaybeUninit<T>], xs: &[T], rs: &[T]| {
+        for (l, ((o, &v), &r)) in o.iter_mut().zip(xs).zip(rs).enumerate() {
+            let d = o.write(value(v, r)).to_f64();
+            s[l] += d;
+            q[l] += d * d;
+        }
+    };
+    let n = out.len();
+    let (wide, rest) = out.split_at_mut(n - n % LANES);
+    for ((o, xs), rs) in wide.chunks_exact_mut(LANES).zip(x.chunks_exact(LANES)).zip(r.chunks_exact(LANES)) {
+        let o: &mut [MaybeUninit<T>; LANES] = o.try_into().expect("LANES values");
+        run(o, xs, rs);
+    }
+    let (x, r) = (&x[wide.len()..], &r[wide.len()..]);
+    let eights = if rest.len() >= 8 { 8 } else { 0 };
+    let (eight, tail) = rest.split_at_mut(eights);
+    if let Ok(o) = <&mut [MaybeUninit<T>; 8]>::try_from(eight) {
+        run(o, &x[..8], &r[..8]);
+    }
+    for ((o, &v), &r) in tail.iter_mut().zip(&x[eights..]).zip(&r[eights..]) {
+        let d = o.write(value(v, r)).to_f64();
+        s[0] += d;
+        q[0] += d * d;
+    }
+    (sums.values, sums.squares) = (s, q);
+}
+
 /// `(sum(dy), sum(dy * (x - mean)))` in f64.
 #[inline(always)]
 fn grad_sums<T: Float>(x: &[T], dy: &[T], mean: f64) -> (f64, f64) {
-    avx2_dispatch!(grad_sums_in(x: &[T], dy: &[T], mean: f64) -> (f64, f64))
+    simd_dispatch!(grad_sums_in(x: &[T], dy: &[T], mean: f64) -> (f64, f64))
 }
 
 #[inline(always)]
@@ -663,6 +728,38 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// A convolution's output row with its moments, every length
+        /// (runs of 16, of 8, and the tail): the row `biased_row` writes,
+        /// and its sums in f64 to within the rounding of the adds.
+        #[test]
+        fn summed_rows_match_plain_rows_and_f64_sums(
+            rows in prop::collection::vec((prop::collection::vec(-3.0f32..3.0, 0..60), any::<bool>()), 1..4),
+            bias in -1.0f32..1.0,
+        ) {
+            let mut sums = LaneSums::default();
+            let (mut values, mut squares, mut mag) = (0.0f64, 0.0f64, 0.0f64);
+            for (x, with_residual) in &rows {
+                let residual: Vec<f32> = x.iter().map(|v| v * 0.5 - 0.25).collect();
+                let residual = with_residual.then_some(&residual[..]);
+                let mut plain = vec![MaybeUninit::new(f32::NAN); x.len()];
+                let plain = biased_row(&mut plain, x, bias, residual).to_vec();
+                let mut summed = vec![MaybeUninit::new(f32::NAN); x.len()];
+                biased_row_summed(&mut summed, x, bias, residual, &mut sums);
+                // SAFETY: `biased_row_summed` wrote every element.
+                let summed: Vec<f32> = summed.iter().map(|v| unsafe { v.assume_init() }).collect();
+                prop_assert_eq!(&summed, &plain);
+                for &v in &plain {
+                    let v = v as f64;
+                    values += v;
+                    squares += v * v;
+                    mag += v.abs();
+                }
+            }
+            let (got_values, got_squares) = sums.total();
+            prop_assert!((got_values - values).abs() <= 1e-12 * (1.0 + mag), "{} vs {}", got_values, values);
+            prop_assert!((got_squares - squares).abs() <= 1e-12 * (1.0 + squares), "{} vs {}", got_squares, squares);
+        }
 
         /// f64: 1e-10 relative to the magnitude of the terms; f32: 1e-5.
         #[test]

@@ -61,7 +61,7 @@ use std::mem::MaybeUninit;
 
 use super::conv::sized;
 use super::conv_direct::{self, Folded, GemmKernel};
-use super::group_norm::{affine_row, biased_row, LaneSums};
+use super::group_norm::{affine_row, biased_row, biased_row_summed, LaneSums};
 use super::threads::sum_in_runs;
 use super::transpose::transpose;
 use crate::backend::Conv2dParams;
@@ -115,9 +115,9 @@ pub fn enabled() -> bool {
 
 /// One transform of a block; `transform_input` and `transform_output`
 /// state the contracts.
-type InputFn = unsafe fn(&[f32], usize, &[i32], &mut [f32], usize, usize);
+type InputFn = unsafe fn(&[f32], usize, &[i32], u32, &mut [f32], usize, usize);
 type OutputFn = unsafe fn(&[f32], usize, usize, &mut [f32]);
-type GradFn = unsafe fn(&[f32], usize, &[i32], &mut [f32], usize, usize);
+type GradFn = unsafe fn(&[f32], usize, &[i32], u32, &mut [f32], usize, usize);
 
 /// The register kernel and the transforms for one instruction set.
 #[derive(Clone, Copy)]
@@ -337,6 +337,8 @@ struct BlockPlan {
     /// Offset of each tile's patch in the band buffer (`BLOCK` of them;
     /// lanes past the block's last tile repeat tile 0's).
     offsets: Vec<i32>,
+    /// `runs_of_eight(offsets)`.
+    runs: u32,
 }
 
 impl BlockPlan {
@@ -377,9 +379,24 @@ impl BlockPlan {
         for k in (end - first)..BLOCK {
             offsets[k] = offsets[0];
         }
-        BlockPlan { segments, slots, band_len, offsets }
+        let runs = runs_of_eight(&offsets);
+        BlockPlan { segments, slots, band_len, offsets, runs }
     }
 }
+
+/// Which groups of eight tiles (bit `g` for tiles `8g..8g + 8`) have
+/// their patches side by side along one row of the band, four values
+/// apart: the transforms read such a group with plain loads and permutes
+/// rather than gathers (see `Simd::runs4`). On maps of 32 columns and
+/// up, every full group is one.
+fn runs_of_eight(offsets: &[i32]) -> u32 {
+    let is_run = |g: &[i32]| g.iter().enumerate().all(|(k, &o)| o == g[0] + 4 * k as i32);
+    offsets.chunks_exact(8).enumerate().filter(|(_, g)| is_run(g)).fold(0, |runs, (g, _)| runs | 1 << g)
+}
+
+/// Values a band holds past its last row: `Simd::runs4` reads whole
+/// vectors, up to 3 values past the last patch of a run.
+const RUN_SLACK: usize = 16;
 
 /// A raw output pointer that parallel tasks share: each writes only its
 /// own elements (a block its tiles' outputs, a channel block its filters'
@@ -402,6 +419,7 @@ impl Output {
 #[derive(Default)]
 struct Scratch {
     band: Vec<f32>,
+    staged: Vec<f32>,
     v: Vec<f32>,
     m: Vec<f32>,
     rows: Vec<f32>,
@@ -498,7 +516,7 @@ fn run_block(
     // 1. The input transform.
     let v_stride = plane_stride(cin * BLOCK);
     let v = sized(&mut scratch.v, E * v_stride);
-    transform_block_input(p, tiling, plan, kernels, input, folded, &mut scratch.band, v, v_stride);
+    transform_block_input(p, tiling, plan, kernels, input, folded, &mut scratch.band, &mut scratch.staged, v, v_stride);
 
     // 2 and 3. Products and the output transform, a channel block at a time.
     let m_stride = plane_stride(r_block * BLOCK);
@@ -538,9 +556,11 @@ fn run_block(
                     // SAFETY: this block owns these outputs (see `Output`),
                     // and `at + n` stays within the output's row.
                     let dst = unsafe { std::slice::from_raw_parts_mut(output.at(at).cast::<MaybeUninit<f32>>(), n) };
-                    let written = biased_row(dst, src, bv, folded.residual.map(|res| &res[at..at + n]));
+                    let residual = folded.residual.map(|res| &res[at..at + n]);
                     if moments {
-                        sum.add(written, 0.0);
+                        biased_row_summed(dst, src, bv, residual, &mut sum);
+                    } else {
+                        biased_row(dst, src, bv, residual);
                     }
                 }
                 if moments {
@@ -559,36 +579,47 @@ fn run_block(
 /// `v[36][Cin][BLOCK]`: for each channel, copy the rows the block reads
 /// into a zero-padded band (applying `folded`'s input transform on the
 /// way), then transform the band's patches.
+///
+/// The input transform runs over each slot's rows at once, into `staged`,
+/// before the rows are copied into the band: the rows lie one after another
+/// in the input, and one long run keeps the SiLU's vector loop busy where a
+/// row at a time (8 or 16 values on small maps) would spend most of it in
+/// the loop's setup and scalar tail.
 #[allow(clippy::too_many_arguments)]
-fn transform_block_input(p: &Conv2dParams, tiling: &Tiling, plan: &BlockPlan, kernels: Kernels, input: &[f32], folded: &Folded, band: &mut Vec<f32>, v: &mut [f32], v_stride: usize) {
+fn transform_block_input(p: &Conv2dParams, tiling: &Tiling, plan: &BlockPlan, kernels: Kernels, input: &[f32], folded: &Folded, band: &mut Vec<f32>, staged: &mut Vec<f32>, v: &mut [f32], v_stride: usize) {
     let (cin, h, w, pad) = (p.in_channels, p.in_h, p.in_w, p.padding);
     let wb = tiling.band_width();
     let transform = folded.input_affine.is_some() || folded.input_silu;
     // The band's borders are never written after this fill, so they stay zero.
-    let band = sized(band, plan.band_len);
+    let band = sized(band, plan.band_len + RUN_SLACK);
     band.fill(0.0);
     for ci in 0..cin {
         if ci + 1 < cin {
             prefetch_rows(p, plan, input, ci + 1);
         }
         for slot in &plan.slots {
+            // The input rows the slot's band rows `r` hold: y = first_row * 4 + r - pad.
+            let first = (slot.first_row * TILE).saturating_sub(pad).min(h);
+            let end = (slot.first_row * TILE + slot.rows).saturating_sub(pad).min(h);
             let plane = &input[(slot.image * cin + ci) * h * w..][..h * w];
-            let (scale, shift) = folded.input_affine.map_or((1.0, 0.0), |(scale, shift)| (scale[slot.image * cin + ci], shift[slot.image * cin + ci]));
-            for r in 0..slot.rows {
-                let Some(y) = (slot.first_row * TILE + r).checked_sub(pad).filter(|&y| y < h) else { continue };
-                let dst = &mut band[slot.base + r * wb + pad..][..w];
-                let src = &plane[y * w..][..w];
-                if transform {
-                    affine_row(dst, src, scale, shift, folded.input_silu);
-                } else {
-                    dst.copy_from_slice(src);
-                }
+            let rows = &plane[first * w..end * w];
+            let rows = if transform {
+                let (scale, shift) = folded.input_affine.map_or((1.0, 0.0), |(scale, shift)| (scale[slot.image * cin + ci], shift[slot.image * cin + ci]));
+                let out = sized(staged, rows.len());
+                affine_row(out, rows, scale, shift, folded.input_silu);
+                &*out
+            } else {
+                rows
+            };
+            for (y, row) in (first..end).zip(rows.chunks_exact(w)) {
+                let r = y + pad - slot.first_row * TILE;
+                band[slot.base + r * wb + pad..][..w].copy_from_slice(row);
             }
         }
         // SAFETY: `kernels` are for this CPU; every offset plus a patch's
         // reach stays inside the band, and `v` holds 36 planes,
         // `v_stride` apart, of `cin * BLOCK`.
-        unsafe { (kernels.input)(band, wb, &plan.offsets, v, v_stride, ci * BLOCK) };
+        unsafe { (kernels.input)(band, wb, &plan.offsets, plan.runs, v, v_stride, ci * BLOCK) };
     }
 }
 
@@ -643,6 +674,11 @@ unsafe trait Simd {
     unsafe fn store(p: *mut f32, v: Self::V);
     /// `base[index[k]]` for each lane `k`.
     unsafe fn gather(index: *const i32, base: *const f32) -> Self::V;
+    /// `gather(index, base.add(x))` for `x` in 0..4, where each eight
+    /// lanes are a run (`index[8r + k] == index[8r] + 4k`, see
+    /// `runs_of_eight`): each run's 32 values are loaded whole and
+    /// transposed from tile-major to one vector per `x`.
+    unsafe fn runs4(index: *const i32, base: *const f32) -> [Self::V; 4];
     /// Four vectors `a, b, c, d` of `LANES` tiles' values into
     /// `a0 b0 c0 d0 a1 b1 c1 d1 ...`, four vectors long.
     unsafe fn interleave4(v: [Self::V; 4]) -> [Self::V; 4];
@@ -701,6 +737,21 @@ unsafe impl Simd for Avx512 {
         _mm512_i32gather_ps::<4>(_mm512_loadu_si512(index.cast()), base)
     }
     #[inline(always)]
+    unsafe fn runs4(index: *const i32, base: *const f32) -> [Self::V; 4] {
+        use std::arch::x86_64::*;
+        let (lo, hi) = (base.offset(*index as isize), base.offset(*index.add(8) as isize));
+        let (a, b) = (_mm512_loadu_ps(lo), _mm512_loadu_ps(lo.add(16)));
+        let (c, d) = (_mm512_loadu_ps(hi), _mm512_loadu_ps(hi.add(16)));
+        std::array::from_fn(|x| {
+            // Values x, x + 4, ..., x + 28 of the 32 in a table of two
+            // vectors, for both halves; the low half from the first run,
+            // the high half from the second.
+            let x = x as i32;
+            let idx = _mm512_setr_epi32(x, x + 4, x + 8, x + 12, x + 16, x + 20, x + 24, x + 28, x, x + 4, x + 8, x + 12, x + 16, x + 20, x + 24, x + 28);
+            _mm512_mask_blend_ps(0xff00, _mm512_permutex2var_ps(a, idx, b), _mm512_permutex2var_ps(c, idx, d))
+        })
+    }
+    #[inline(always)]
     unsafe fn interleave4(v: [Self::V; 4]) -> [Self::V; 4] {
         use std::arch::x86_64::*;
         let [a, b, c, d] = v;
@@ -739,6 +790,26 @@ unsafe impl Simd for Avx2 {
     unsafe fn gather(index: *const i32, base: *const f32) -> Self::V {
         use std::arch::x86_64::*;
         _mm256_i32gather_ps::<4>(base, _mm256_loadu_si256(index.cast()))
+    }
+    #[inline(always)]
+    unsafe fn runs4(index: *const i32, base: *const f32) -> [Self::V; 4] {
+        use std::arch::x86_64::*;
+        let at = base.offset(*index as isize);
+        // Each 128-bit lane holds one tile's four values: tiles 0 and 1 in
+        // `a`, 2 and 3 in `b`, and so on.
+        let [a, b, c, d] = std::array::from_fn(|i| _mm256_loadu_ps(at.add(8 * i)));
+        // A 4x4 transpose in each 128-bit lane: vector x holds tiles
+        // 0, 2, 4, 6 in its low lane and 1, 3, 5, 7 in its high one...
+        let (ab_lo, ab_hi) = (_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+        let (cd_lo, cd_hi) = (_mm256_unpacklo_ps(c, d), _mm256_unpackhi_ps(c, d));
+        let pairs = |x: __m256, y: __m256, hi: bool| {
+            let (x, y) = (_mm256_castps_pd(x), _mm256_castps_pd(y));
+            _mm256_castpd_ps(if hi { _mm256_unpackhi_pd(x, y) } else { _mm256_unpacklo_pd(x, y) })
+        };
+        let by_x = [pairs(ab_lo, cd_lo, false), pairs(ab_lo, cd_lo, true), pairs(ab_hi, cd_hi, false), pairs(ab_hi, cd_hi, true)];
+        // ...which one permute puts in tile order.
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        by_x.map(|v| _mm256_permutevar8x32_ps(v, order))
     }
     #[inline(always)]
     unsafe fn interleave4(v: [Self::V; 4]) -> [Self::V; 4] {
@@ -802,20 +873,28 @@ unsafe fn at6<S: Simd>(m: [S::V; 6]) -> [S::V; 4] {
 /// a time, into `v[e * ld + col + tile]`.
 ///
 /// # Safety
-/// The CPU has `S`'s instruction set; every `offsets[t] + 5 * wb + 5` is
-/// inside `band`; `offsets` holds `BLOCK` values; `v` holds `36 * ld`
-/// values and `col + BLOCK <= ld`.
+/// The CPU has `S`'s instruction set; every `offsets[t] + 5 * wb + 5 +
+/// RUN_SLACK` is inside `band`; `offsets` holds `BLOCK` values and `runs`
+/// is `runs_of_eight(offsets)`; `v` holds `36 * ld` values and
+/// `col + BLOCK <= ld`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn transform_input<S: Simd>(band: &[f32], wb: usize, offsets: &[i32], v: &mut [f32], ld: usize, col: usize) {
-    debug_assert!(offsets.len() == BLOCK && v.len() >= E * ld && col + BLOCK <= ld);
-    debug_assert!(offsets.iter().all(|&o| o as usize + (PATCH - 1) * (wb + 1) < band.len()));
+unsafe fn transform_input<S: Simd>(band: &[f32], wb: usize, offsets: &[i32], runs: u32, v: &mut [f32], ld: usize, col: usize) {
+    debug_assert!(offsets.len() == BLOCK && v.len() >= E * ld && col + BLOCK <= ld && runs == runs_of_eight(offsets));
+    debug_assert!(offsets.iter().all(|&o| o as usize + (PATCH - 1) * (wb + 1) + RUN_SLACK < band.len()));
     for group in (0..BLOCK).step_by(S::LANES) {
         let index = offsets.as_ptr().add(group);
+        let in_runs = all_runs::<S>(runs, group);
         // Rows first (B along x), then columns (Bᵀ along y).
         let t: [[S::V; PATCH]; PATCH] = std::array::from_fn(|k| {
             let base = band.as_ptr().add(k * wb);
-            bt6::<S>(std::array::from_fn(|x| S::gather(index, base.add(x))))
+            let d = if in_runs {
+                let ([d0, d1, d2, d3], [d4, d5, _, _]) = (S::runs4(index, base), S::runs4(index, base.add(4)));
+                [d0, d1, d2, d3, d4, d5]
+            } else {
+                std::array::from_fn(|x| S::gather(index, base.add(x)))
+            };
+            bt6::<S>(d)
         });
         for j in 0..PATCH {
             let column = bt6::<S>(std::array::from_fn(|k| t[k][j]));
@@ -824,6 +903,14 @@ unsafe fn transform_input<S: Simd>(band: &[f32], wb: usize, offsets: &[i32], v: 
             }
         }
     }
+}
+
+/// Whether the lanes of the vector at tile `group` are all in runs.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn all_runs<S: Simd>(runs: u32, group: usize) -> bool {
+    let want = ((1u32 << (S::LANES / 8)) - 1) << (group / 8);
+    runs & want == want
 }
 
 /// `Y = Aᵀ M A` of one output channel's `BLOCK` tiles, from
@@ -868,20 +955,22 @@ unsafe fn a6<S: Simd>(y: [S::V; 4]) -> [S::V; 6] {
 /// vector of tiles at a time, into `w[e * ld + col + tile]`.
 ///
 /// # Safety
-/// The CPU has `S`'s instruction set; every `offsets[t] + 3 * wg + 3` is
-/// inside `band`; `offsets` holds `BLOCK` values; `w` holds `36 * ld`
-/// values and `col + BLOCK <= ld`.
+/// The CPU has `S`'s instruction set; every `offsets[t] + 3 * wg + 3 +
+/// RUN_SLACK` is inside `band`; `offsets` holds `BLOCK` values and `runs`
+/// is `runs_of_eight(offsets)`; `w` holds `36 * ld` values and
+/// `col + BLOCK <= ld`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn transform_grad<S: Simd>(band: &[f32], wg: usize, offsets: &[i32], w: &mut [f32], ld: usize, col: usize) {
-    debug_assert!(offsets.len() == BLOCK && w.len() >= E * ld && col + BLOCK <= ld);
-    debug_assert!(offsets.iter().all(|&o| o as usize + (TILE - 1) * (wg + 1) < band.len()));
+unsafe fn transform_grad<S: Simd>(band: &[f32], wg: usize, offsets: &[i32], runs: u32, w: &mut [f32], ld: usize, col: usize) {
+    debug_assert!(offsets.len() == BLOCK && w.len() >= E * ld && col + BLOCK <= ld && runs == runs_of_eight(offsets));
+    debug_assert!(offsets.iter().all(|&o| o as usize + (TILE - 1) * (wg + 1) + RUN_SLACK < band.len()));
     for group in (0..BLOCK).step_by(S::LANES) {
         let index = offsets.as_ptr().add(group);
+        let in_runs = all_runs::<S>(runs, group);
         // Rows first (along x), then columns (along y), as `V`.
         let t: [[S::V; PATCH]; TILE] = std::array::from_fn(|k| {
             let base = band.as_ptr().add(k * wg);
-            a6::<S>(std::array::from_fn(|x| S::gather(index, base.add(x))))
+            a6::<S>(if in_runs { S::runs4(index, base) } else { std::array::from_fn(|x| S::gather(index, base.add(x))) })
         });
         for j in 0..PATCH {
             let column = a6::<S>(std::array::from_fn(|k| t[k][j]));
@@ -901,8 +990,8 @@ macro_rules! transforms_for {
         /// # Safety
         /// As `transform_input`.
         #[target_feature(enable = $feature)]
-        unsafe fn $input(band: &[f32], wb: usize, offsets: &[i32], v: &mut [f32], ld: usize, col: usize) {
-            transform_input::<$isa>(band, wb, offsets, v, ld, col)
+        unsafe fn $input(band: &[f32], wb: usize, offsets: &[i32], runs: u32, v: &mut [f32], ld: usize, col: usize) {
+            transform_input::<$isa>(band, wb, offsets, runs, v, ld, col)
         }
 
         /// `transform_output` for this instruction set.
@@ -919,8 +1008,8 @@ macro_rules! transforms_for {
         /// # Safety
         /// As `transform_grad`.
         #[target_feature(enable = $feature)]
-        unsafe fn $grad(band: &[f32], wg: usize, offsets: &[i32], w: &mut [f32], ld: usize, col: usize) {
-            transform_grad::<$isa>(band, wg, offsets, w, ld, col)
+        unsafe fn $grad(band: &[f32], wg: usize, offsets: &[i32], runs: u32, w: &mut [f32], ld: usize, col: usize) {
+            transform_grad::<$isa>(band, wg, offsets, runs, w, ld, col)
         }
     };
 }
@@ -1011,6 +1100,7 @@ fn backward_weight(kernels: Kernels, p: &Conv2dParams, input: &[f32], grad_out: 
 #[derive(Default)]
 struct GradScratch {
     band: Vec<f32>,
+    staged: Vec<f32>,
     v: Vec<f32>,
     grad_band: Vec<f32>,
     w: Vec<f32>,
@@ -1028,6 +1118,8 @@ struct GradBand {
     /// Offset of each tile's 4x4 patch (`BLOCK` of them; lanes past the
     /// block's last tile repeat tile 0's, and their sums are never taken).
     offsets: Vec<i32>,
+    /// `runs_of_eight(offsets)`.
+    runs: u32,
 }
 
 impl GradBand {
@@ -1050,7 +1142,8 @@ impl GradBand {
         for k in plan.tiles()..BLOCK {
             offsets[k] = offsets[0];
         }
-        GradBand { bases, len, offsets }
+        let runs = runs_of_eight(&offsets);
+        GradBand { bases, len, offsets, runs }
     }
 }
 
@@ -1066,13 +1159,13 @@ fn grad_block(p: &Conv2dParams, tiling: &Tiling, plan: &BlockPlan, kernels: Kern
     // 1. V, as in the forward pass.
     let v_stride = plane_stride(cin * BLOCK);
     let v = sized(&mut scratch.v, E * v_stride);
-    transform_block_input(p, tiling, plan, kernels, input, &Folded::default(), &mut scratch.band, v, v_stride);
+    transform_block_input(p, tiling, plan, kernels, input, &Folded::default(), &mut scratch.band, &mut scratch.staged, v, v_stride);
 
     // 2. W = A dY Aᵀ of each output channel's tiles, from a band that is
     // zero past the map's edges (rows and columns never written).
     let layout = GradBand::new(tiling, plan);
     let wg = TILE * tiling.cols;
-    let band = sized(&mut scratch.grad_band, layout.len);
+    let band = sized(&mut scratch.grad_band, layout.len + RUN_SLACK);
     band.fill(0.0);
     let w_stride = plane_stride(cout * BLOCK);
     let w = sized(&mut scratch.w, E * w_stride);
@@ -1095,7 +1188,7 @@ fn grad_block(p: &Conv2dParams, tiling: &Tiling, plan: &BlockPlan, kernels: Kern
         // SAFETY: `kernels` are for this CPU; every offset plus a tile's
         // reach stays inside the band, and `w` holds 36 planes,
         // `w_stride` apart, of `cout * BLOCK`.
-        unsafe { (kernels.grad)(band, wg, &layout.offsets, w, w_stride, co * BLOCK) };
+        unsafe { (kernels.grad)(band, wg, &layout.offsets, layout.runs, w, w_stride, co * BLOCK) };
     }
 
     // 3. S[e] += W[e] V[e]ᵀ, a sum over the block's tiles. The register
@@ -1130,9 +1223,12 @@ mod tests {
 
     /// Any 3x3 stride-1 shape, including the ones `applies` leaves to the
     /// direct kernel: few channels, channel counts off the 8-channel block,
-    /// maps that end mid-tile, and batches whose blocks straddle images.
+    /// maps that end mid-tile, batches whose blocks straddle images, and
+    /// rows of 8 tiles and more, whose groups of eight are runs (some of
+    /// them broken by the end of a row).
     fn case() -> impl Strategy<Value = (Conv2dParams, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)> {
-        conv3x3_case((1usize..4, prop::sample::select(vec![1usize, 3, 8, 17, 40]), prop::sample::select(vec![1usize, 5, 8, 9, 20]), 1usize..22, 1usize..22, 0usize..3))
+        let widths = prop_oneof![1usize..22, 28usize..42];
+        conv3x3_case((1usize..4, prop::sample::select(vec![1usize, 3, 8, 17, 40]), prop::sample::select(vec![1usize, 5, 8, 9, 20]), 1usize..22, widths, 0usize..3))
     }
 
     /// The kernels of every instruction set this CPU has, saying which
@@ -1275,6 +1371,61 @@ mod tests {
             let want: Vec<f32> = (0..lanes).flat_map(|t| (0..4).map(move |j| t as f32 + 100.0 * j as f32)).collect();
             assert_eq!(got, want, "{}", kernels.gemm.name);
         }
+    }
+
+    /// `runs4` against `gather` on a band of distinct values, for `S`:
+    /// two runs of eight tiles wherever they sit in the band.
+    ///
+    /// # Safety
+    /// The CPU has `S`'s instruction set.
+    #[inline(always)]
+    unsafe fn runs_against_gathers<S: Simd>() {
+        let band: Vec<f32> = (0..400).map(|i| i as f32).collect();
+        for (lo, hi) in [(0, 32), (3, 200), (117, 41), (300, 5)] {
+            let index: Vec<i32> = (0..16).map(|k| if k < 8 { lo + 4 * k } else { hi + 4 * (k - 8) }).collect();
+            let got = S::runs4(index.as_ptr(), band.as_ptr());
+            for (x, &v) in got.iter().enumerate() {
+                let (mut loaded, mut gathered) = (vec![0.0f32; S::LANES], vec![0.0f32; S::LANES]);
+                S::store(loaded.as_mut_ptr(), v);
+                S::store(gathered.as_mut_ptr(), S::gather(index.as_ptr(), band.as_ptr().add(x)));
+                assert_eq!(loaded, gathered, "x = {x}, runs from {lo} and {hi}, {} lanes", S::LANES);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn runs_avx512() {
+        runs_against_gathers::<Avx512>()
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn runs_avx2() {
+        runs_against_gathers::<Avx2>()
+    }
+
+    #[test]
+    fn runs_load_what_gathers_load() {
+        for kernels in all_kernels() {
+            // SAFETY: `all_kernels` lists only instruction sets this CPU has.
+            match kernels.gemm.name {
+                "avx512" => unsafe { runs_avx512() },
+                _ => unsafe { runs_avx2() },
+            }
+        }
+    }
+
+    #[test]
+    fn runs_are_groups_of_eight_patches_side_by_side() {
+        let mut offsets: Vec<i32> = (0..32).map(|t| 4 * t).collect();
+        assert_eq!(runs_of_eight(&offsets), 0b1111);
+        // A row of 10 tiles: the second group starts a new row at tile 10.
+        for (t, o) in offsets.iter_mut().enumerate().skip(10) {
+            *o = 1000 + 4 * (t as i32 - 10);
+        }
+        assert_eq!(runs_of_eight(&offsets), 0b1101);
+        // Lanes past the last tile repeat tile 0's offset.
+        offsets[31] = offsets[0];
+        assert_eq!(runs_of_eight(&offsets), 0b0101);
     }
 
     #[test]
