@@ -17,17 +17,22 @@ impl EnvSwitch {
         EnvSwitch { var, state: AtomicU8::new(0) }
     }
 
-    /// Whether the switch is on.
+    /// Whether the switch is on. Inlined: kernels ask before every row,
+    /// and after the first call it is one load.
+    #[inline]
     pub fn is_on(&self) -> bool {
         match self.state.load(Ordering::Relaxed) {
             1 => true,
             2 => false,
-            _ => {
-                let on = std::env::var(self.var).as_deref() == Ok("1");
-                self.set(on);
-                on
-            }
+            _ => self.read_environment(),
         }
+    }
+
+    #[cold]
+    fn read_environment(&self) -> bool {
+        let on = std::env::var(self.var).as_deref() == Ok("1");
+        self.set(on);
+        on
     }
 
     /// Sets the switch, whatever the environment says.

@@ -117,10 +117,10 @@ const AVX2: Kernel = Kernel { name: "avx2", channels: 4, positions: 16, run: blo
 fn kernel() -> Option<Kernel> {
     #[cfg(target_arch = "x86_64")]
     {
-        if super::elementwise::has_avx512() {
+        if super::simd::has_avx512() {
             return Some(AVX512);
         }
-        if super::elementwise::has_avx2() {
+        if super::simd::has_avx2() {
             return Some(AVX2);
         }
     }
@@ -152,7 +152,7 @@ pub(super) fn gemm_kernels() -> Vec<GemmKernel> {
     #[cfg(target_arch = "x86_64")]
     {
         let mut found = Vec::new();
-        if super::elementwise::has_avx2() {
+        if super::simd::has_avx2() {
             found.push(AVX2.gemm());
         }
         if is_x86_feature_detected!("avx512f") {
@@ -174,7 +174,7 @@ impl Kernel {
 /// norm's rows), on AVX2 even where the CPU has AVX-512 when `on` (to
 /// compare the two); the environment's `PETAL_NO_AVX512=1` does the same.
 pub fn set_avx512_disabled(on: bool) {
-    super::elementwise::NO_AVX512.set(on);
+    super::simd::NO_AVX512.set(on);
 }
 
 /// The instruction set the direct convolution runs with here, or `None`
@@ -832,7 +832,7 @@ unsafe fn block_avx512(xpad: &[f32], plane: usize, taps: &[usize], w: &[f32], ci
 mod tests {
     use super::*;
     use crate::cpu::conv::tests::{close_f32, naive_backward, naive_forward, to32, unwritten};
-    use crate::cpu::elementwise::has_avx2;
+    use crate::cpu::simd::has_avx2;
     use proptest::prelude::*;
 
     /// Stride-1 shapes this path takes: odd sizes, kernels up to 4x4 (not

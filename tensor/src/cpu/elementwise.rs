@@ -7,10 +7,10 @@
 //! CUDA twin: `cuda/elementwise.rs` (launches) and `cuda/elementwise.cu` (kernels).
 
 use super::float::Float;
+use super::simd::avx2_dispatch;
 use super::strided::{contiguous_slice, fill_rows, StridedRows};
 use super::PARALLEL_THRESHOLD;
 use crate::backend::{BinaryOp, CmpOp, UnaryOp};
-use crate::switch::EnvSwitch;
 use crate::Layout;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -133,43 +133,8 @@ fn apply_cmp<T: Float>(op: CmpOp, a: T, b: T) -> T {
     }
 }
 
-/// Whether the CPU has AVX2 and FMA (detected once, then a cached load).
-#[inline(always)]
-pub(super) fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// Keeps every kernel with an AVX-512 build on AVX2 when on, to compare
-/// the two (set through `conv_direct::set_avx512_disabled`).
-pub(super) static NO_AVX512: EnvSwitch = EnvSwitch::new("PETAL_NO_AVX512");
-
-/// Whether the CPU has AVX-512F and `NO_AVX512` is off.
-#[inline(always)]
-pub(super) fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        !NO_AVX512.is_on() && is_x86_feature_detected!("avx512f") && has_avx2()
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-// The build targets baseline x86-64 (SSE2), where these loops vectorise only
-// 4 wide. Each loop below is therefore also compiled inside an AVX2 + FMA
-// function, picked at run time. The loop itself sits in that function (a
-// closure holding the loop would be compiled on its own, without AVX2, when
-// the inliner declines it); only the small per-element `f` is inlined into
-// it. Plain `a * b + c` is never fused into an FMA, so both paths give
-// bit-identical results.
+// Each loop below is also compiled for AVX2 + FMA and picked at run time
+// (see `simd.rs`).
 
 /// `out[i] = f(src[i])`; the slices have one length.
 #[inline(always)]
@@ -180,18 +145,7 @@ fn map_slice<T: Copy, U>(src: &[T], out: &mut [MaybeUninit<U>], f: impl Fn(T) ->
             o.write(f(x));
         }
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2<T: Copy, U>(src: &[T], out: &mut [MaybeUninit<U>], f: impl Fn(T) -> U) {
-            run(src, out, f)
-        }
-        if has_avx2() {
-            // SAFETY: the features were detected.
-            return unsafe { avx2(src, out, f) };
-        }
-    }
-    run(src, out, f)
+    avx2_dispatch!(run<T: Copy, U>(src: &[T], out: &mut [MaybeUninit<U>], f: impl Fn(T) -> U))
 }
 
 /// `out[i] = f(a[i], b[i])`; the slices have one length.
@@ -203,18 +157,7 @@ pub(super) fn zip_slice<T: Copy, U>(a: &[T], b: &[T], out: &mut [MaybeUninit<U>]
             o.write(f(x, y));
         }
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2<T: Copy, U>(a: &[T], b: &[T], out: &mut [MaybeUninit<U>], f: impl Fn(T, T) -> U) {
-            run(a, b, out, f)
-        }
-        if has_avx2() {
-            // SAFETY: the features were detected.
-            return unsafe { avx2(a, b, out, f) };
-        }
-    }
-    run(a, b, out, f)
+    avx2_dispatch!(run<T: Copy, U>(a: &[T], b: &[T], out: &mut [MaybeUninit<U>], f: impl Fn(T, T) -> U))
 }
 
 /// `dst[i] += src[i]`; the slices have one length.
@@ -226,18 +169,7 @@ fn add_slice<T: Float>(dst: &mut [T], src: &[T]) {
             *d += s;
         }
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2<T: Float>(dst: &mut [T], src: &[T]) {
-            run(dst, src)
-        }
-        if has_avx2() {
-            // SAFETY: the features were detected.
-            return unsafe { avx2(dst, src) };
-        }
-    }
-    run(dst, src)
+    avx2_dispatch!(run<T: Float>(dst: &mut [T], src: &[T]))
 }
 
 /// Elements per parallel task in `build`: big enough to amortise a task,

@@ -30,7 +30,8 @@
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
-use super::elementwise::{has_avx2, has_avx512, silu, silu_grad};
+use super::elementwise::{silu, silu_grad};
+use super::simd::simd_dispatch;
 use super::float::Float;
 use crate::backend::GroupNormParams;
 
@@ -61,52 +62,14 @@ impl GroupNormParams {
 /// whatever the vector width, so both give the same bits.
 const LANES: usize = 16;
 
-// The per-element loops below run over one channel's row of a group. Like
-// the elementwise maps (see `elementwise.rs`), each is also compiled inside
-// functions with wider instruction sets, picked at run time: the build's
-// baseline x86-64 would vectorise them only 4 wide, and the SiLU's exp is
-// most of the work. `a * b + c` is never fused into an FMA, so every path
-// gives the same bits.
-//
-// `simd_dispatch!` tries AVX-512 first, then AVX2 + FMA. The f32 row
-// loops gain from AVX-512 (on a Zen 5 with full-width AVX-512, the SiLU
+// The per-element loops below run over one channel's row of a group, each
+// also compiled for AVX-512 and for AVX2 + FMA and picked at run time
+// (`simd_dispatch!`, see `simd.rs`): the build's baseline x86-64 would
+// vectorise them only 4 wide, and the SiLU's exp is most of the work. The
+// f32 row loops gain from AVX-512 (on a Zen 5 with full-width AVX-512, the SiLU
 // rows took a fifth less time in a sampling profile), and so do the f64
 // sums (`LANES`), which convert and add twice as many values an
 // instruction.
-macro_rules! avx2_dispatch {
-    ($run:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx2,fma")]
-            unsafe fn avx2<T: Float>($($arg: $ty),*) $(-> $ret)? {
-                $run($($arg),*)
-            }
-            if has_avx2() {
-                // SAFETY: the features were detected.
-                return unsafe { avx2($($arg),*) };
-            }
-        }
-        $run($($arg),*)
-    }};
-}
-
-macro_rules! simd_dispatch {
-    ($run:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx512f,avx2,fma")]
-            unsafe fn avx512<T: Float>($($arg: $ty),*) $(-> $ret)? {
-                $run($($arg),*)
-            }
-            if has_avx512() {
-                // SAFETY: the features were detected.
-                return unsafe { avx512($($arg),*) };
-            }
-        }
-        avx2_dispatch!($run($($arg: $ty),*) $(-> $ret)?)
-    }};
-}
-
 /// `out = x * a + b`, or with `with_silu` `out = silu(x * a + b)`.
 #[inline(always)]
 pub(super) fn affine_row<T: Float>(out: &mut [T], x: &[T], a: T, b: T, with_silu: bool) {
@@ -133,7 +96,7 @@ fn affine_row_into<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], a: T, b: T, wi
         }
     }
     assert_eq!(out.len(), x.len(), "one row length");
-    simd_dispatch!(run(out: &mut [MaybeUninit<T>], x: &[T], a: T, b: T, with_silu: bool))
+    simd_dispatch!(run<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], a: T, b: T, with_silu: bool))
 }
 
 /// `out = dy * silu'(x * a + b)`: the gradient through the SiLU, its input rebuilt.
@@ -145,7 +108,7 @@ fn silu_grad_row<T: Float>(out: &mut [T], dy: &[T], x: &[T], a: T, b: T) {
             *d = g * silu_grad(v * a + b);
         }
     }
-    simd_dispatch!(run(out: &mut [T], dy: &[T], x: &[T], a: T, b: T))
+    simd_dispatch!(run<T: Float>(out: &mut [T], dy: &[T], x: &[T], a: T, b: T))
 }
 
 /// `out = a * dy + bx * x + c0`: the group norm's input gradient, into a
@@ -159,7 +122,7 @@ fn grad_x_row<T: Float>(out: &mut [MaybeUninit<T>], dy: &[T], x: &[T], a: T, bx:
         }
     }
     assert!(dy.len() == out.len() && x.len() == out.len(), "one row length");
-    simd_dispatch!(run(out: &mut [MaybeUninit<T>], dy: &[T], x: &[T], a: T, bx: T, c0: T))
+    simd_dispatch!(run<T: Float>(out: &mut [MaybeUninit<T>], dy: &[T], x: &[T], a: T, bx: T, c0: T))
 }
 
 /// `(sum(x - shift), sum((x - shift)^2))` in f64.
@@ -209,7 +172,7 @@ impl LaneSums {
             }
         }
         let sums = self;
-        simd_dispatch!(run(x: &[T], shift: f64, sums: &mut LaneSums))
+        simd_dispatch!(run<T: Float>(x: &[T], shift: f64, sums: &mut LaneSums))
     }
 
     /// `(sum(x), sum(x^2))` over everything added.
@@ -237,7 +200,7 @@ pub(super) fn biased_row<'a, T: Float>(out: &'a mut [MaybeUninit<T>], x: &[T], b
     }
     #[inline(always)]
     fn write<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], bias: T, residual: Option<&[T]>) {
-        simd_dispatch!(run(out: &mut [MaybeUninit<T>], x: &[T], bias: T, residual: Option<&[T]>))
+        simd_dispatch!(run<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], bias: T, residual: Option<&[T]>))
     }
     assert!(x.len() == out.len() && residual.is_none_or(|r| r.len() == out.len()), "one row length");
     write(out, x, bias, residual);
@@ -265,7 +228,7 @@ pub(super) fn biased_row_summed<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], b
         }
     }
     assert!(x.len() == out.len() && residual.is_none_or(|r| r.len() == out.len()), "one row length");
-    simd_dispatch!(run(out: &mut [MaybeUninit<T>], x: &[T], bias: T, residual: Option<&[T]>, sums: &mut LaneSums))
+    simd_dispatch!(run<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], bias: T, residual: Option<&[T]>, sums: &mut LaneSums))
 }
 
 /// `out[i] = value(x[i], r[i])`, each value added into `sums`: runs of
@@ -305,7 +268,7 @@ fn summed_runs<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], r: &[T], sums: &mu
 /// `(sum(dy), sum(dy * (x - mean)))` in f64.
 #[inline(always)]
 fn grad_sums<T: Float>(x: &[T], dy: &[T], mean: f64) -> (f64, f64) {
-    simd_dispatch!(grad_sums_in(x: &[T], dy: &[T], mean: f64) -> (f64, f64))
+    simd_dispatch!(grad_sums_in<T: Float>(x: &[T], dy: &[T], mean: f64) -> (f64, f64))
 }
 
 #[inline(always)]

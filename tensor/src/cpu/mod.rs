@@ -22,6 +22,7 @@ mod optim;
 pub mod pool;
 mod random;
 mod reduce;
+mod simd;
 mod strided;
 mod threads;
 mod transpose;

@@ -6,7 +6,8 @@
 //!
 //! CUDA twin: `cuda/random.rs` (launches) and `cuda/random.cu` (kernels).
 
-use super::elementwise::{build, has_avx2, map1, zip_slice};
+use super::elementwise::{build, map1, zip_slice};
+use super::simd::{has_avx2, has_avx512};
 use super::float::Float;
 use super::strided::contiguous_slice;
 use super::{CpuStorage, PARALLEL_THRESHOLD};
@@ -128,7 +129,7 @@ fn keep_mask<T: Float>(out: &mut [MaybeUninit<T>], key: u64, start: u64, thresho
             // SAFETY (of the call inside): this function's own features include AVX2.
             run::<T, 8>(out, key, start, threshold, scale, |key, first| unsafe { philox_word0_avx2(key, first) })
         }
-        if is_x86_feature_detected!("avx512f") {
+        if has_avx512() {
             // SAFETY: the features were detected.
             return unsafe { avx512(out, key, start, threshold, scale) };
         }

@@ -51,18 +51,7 @@ fn for_each_row<T: Float, U: Send + Copy + Default>(v: &[T], layout: &Layout, ax
 /// every activation this way.
 #[inline]
 fn sum_f64<T: Float>(row: &[T]) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2<T: Float>(row: &[T]) -> f64 {
-            sum_f64_in(row)
-        }
-        if super::elementwise::has_avx2() {
-            // SAFETY: the features were detected.
-            return unsafe { avx2(row) };
-        }
-    }
-    sum_f64_in(row)
+    super::simd::avx2_dispatch!(sum_f64_in<T: Float>(row: &[T]) -> f64)
 }
 
 #[inline(always)]

@@ -9,7 +9,7 @@
 pub(super) fn transpose(src: &[f32], ld_src: usize, rows: usize, cols: usize, dst: &mut [f32], ld_dst: usize) {
     assert!(rows == 0 || cols == 0 || (src.len() >= (rows - 1) * ld_src + cols && dst.len() >= (cols - 1) * ld_dst + rows));
     #[cfg(target_arch = "x86_64")]
-    let (squared_rows, squared_cols) = if super::elementwise::has_avx2() {
+    let (squared_rows, squared_cols) = if super::simd::has_avx2() {
         let (rows8, cols8) = (rows / 8 * 8, cols / 8 * 8);
         for r in (0..rows8).step_by(8) {
             for c in (0..cols8).step_by(8) {

@@ -22,10 +22,11 @@
 //!
 //! 1. for each input channel, copy the rows the block reads into a small
 //!    zero-padded band, and transform its patches into `V[36][Cin][BLOCK]`
-//!    (a vector of tiles at a time: gathers pull the same patch position
-//!    of 16 tiles, 8 with AVX2, into one vector, so the transform is plain
+//!    (a vector of tiles at a time: the same patch position of 16 tiles,
+//!    8 with AVX2, comes into one vector, so the transform is plain
 //!    vector arithmetic and each transformed value is written once, in
-//!    place);
+//!    place; tiles side by side in a row are loaded whole and transposed,
+//!    others gathered);
 //! 2. for each block of output channels, the 36 products
 //!    `M[e] = U[e] @ V[e]`, by the direct convolution's register kernel
 //!    with a single tap (it is a GEMM microkernel: broadcast weights,
@@ -337,7 +338,7 @@ struct BlockPlan {
     /// Offset of each tile's patch in the band buffer (`BLOCK` of them;
     /// lanes past the block's last tile repeat tile 0's).
     offsets: Vec<i32>,
-    /// `runs_of_eight(offsets)`.
+    /// `runs_of_four(offsets)`.
     runs: u32,
 }
 
@@ -379,23 +380,23 @@ impl BlockPlan {
         for k in (end - first)..BLOCK {
             offsets[k] = offsets[0];
         }
-        let runs = runs_of_eight(&offsets);
+        let runs = runs_of_four(&offsets);
         BlockPlan { segments, slots, band_len, offsets, runs }
     }
 }
 
-/// Which groups of eight tiles (bit `g` for tiles `8g..8g + 8`) have
-/// their patches side by side along one row of the band, four values
-/// apart: the transforms read such a group with plain loads and permutes
-/// rather than gathers (see `Simd::runs4`). On maps of 32 columns and
-/// up, every full group is one.
-fn runs_of_eight(offsets: &[i32]) -> u32 {
+/// Which groups of four tiles (bit `g` for tiles `4g..4g + 4`) have their
+/// patches side by side along one row of the band, four values apart: the
+/// transforms read a vector of such groups with plain loads and a
+/// transpose rather than gathers (see `Simd::runs4`). On maps of 16
+/// columns and up, every full group is one.
+fn runs_of_four(offsets: &[i32]) -> u32 {
     let is_run = |g: &[i32]| g.iter().enumerate().all(|(k, &o)| o == g[0] + 4 * k as i32);
-    offsets.chunks_exact(8).enumerate().filter(|(_, g)| is_run(g)).fold(0, |runs, (g, _)| runs | 1 << g)
+    offsets.chunks_exact(4).enumerate().filter(|(_, g)| is_run(g)).fold(0, |runs, (g, _)| runs | 1 << g)
 }
 
 /// Values a band holds past its last row: `Simd::runs4` reads whole
-/// vectors, up to 3 values past the last patch of a run.
+/// vectors, up to 2 values past the last patch of a run.
 const RUN_SLACK: usize = 16;
 
 /// A raw output pointer that parallel tasks share: each writes only its
@@ -674,10 +675,10 @@ unsafe trait Simd {
     unsafe fn store(p: *mut f32, v: Self::V);
     /// `base[index[k]]` for each lane `k`.
     unsafe fn gather(index: *const i32, base: *const f32) -> Self::V;
-    /// `gather(index, base.add(x))` for `x` in 0..4, where each eight
-    /// lanes are a run (`index[8r + k] == index[8r] + 4k`, see
-    /// `runs_of_eight`): each run's 32 values are loaded whole and
-    /// transposed from tile-major to one vector per `x`.
+    /// `gather(index, base.add(x))` for `x` in 0..4, where each four lanes
+    /// are a run (`index[4r + k] == index[4r] + 4k`, see `runs_of_four`):
+    /// each run's 16 values are loaded whole and transposed from
+    /// tile-major to one vector per `x`.
     unsafe fn runs4(index: *const i32, base: *const f32) -> [Self::V; 4];
     /// Four vectors `a, b, c, d` of `LANES` tiles' values into
     /// `a0 b0 c0 d0 a1 b1 c1 d1 ...`, four vectors long.
@@ -739,17 +740,21 @@ unsafe impl Simd for Avx512 {
     #[inline(always)]
     unsafe fn runs4(index: *const i32, base: *const f32) -> [Self::V; 4] {
         use std::arch::x86_64::*;
-        let (lo, hi) = (base.offset(*index as isize), base.offset(*index.add(8) as isize));
-        let (a, b) = (_mm512_loadu_ps(lo), _mm512_loadu_ps(lo.add(16)));
-        let (c, d) = (_mm512_loadu_ps(hi), _mm512_loadu_ps(hi.add(16)));
-        std::array::from_fn(|x| {
-            // Values x, x + 4, ..., x + 28 of the 32 in a table of two
-            // vectors, for both halves; the low half from the first run,
-            // the high half from the second.
-            let x = x as i32;
-            let idx = _mm512_setr_epi32(x, x + 4, x + 8, x + 12, x + 16, x + 20, x + 24, x + 28, x, x + 4, x + 8, x + 12, x + 16, x + 20, x + 24, x + 28);
-            _mm512_mask_blend_ps(0xff00, _mm512_permutex2var_ps(a, idx, b), _mm512_permutex2var_ps(c, idx, d))
-        })
+        // Each run of four tiles is one vector, a tile's four values in
+        // each 128-bit lane.
+        let [a, b, c, d] = std::array::from_fn(|r| _mm512_loadu_ps(base.offset(*index.add(4 * r) as isize)));
+        // A 4x4 transpose in each 128-bit lane: vector x holds, in lane t,
+        // value x of tile t of the four runs...
+        let (ab_lo, ab_hi) = (_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+        let (cd_lo, cd_hi) = (_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+        let pairs = |x: __m512, y: __m512, hi: bool| {
+            let (x, y) = (_mm512_castps_pd(x), _mm512_castps_pd(y));
+            _mm512_castpd_ps(if hi { _mm512_unpackhi_pd(x, y) } else { _mm512_unpacklo_pd(x, y) })
+        };
+        let by_x = [pairs(ab_lo, cd_lo, false), pairs(ab_lo, cd_lo, true), pairs(ab_hi, cd_hi, false), pairs(ab_hi, cd_hi, true)];
+        // ...which one permute puts in tile order (run r's tile t in 4r + t).
+        let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        by_x.map(|v| _mm512_permutexvar_ps(order, v))
     }
     #[inline(always)]
     unsafe fn interleave4(v: [Self::V; 4]) -> [Self::V; 4] {
@@ -794,10 +799,10 @@ unsafe impl Simd for Avx2 {
     #[inline(always)]
     unsafe fn runs4(index: *const i32, base: *const f32) -> [Self::V; 4] {
         use std::arch::x86_64::*;
-        let at = base.offset(*index as isize);
+        let (lo, hi) = (base.offset(*index as isize), base.offset(*index.add(4) as isize));
         // Each 128-bit lane holds one tile's four values: tiles 0 and 1 in
-        // `a`, 2 and 3 in `b`, and so on.
-        let [a, b, c, d] = std::array::from_fn(|i| _mm256_loadu_ps(at.add(8 * i)));
+        // `a`, 2 and 3 in `b` (the first run), and so on.
+        let [a, b, c, d] = [lo, lo.add(8), hi, hi.add(8)].map(|at| _mm256_loadu_ps(at));
         // A 4x4 transpose in each 128-bit lane: vector x holds tiles
         // 0, 2, 4, 6 in its low lane and 1, 3, 5, 7 in its high one...
         let (ab_lo, ab_hi) = (_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
@@ -875,12 +880,12 @@ unsafe fn at6<S: Simd>(m: [S::V; 6]) -> [S::V; 4] {
 /// # Safety
 /// The CPU has `S`'s instruction set; every `offsets[t] + 5 * wb + 5 +
 /// RUN_SLACK` is inside `band`; `offsets` holds `BLOCK` values and `runs`
-/// is `runs_of_eight(offsets)`; `v` holds `36 * ld` values and
+/// is `runs_of_four(offsets)`; `v` holds `36 * ld` values and
 /// `col + BLOCK <= ld`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn transform_input<S: Simd>(band: &[f32], wb: usize, offsets: &[i32], runs: u32, v: &mut [f32], ld: usize, col: usize) {
-    debug_assert!(offsets.len() == BLOCK && v.len() >= E * ld && col + BLOCK <= ld && runs == runs_of_eight(offsets));
+    debug_assert!(offsets.len() == BLOCK && v.len() >= E * ld && col + BLOCK <= ld && runs == runs_of_four(offsets));
     debug_assert!(offsets.iter().all(|&o| o as usize + (PATCH - 1) * (wb + 1) + RUN_SLACK < band.len()));
     for group in (0..BLOCK).step_by(S::LANES) {
         let index = offsets.as_ptr().add(group);
@@ -909,7 +914,7 @@ unsafe fn transform_input<S: Simd>(band: &[f32], wb: usize, offsets: &[i32], run
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn all_runs<S: Simd>(runs: u32, group: usize) -> bool {
-    let want = ((1u32 << (S::LANES / 8)) - 1) << (group / 8);
+    let want = ((1u32 << (S::LANES / 4)) - 1) << (group / 4);
     runs & want == want
 }
 
@@ -957,12 +962,12 @@ unsafe fn a6<S: Simd>(y: [S::V; 4]) -> [S::V; 6] {
 /// # Safety
 /// The CPU has `S`'s instruction set; every `offsets[t] + 3 * wg + 3 +
 /// RUN_SLACK` is inside `band`; `offsets` holds `BLOCK` values and `runs`
-/// is `runs_of_eight(offsets)`; `w` holds `36 * ld` values and
+/// is `runs_of_four(offsets)`; `w` holds `36 * ld` values and
 /// `col + BLOCK <= ld`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn transform_grad<S: Simd>(band: &[f32], wg: usize, offsets: &[i32], runs: u32, w: &mut [f32], ld: usize, col: usize) {
-    debug_assert!(offsets.len() == BLOCK && w.len() >= E * ld && col + BLOCK <= ld && runs == runs_of_eight(offsets));
+    debug_assert!(offsets.len() == BLOCK && w.len() >= E * ld && col + BLOCK <= ld && runs == runs_of_four(offsets));
     debug_assert!(offsets.iter().all(|&o| o as usize + (TILE - 1) * (wg + 1) + RUN_SLACK < band.len()));
     for group in (0..BLOCK).step_by(S::LANES) {
         let index = offsets.as_ptr().add(group);
@@ -1118,7 +1123,7 @@ struct GradBand {
     /// Offset of each tile's 4x4 patch (`BLOCK` of them; lanes past the
     /// block's last tile repeat tile 0's, and their sums are never taken).
     offsets: Vec<i32>,
-    /// `runs_of_eight(offsets)`.
+    /// `runs_of_four(offsets)`.
     runs: u32,
 }
 
@@ -1142,7 +1147,7 @@ impl GradBand {
         for k in plan.tiles()..BLOCK {
             offsets[k] = offsets[0];
         }
-        let runs = runs_of_eight(&offsets);
+        let runs = runs_of_four(&offsets);
         GradBand { bases, len, offsets, runs }
     }
 }
@@ -1224,7 +1229,7 @@ mod tests {
     /// Any 3x3 stride-1 shape, including the ones `applies` leaves to the
     /// direct kernel: few channels, channel counts off the 8-channel block,
     /// maps that end mid-tile, batches whose blocks straddle images, and
-    /// rows of 8 tiles and more, whose groups of eight are runs (some of
+    /// rows of 4 tiles and more, whose groups of four are runs (some of
     /// them broken by the end of a row).
     fn case() -> impl Strategy<Value = (Conv2dParams, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)> {
         let widths = prop_oneof![1usize..22, 28usize..42];
@@ -1374,21 +1379,21 @@ mod tests {
     }
 
     /// `runs4` against `gather` on a band of distinct values, for `S`:
-    /// two runs of eight tiles wherever they sit in the band.
+    /// runs of four tiles wherever they sit in the band.
     ///
     /// # Safety
     /// The CPU has `S`'s instruction set.
     #[inline(always)]
     unsafe fn runs_against_gathers<S: Simd>() {
         let band: Vec<f32> = (0..400).map(|i| i as f32).collect();
-        for (lo, hi) in [(0, 32), (3, 200), (117, 41), (300, 5)] {
-            let index: Vec<i32> = (0..16).map(|k| if k < 8 { lo + 4 * k } else { hi + 4 * (k - 8) }).collect();
+        for starts in [[0, 16, 32, 48], [3, 200, 21, 90], [117, 41, 41, 300], [300, 5, 250, 100]] {
+            let index: Vec<i32> = (0..16).map(|k| starts[k / 4] + 4 * (k as i32 % 4)).collect();
             let got = S::runs4(index.as_ptr(), band.as_ptr());
             for (x, &v) in got.iter().enumerate() {
                 let (mut loaded, mut gathered) = (vec![0.0f32; S::LANES], vec![0.0f32; S::LANES]);
                 S::store(loaded.as_mut_ptr(), v);
                 S::store(gathered.as_mut_ptr(), S::gather(index.as_ptr(), band.as_ptr().add(x)));
-                assert_eq!(loaded, gathered, "x = {x}, runs from {lo} and {hi}, {} lanes", S::LANES);
+                assert_eq!(loaded, gathered, "x = {x}, runs from {starts:?}, {} lanes", S::LANES);
             }
         }
     }
@@ -1415,17 +1420,17 @@ mod tests {
     }
 
     #[test]
-    fn runs_are_groups_of_eight_patches_side_by_side() {
+    fn runs_are_groups_of_four_patches_side_by_side() {
         let mut offsets: Vec<i32> = (0..32).map(|t| 4 * t).collect();
-        assert_eq!(runs_of_eight(&offsets), 0b1111);
-        // A row of 10 tiles: the second group starts a new row at tile 10.
+        assert_eq!(runs_of_four(&offsets), 0xff);
+        // A row of 10 tiles: the third group starts a new row at tile 10.
         for (t, o) in offsets.iter_mut().enumerate().skip(10) {
             *o = 1000 + 4 * (t as i32 - 10);
         }
-        assert_eq!(runs_of_eight(&offsets), 0b1101);
+        assert_eq!(runs_of_four(&offsets), 0b1111_1011);
         // Lanes past the last tile repeat tile 0's offset.
         offsets[31] = offsets[0];
-        assert_eq!(runs_of_eight(&offsets), 0b0101);
+        assert_eq!(runs_of_four(&offsets), 0b0111_1011);
     }
 
     #[test]
