@@ -57,7 +57,7 @@ fn cpu_conv_path() -> String {
     if tensor::cpu::winograd::enabled() {
         "Winograd F(2x2)".into()
     } else if tensor::cpu::winograd4::enabled() {
-        format!("Winograd F(4x4) on maps of 16x16 and up (weight gradients from 8x8), {direct} below")
+        format!("Winograd F(4x4) on maps of 4x4 and up (weight gradients from 8x8), {direct} below")
     } else {
         direct
     }

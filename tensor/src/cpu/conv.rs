@@ -22,7 +22,7 @@
 //! Other paths take over where they are faster, so this file is the
 //! general fallback (f64, strided convolutions, CPUs without AVX2):
 //! - `winograd4.rs`: f32 3x3 stride-1 convolutions with 32 or more
-//!   channels on maps of 16x16 and up, on CPUs with AVX2 + FMA or AVX-512,
+//!   channels on maps of 4x4 and up, on CPUs with AVX2 + FMA or AVX-512,
 //!   by Winograd's F(4x4, 3x3) (4x fewer multiplies; forward, input
 //!   gradient and weight gradient, the last from 8x8 maps up);
 //! - `conv_direct.rs`: f32 stride-1 convolutions on CPUs with AVX2 + FMA or

@@ -41,7 +41,7 @@ pub struct FusedArgs<'a, T> {
 /// Returns the output `[N,Cout,OH,OW]` and, if asked for, its moments
 /// `[N,Cout,2]`.
 pub fn conv2d_fused<T: Float>(p: &Conv2dParams, input: &[T], weight: &[T], f: &FusedArgs<T>) -> (Vec<T>, Option<Vec<f64>>) {
-    if !winograd::applies(p) && (takes_winograd4(p, f) || conv_direct::applies(p)) {
+    if !winograd::applies(p) && (winograd4::applies(p) || conv_direct::applies(p)) {
         if let Some(done) = folded_in_kernel(p, input, weight, f) {
             return done;
         }
@@ -100,12 +100,6 @@ pub fn prepare_weight(p: &Conv2dParams, weight: &[f32]) -> Vec<f32> {
     winograd4::prepare_weights(p, weight)
 }
 
-/// Whether `p` goes to Winograd F(4x4): where it applies, or with its
-/// filters prepared, where it applies with them.
-fn takes_winograd4<T>(p: &Conv2dParams, f: &FusedArgs<T>) -> bool {
-    winograd4::applies(p) || (f.prepared_weight.is_some() && winograd4::applies_with_prepared_weights(p))
-}
-
 /// The fused form of the direct convolution, or of Winograd F(4x4) where
 /// it applies, for f32 (`None` for other types).
 fn folded_in_kernel<'a, T: Float>(p: &Conv2dParams, input: &[T], weight: &[T], f: &FusedArgs<'a, T>) -> Option<(Vec<T>, Option<Vec<f64>>)> {
@@ -120,7 +114,7 @@ fn folded_in_kernel<'a, T: Float>(p: &Conv2dParams, input: &[T], weight: &[T], f
             input_silu: f.input_silu,
             residual: f32s(f.residual),
         };
-        if takes_winograd4(p, f) {
+        if winograd4::applies(p) {
             winograd4::conv2d_fused(p, x, w, f32s(f.prepared_weight), f32s(f.bias), &folded, moments.as_deref_mut(), y);
         } else {
             conv_direct::conv2d_fused(p, x, w, f32s(f.bias), &folded, moments.as_deref_mut(), y);
@@ -341,8 +335,8 @@ mod tests {
         }
     }
 
-    /// Filters transformed once (Winograd F(4x4) with prepared filters,
-    /// which also takes 8x8 maps) are kept with the weights until these
+    /// Filters transformed once (Winograd F(4x4) with prepared filters)
+    /// are kept with the weights until these
     /// are written: a second call reuses them and gives the same bits, and
     /// a call after the weights change computes with the new ones.
     #[test]
@@ -352,7 +346,6 @@ mod tests {
             println!("prepared_filters_follow_the_weights: skipped, this CPU has no AVX2 + FMA (the F(4x4) path)");
             return;
         }
-        assert!(!super::winograd4::applies(&p), "8x8 maps take F(4x4) only with prepared filters");
         let mut rng = crate::Rng::new(3);
         let mut values = |n: usize| (0..n).map(|_| rng.next_f64() * 2.0 - 1.0).collect::<Vec<f64>>();
         let (x, w1, w2) = (values(p.batch * 33 * 64), values(40 * 33 * 9), values(40 * 33 * 9));

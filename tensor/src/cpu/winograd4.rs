@@ -156,15 +156,18 @@ pub fn applies(p: &Conv2dParams) -> bool {
 }
 
 /// The shapes this path is for, whatever the CPU: 3x3, stride 1, enough
-/// channels, maps of at least 16x16, and at least two blocks of tiles so
-/// both halves of a 2-core machine have work. On 8x8 maps a block of 32
-/// tiles is 8 images, each of which reads all of `U` for only 4 tiles'
-/// worth of products, and the direct kernel kept pace (BENCHMARKS.md).
+/// channels, maps of at least one tile (4x4), and at least half a block of
+/// tiles. With fewer blocks than threads, the threads share out the output
+/// channels (see `forward`). On 8x8 and 4x4 maps a block of 32 tiles spans
+/// 8 or 32 images and reads all of `U` for a few tiles of each, yet the
+/// transforms and the 4x fewer products still beat the direct kernel, even
+/// with the filters transformed on every call: 1.3x to 2.9x at 8x8 and
+/// 1.0x to 1.7x at 4x4, with 64 or 256 channels (BENCHMARKS.md).
 fn fits(p: &Conv2dParams) -> bool {
-    fits_maps_from(p, 16)
+    shape_fits(p, TILE) && Tiling::new(p).total >= BLOCK / 2
 }
 
-/// `fits` with maps of at least `side` x `side`.
+/// `fits` with maps of at least `side` x `side` and two blocks of tiles.
 fn fits_maps_from(p: &Conv2dParams, side: usize) -> bool {
     shape_fits(p, side) && Tiling::new(p).total >= 2 * BLOCK
 }
@@ -182,27 +185,11 @@ fn shape_fits(p: &Conv2dParams, side: usize) -> bool {
         && p.out_w() >= side
 }
 
-/// Whether the forward pass of `p` takes this path when its transformed
-/// filters `U` come prepared (`prepare_weights`): as `applies`, and maps
-/// down to 4x4 as long as the tiles fill half a block. On small maps a
-/// block of 32 tiles spans many images and the whole of `U` is read for
-/// only a few tiles of each, so transforming the filters on every call
-/// cost as much as F(4x4) saved; a sampling run transforms them once.
-/// With fewer blocks than threads, the threads share out the output
-/// channels (see `forward`).
-pub fn applies_with_prepared_weights(p: &Conv2dParams) -> bool {
-    fits_prepared(p) && kernels().is_some()
-}
-
-fn fits_prepared(p: &Conv2dParams) -> bool {
-    fits_maps_from(p, 8) || (shape_fits(p, TILE) && Tiling::new(p).total >= BLOCK / 2)
-}
-
 /// The name of the filter arrangement `prepare_weights` makes for `p` on
 /// this CPU (it depends on the register kernel's block of channels), where
-/// the forward pass would take this path with it.
+/// the forward pass takes this path.
 pub fn weight_arrangement(p: &Conv2dParams) -> Option<u64> {
-    kernels().filter(|_| fits_prepared(p)).map(|k| k.gemm.channels as u64)
+    kernels().filter(|_| fits(p)).map(|k| k.gemm.channels as u64)
 }
 
 /// The transformed filters `U` of `weight` `[Cout, Cin, 3, 3]`, for
@@ -219,11 +206,12 @@ pub fn applies_backward_input(p: &Conv2dParams) -> bool {
     p.kernel_h == 3 && p.kernel_w == 3 && p.stride == 1 && p.padding <= 2 && applies(&conv_direct::backward_as_forward(p))
 }
 
-/// Whether the weight gradient of `p` takes this path: as the forward
-/// pass, and 8x8 maps too. There `U` is not built, and the direct kernel
-/// does not take them either (a quarter of its flattened plane would be
+/// Whether the weight gradient of `p` takes this path: maps of at least
+/// 8x8 and two blocks of tiles. On 8x8 maps the direct kernel does not take
+/// the weight gradient (a quarter of its flattened plane would be
 /// padding), so the alternative is im2col, which F(4x4) beat 1.2x to 1.5x
-/// at 64 channels and 1.5x to 2.3x at 256 (BENCHMARKS.md).
+/// at 64 channels and 1.5x to 2.3x at 256. On 4x4 maps the direct kernel
+/// was faster at 64 channels (BENCHMARKS.md).
 pub fn applies_backward_weight(p: &Conv2dParams) -> bool {
     fits_maps_from(p, 8) && kernels().is_some()
 }
@@ -438,8 +426,7 @@ pub fn conv2d(p: &Conv2dParams, input: &[f32], weight: &[f32], bias: Option<&[f3
 /// these weights).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_fused(p: &Conv2dParams, input: &[f32], weight: &[f32], prepared: Option<&[f32]>, bias: Option<&[f32]>, folded: &Folded, moments: Option<&mut [f64]>, out: &mut [MaybeUninit<f32>]) {
-    let fits = if prepared.is_some() { applies_with_prepared_weights(p) } else { applies(p) };
-    assert!(fits, "Winograd F(4x4, 3x3) needs a 3x3 stride-1 convolution with enough channels, and AVX2 or AVX-512");
+    assert!(applies(p), "Winograd F(4x4, 3x3) needs a 3x3 stride-1 convolution with enough channels, and AVX2 or AVX-512");
     forward(kernels().expect("checked by applies"), p, input, weight, prepared, bias, folded, moments, out);
 }
 
@@ -1440,12 +1427,16 @@ mod tests {
         assert!(!fits(&Conv2dParams { stride: 2, ..p }));
         assert!(!fits(&Conv2dParams { kernel_h: 1, kernel_w: 1, padding: 0, ..p }));
         assert!(!fits(&Conv2dParams { in_channels: 3, ..p }));
-        assert!(!fits(&Conv2dParams { in_h: 8, in_w: 8, ..p }));
         assert!(!fits(&Conv2dParams { in_w: 1, padding: 0, ..p }));
-        assert!(!fits(&Conv2dParams { batch: 1, in_h: 16, in_w: 30, ..p }));
+        // Small maps, as long as the tiles fill half a block.
+        assert!(fits(&Conv2dParams { in_h: 8, in_w: 8, ..p }));
+        assert!(fits(&Conv2dParams { in_h: 4, in_w: 4, ..p }));
+        assert!(!fits(&Conv2dParams { batch: 15, in_h: 4, in_w: 4, ..p }), "15 tiles");
+        assert!(!fits(&Conv2dParams { in_h: 2, in_w: 2, ..p }), "maps smaller than a tile");
         // The weight gradient goes down to 8x8 maps, with two blocks of tiles.
         assert!(fits_maps_from(&Conv2dParams { in_h: 8, in_w: 8, ..p }, 8));
         assert!(!fits_maps_from(&Conv2dParams { batch: 32, in_h: 4, in_w: 4, ..p }, 8));
         assert!(!fits_maps_from(&Conv2dParams { batch: 8, in_h: 8, in_w: 8, ..p }, 8), "one block of tiles");
     }
+
 }
