@@ -1074,14 +1074,27 @@ fn backward_weight(kernels: Kernels, p: &Conv2dParams, input: &[f32], grad_out: 
         let (sum12, sum34) = (s1 + s2, s3 + s4);
         [s0 * 0.25 - sum12 * SIXTH + sum34 * TWENTY_FOURTH, (s2 - s1) * SIXTH + (s3 - s4) * TWELFTH, (sum34 - sum12) * SIXTH + s5]
     };
-    dw.par_chunks_mut(cin * 9).enumerate().for_each(|(co, filters)| {
-        for (ci, filter) in filters.chunks_exact_mut(9).enumerate() {
-            let s = |e: usize| sums[(e * shape.cout_pad + co) * shape.cin_pad + ci] as f64;
-            let rows: [[f64; 3]; PATCH] = std::array::from_fn(|i| gt_rows(std::array::from_fn(|j| s(i * PATCH + j))));
-            for b in 0..3 {
-                let column = gt_rows(std::array::from_fn(|i| rows[i][b]));
+    // Per output channel, each of the 36 sums is a contiguous run over the
+    // input channels, so both passes of `Gᵀ` run along those runs (and
+    // vectorize); taking one filter's 36 sums at a time instead meant 36
+    // reads a plane apart per filter, and took 1.5% of a tiny training step.
+    dw.par_chunks_mut(cin * 9).enumerate().for_each_init(Vec::new, |rows: &mut Vec<f64>, (co, filters)| {
+        let sums_of = |e: usize| &sums[(e * shape.cout_pad + co) * shape.cin_pad..][..cin];
+        // `rows[(i * 3 + b) * cin + ci]`: `Gᵀ` applied to row `i` of the sums.
+        let rows = sized(rows, PATCH * 3 * cin);
+        for i in 0..PATCH {
+            let row: [&[f32]; PATCH] = std::array::from_fn(|j| sums_of(i * PATCH + j));
+            let (r0, rest) = rows[i * 3 * cin..][..3 * cin].split_at_mut(cin);
+            let (r1, r2) = rest.split_at_mut(cin);
+            for ci in 0..cin {
+                [r0[ci], r1[ci], r2[ci]] = gt_rows(std::array::from_fn(|j| row[j][ci] as f64));
+            }
+        }
+        for b in 0..3 {
+            for ci in 0..cin {
+                let column = gt_rows(std::array::from_fn(|i| rows[(i * 3 + b) * cin + ci]));
                 for (a, &value) in column.iter().enumerate() {
-                    filter[a * 3 + b] = value as f32;
+                    filters[ci * 9 + a * 3 + b] = value as f32;
                 }
             }
         }
