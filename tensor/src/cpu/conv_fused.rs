@@ -336,9 +336,9 @@ mod tests {
     }
 
     /// Filters transformed once (Winograd F(4x4) with prepared filters)
-    /// are kept with the weights until these
-    /// are written: a second call reuses them and gives the same bits, and
-    /// a call after the weights change computes with the new ones.
+    /// are kept with the weights until these are written: a second call
+    /// reuses them and gives the same bits, and a call after the weights
+    /// change computes with the new ones.
     #[test]
     fn prepared_filters_follow_the_weights() {
         let p = Conv2dParams { batch: 16, in_channels: 33, out_channels: 40, in_h: 8, in_w: 8, kernel_h: 3, kernel_w: 3, stride: 1, padding: 1 };
