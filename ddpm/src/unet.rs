@@ -54,11 +54,11 @@ impl ResBlock {
             return Ok(Var::constant(self.forward_fused(x.tensor(), None, time)?.0));
         }
         let y = self.conv1.forward(&self.norm1.forward_silu(x, ctx)?, ctx)?;
-        let (n, c) = (y.dims()[0], y.dims()[1]);
-        let scale = self.time_scale.forward(time, ctx)?.add_scalar(1.0)?.reshape([n, c, 1, 1])?;
-        let shift = self.time_shift.forward(time, ctx)?.reshape([n, c, 1, 1])?;
-        let y = y.mul(&scale)?.add(&shift)?;
-        let y = self.norm2.forward_silu(&y, ctx)?;
+        // y * (time_scale(t) + 1) + time_shift(t), per image and channel,
+        // applied inside the second norm's passes.
+        let scale = self.time_scale.forward(time, ctx)?.add_scalar(1.0)?;
+        let shift = self.time_shift.forward(time, ctx)?;
+        let y = self.norm2.forward_silu_modulated(&y, &scale, &shift, ctx)?;
         let y = self.conv2.forward(&self.dropout.forward(&y, ctx)?, ctx)?;
         let skip = match &self.skip {
             Some(conv) => conv.forward(x, ctx)?,

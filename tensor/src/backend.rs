@@ -333,6 +333,31 @@ pub trait BackendStorage: Sized {
     /// so the forward keeps no pre-activation. All inputs contiguous from offset 0.
     #[allow(clippy::too_many_arguments)]
     fn group_norm_silu_backward(&self, gamma: &Self, beta: &Self, mean: &Self, rstd: &Self, grad_y: &Self, p: &GroupNormParams) -> Result<(Self, Self, Self)>;
+    /// `silu(group_norm(x * scale + shift))` without the modulated tensor,
+    /// `scale` and `shift` `[N, C]`: (y, mean, rstd), the statistics those
+    /// of `x * scale + shift`. `None` (the default) when this backend has no
+    /// fused kernel for this dtype: the front end then composes the op. All
+    /// inputs contiguous from offset 0.
+    #[allow(clippy::too_many_arguments)]
+    fn group_norm_silu_modulated(&self, _scale: &Self, _shift: &Self, _gamma: &Self, _beta: &Self, _p: &GroupNormParams) -> Result<Option<(Self, Self, Self)>> {
+        Ok(None)
+    }
+    /// Its backward: (grad_x, grad_scale, grad_shift, grad_gamma,
+    /// grad_beta), or `None` as above. All inputs contiguous from offset 0.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn group_norm_silu_modulated_backward(
+        &self,
+        _scale: &Self,
+        _shift: &Self,
+        _gamma: &Self,
+        _beta: &Self,
+        _mean: &Self,
+        _rstd: &Self,
+        _grad_y: &Self,
+        _p: &GroupNormParams,
+    ) -> Result<Option<(Self, Self, Self, Self, Self)>> {
+        Ok(None)
+    }
 
     /// Picks slices along `dim` of `self` (contiguous, shape `dims`) at the u32 `indices` (contiguous).
     fn index_select(&self, layout: &Layout, indices: &Self, indices_layout: &Layout, dim: usize) -> Result<Self>;

@@ -32,6 +32,17 @@ impl GroupNorm {
         self.in_stats_dtype(x, |x| x.group_norm_silu(self.groups, &self.weight, &self.bias, self.eps))
     }
 
+    /// `silu(self.forward(x * scale + shift))` in one fused op, `scale`
+    /// and `shift` `[N, C]` (one per image and channel, e.g. from a time
+    /// embedding): the modulated tensor is never made, and the backward
+    /// takes the same two passes as `forward_silu`'s.
+    pub fn forward_silu_modulated(&self, x: &Var, scale: &Var, shift: &Var, _ctx: &mut Ctx) -> Result<Var> {
+        let stats = self.weight.dtype();
+        let in_stats = |v: &Var| if v.dtype() == stats || !v.dtype().is_float() { Ok(v.clone()) } else { v.to_dtype(stats) };
+        let (scale, shift) = (in_stats(scale)?, in_stats(shift)?);
+        self.in_stats_dtype(x, |x| x.group_norm_silu_modulated(self.groups, &scale, &shift, &self.weight, &self.bias, self.eps))
+    }
+
     /// `norm(x)`, where a half-precision x is normalised in the parameters'
     /// dtype (f32: the statistics need its range and precision) and the
     /// result is cast back to x's dtype.

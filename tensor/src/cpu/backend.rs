@@ -5,7 +5,7 @@
 
 use super::copy::{gather, scatter};
 use super::float::Float;
-use super::{check_same, conv, conv_fused, elementwise, group_norm, index_select, matmul, optim, pool, random, reduce, unsupported, upsample};
+use super::{check_same, conv, conv_fused, elementwise, group_norm, group_norm_modulated, index_select, matmul, optim, pool, random, reduce, unsupported, upsample};
 use super::strided::contiguous_slice;
 use super::{CpuDevice, CpuStorage};
 use crate::backend::{AdamStep, BackendStorage, BinaryOp, CmpOp, Conv2dParams, ConvFusion, GroupNormParams, MatmulDims, Pool2dParams, ReduceOp, UnaryOp};
@@ -318,6 +318,63 @@ impl BackendStorage for CpuStorage {
 
     fn group_norm_silu_backward(&self, gamma: &Self, beta: &Self, mean: &Self, rstd: &Self, grad_y: &Self, p: &GroupNormParams) -> Result<(Self, Self, Self)> {
         normalise_backward("group_norm_silu backward", self, gamma, Some(beta), mean, rstd, grad_y, p)
+    }
+
+    fn group_norm_silu_modulated(&self, scale: &Self, shift: &Self, gamma: &Self, beta: &Self, p: &GroupNormParams) -> Result<Option<(Self, Self, Self)>> {
+        for other in [scale, shift, gamma, beta] {
+            check_same("group_norm_silu_modulated", self, other)?;
+        }
+        macro_rules! run {
+            ($t:ty, $variant:ident) => {{
+                let whole = whole_slice::<$t>;
+                let (y, mean, rstd) = group_norm_modulated::group_norm_silu_modulated::<$t>(p, whole(self), whole(scale), whole(shift), whole(gamma), whole(beta));
+                Ok(Some((CpuStorage::$variant(y), CpuStorage::$variant(mean), CpuStorage::$variant(rstd))))
+            }};
+        }
+        match self {
+            CpuStorage::F32(_) => run!(f32, F32),
+            CpuStorage::F64(_) => run!(f64, F64),
+            _ => Ok(None),
+        }
+    }
+
+    fn group_norm_silu_modulated_backward(
+        &self,
+        scale: &Self,
+        shift: &Self,
+        gamma: &Self,
+        beta: &Self,
+        mean: &Self,
+        rstd: &Self,
+        grad_y: &Self,
+        p: &GroupNormParams,
+    ) -> Result<Option<(Self, Self, Self, Self, Self)>> {
+        for other in [scale, shift, gamma, beta, mean, rstd, grad_y] {
+            check_same("group_norm_silu_modulated backward", self, other)?;
+        }
+        macro_rules! run {
+            ($t:ty, $variant:ident) => {{
+                let whole = whole_slice::<$t>;
+                let (dx, ds, db, dg, dbeta) = group_norm_modulated::group_norm_silu_modulated_backward::<$t>(
+                    p,
+                    whole(self),
+                    whole(scale),
+                    whole(shift),
+                    whole(gamma),
+                    whole(beta),
+                    whole(mean),
+                    whole(rstd),
+                    whole(grad_y),
+                );
+                let wrap = CpuStorage::$variant;
+                Ok(Some((wrap(dx), wrap(ds), wrap(db), wrap(dg), wrap(dbeta))))
+            }};
+        }
+        match self {
+            CpuStorage::F32(_) => run!(f32, F32),
+            CpuStorage::F64(_) => run!(f64, F64),
+            _ => Ok(None),
+        }
     }
 
     fn index_select(&self, layout: &Layout, indices: &Self, il: &Layout, dim: usize) -> Result<Self> {

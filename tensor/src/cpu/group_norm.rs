@@ -37,7 +37,7 @@ use crate::backend::GroupNormParams;
 
 // The CPU kernels' own view of the parameters (defined in `backend.rs`).
 impl GroupNormParams {
-    fn channels_per_group(&self) -> usize {
+    pub(super) fn channels_per_group(&self) -> usize {
         assert!(
             self.groups >= 1 && self.channels % self.groups == 0,
             "group norm: channels must divide into groups"
@@ -46,13 +46,13 @@ impl GroupNormParams {
     }
 
     /// Elements in one (image, group) slice.
-    fn group_len(&self) -> usize {
+    pub(super) fn group_len(&self) -> usize {
         self.channels_per_group() * self.spatial
     }
 
     /// Parallel tasks should hold at least this many groups, so that the
     /// tiny groups of 4x4 maps do not each pay rayon's per-task cost.
-    fn groups_per_task(&self) -> usize {
+    pub(super) fn groups_per_task(&self) -> usize {
         (8 * 1024 / self.group_len().max(1)).max(1)
     }
 }
@@ -60,7 +60,7 @@ impl GroupNormParams {
 /// Partial sums of the f64 loops: two AVX-512 vectors (independent chains
 /// of adds), four AVX2 ones. Each lane adds its own elements in order,
 /// whatever the vector width, so both give the same bits.
-const LANES: usize = 16;
+pub(super) const LANES: usize = 16;
 
 // The per-element loops below run over one channel's row of a group, each
 // also compiled for AVX-512 and for AVX2 + FMA and picked at run time
@@ -81,7 +81,7 @@ pub(super) fn affine_row<T: Float>(out: &mut [T], x: &[T], a: T, b: T, with_silu
 
 /// `affine_row` into a row that need not hold values yet.
 #[inline(always)]
-fn affine_row_into<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], a: T, b: T, with_silu: bool) {
+pub(super) fn affine_row_into<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], a: T, b: T, with_silu: bool) {
     #[inline(always)]
     fn run<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], a: T, b: T, with_silu: bool) {
         // Two loops, not a branch per element, so each vectorises.
@@ -101,7 +101,7 @@ fn affine_row_into<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], a: T, b: T, wi
 
 /// `out = dy * silu'(x * a + b)`: the gradient through the SiLU, its input rebuilt.
 #[inline(always)]
-fn silu_grad_row<T: Float>(out: &mut [T], dy: &[T], x: &[T], a: T, b: T) {
+pub(super) fn silu_grad_row<T: Float>(out: &mut [T], dy: &[T], x: &[T], a: T, b: T) {
     #[inline(always)]
     fn run<T: Float>(out: &mut [T], dy: &[T], x: &[T], a: T, b: T) {
         for ((d, &g), &v) in out.iter_mut().zip(dy).zip(x) {
@@ -114,7 +114,7 @@ fn silu_grad_row<T: Float>(out: &mut [T], dy: &[T], x: &[T], a: T, b: T) {
 /// `out = a * dy + bx * x + c0`: the group norm's input gradient, into a
 /// row that need not hold values yet.
 #[inline(always)]
-fn grad_x_row<T: Float>(out: &mut [MaybeUninit<T>], dy: &[T], x: &[T], a: T, bx: T, c0: T) {
+pub(super) fn grad_x_row<T: Float>(out: &mut [MaybeUninit<T>], dy: &[T], x: &[T], a: T, bx: T, c0: T) {
     #[inline(always)]
     fn run<T: Float>(out: &mut [MaybeUninit<T>], dy: &[T], x: &[T], a: T, bx: T, c0: T) {
         for ((d, &g), &v) in out.iter_mut().zip(dy).zip(x) {

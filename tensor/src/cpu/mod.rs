@@ -15,6 +15,7 @@ mod copy;
 mod elementwise;
 pub mod float;
 pub mod group_norm;
+pub mod group_norm_modulated;
 mod index_select;
 mod memory;
 pub mod matmul;

@@ -48,6 +48,22 @@ pub(super) fn has_avx512() -> bool {
     }
 }
 
+/// `std::array::from_fn`, always inlined, for arrays of vector registers
+/// built inside the hand-written kernels. std's version calls `f` through
+/// a wrapper that the inliner may leave out of line, and code out of line
+/// has no target features: every intrinsic in `f` then became a call, and
+/// a training step took 2.5x as long after an unrelated change moved code
+/// between codegen units.
+#[inline(always)]
+pub(super) fn array_of<T, const N: usize>(mut f: impl FnMut(usize) -> T) -> [T; N] {
+    let mut out = [const { std::mem::MaybeUninit::<T>::uninit() }; N];
+    for (i, slot) in out.iter_mut().enumerate() {
+        slot.write(f(i));
+    }
+    // SAFETY: every element was written, and `MaybeUninit<T>` has `T`'s layout.
+    unsafe { (&out as *const [std::mem::MaybeUninit<T>; N]).cast::<[T; N]>().read() }
+}
+
 /// `avx2_dispatch!(run<T: Float>(x: &[T], y: T) -> f64)` calls `run(x, y)`
 /// compiled with AVX2 + FMA where the CPU has them, else as built. Used as
 /// a function's last expression: it returns from that function.

@@ -63,6 +63,7 @@ use std::mem::MaybeUninit;
 use super::conv::sized;
 use super::conv_direct::{self, Folded, GemmKernel};
 use super::group_norm::{affine_row, biased_row, biased_row_summed, LaneSums};
+use super::simd::array_of;
 use super::threads::sum_in_runs;
 use super::transpose::transpose;
 use crate::backend::Conv2dParams;
@@ -730,7 +731,7 @@ unsafe impl Simd for Avx512 {
         use std::arch::x86_64::*;
         // Each run of four tiles is one vector, a tile's four values in
         // each 128-bit lane.
-        let [a, b, c, d] = std::array::from_fn(|r| _mm512_loadu_ps(base.offset(*index.add(4 * r) as isize)));
+        let [a, b, c, d] = array_of(|r| _mm512_loadu_ps(base.offset(*index.add(4 * r) as isize)));
         // A 4x4 transpose in each 128-bit lane: vector x holds, in lane t,
         // value x of tile t of the four runs...
         let (ab_lo, ab_hi) = (_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
@@ -742,7 +743,7 @@ unsafe impl Simd for Avx512 {
         let by_x = [pairs(ab_lo, cd_lo, false), pairs(ab_lo, cd_lo, true), pairs(ab_hi, cd_hi, false), pairs(ab_hi, cd_hi, true)];
         // ...which one permute puts in tile order (run r's tile t in 4r + t).
         let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-        by_x.map(|v| _mm512_permutexvar_ps(order, v))
+        array_of(|i| _mm512_permutexvar_ps(order, by_x[i]))
     }
     #[inline(always)]
     unsafe fn interleave4(v: [Self::V; 4]) -> [Self::V; 4] {
@@ -790,7 +791,7 @@ unsafe impl Simd for Avx2 {
         let (lo, hi) = (base.offset(*index as isize), base.offset(*index.add(4) as isize));
         // Each 128-bit lane holds one tile's four values: tiles 0 and 1 in
         // `a`, 2 and 3 in `b` (the first run), and so on.
-        let [a, b, c, d] = [lo, lo.add(8), hi, hi.add(8)].map(|at| _mm256_loadu_ps(at));
+        let [a, b, c, d] = array_of(|i| _mm256_loadu_ps([lo, lo.add(8), hi, hi.add(8)][i]));
         // A 4x4 transpose in each 128-bit lane: vector x holds tiles
         // 0, 2, 4, 6 in its low lane and 1, 3, 5, 7 in its high one...
         let (ab_lo, ab_hi) = (_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
@@ -802,7 +803,7 @@ unsafe impl Simd for Avx2 {
         let by_x = [pairs(ab_lo, cd_lo, false), pairs(ab_lo, cd_lo, true), pairs(ab_hi, cd_hi, false), pairs(ab_hi, cd_hi, true)];
         // ...which one permute puts in tile order.
         let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-        by_x.map(|v| _mm256_permutevar8x32_ps(v, order))
+        array_of(|i| _mm256_permutevar8x32_ps(by_x[i], order))
     }
     #[inline(always)]
     unsafe fn interleave4(v: [Self::V; 4]) -> [Self::V; 4] {
@@ -879,18 +880,18 @@ unsafe fn transform_input<S: Simd>(band: &[f32], wb: usize, offsets: &[i32], run
         let index = offsets.as_ptr().add(group);
         let in_runs = all_runs::<S>(runs, group);
         // Rows first (B along x), then columns (Bᵀ along y).
-        let t: [[S::V; PATCH]; PATCH] = std::array::from_fn(|k| {
+        let t: [[S::V; PATCH]; PATCH] = array_of(|k| {
             let base = band.as_ptr().add(k * wb);
             let d = if in_runs {
                 let ([d0, d1, d2, d3], [d4, d5, _, _]) = (S::runs4(index, base), S::runs4(index, base.add(4)));
                 [d0, d1, d2, d3, d4, d5]
             } else {
-                std::array::from_fn(|x| S::gather(index, base.add(x)))
+                array_of(|x| S::gather(index, base.add(x)))
             };
             bt6::<S>(d)
         });
         for j in 0..PATCH {
-            let column = bt6::<S>(std::array::from_fn(|k| t[k][j]));
+            let column = bt6::<S>(array_of(|k| t[k][j]));
             for (i, &value) in column.iter().enumerate() {
                 S::store(v.as_mut_ptr().add((i * PATCH + j) * ld + col + group), value);
             }
@@ -919,10 +920,10 @@ unsafe fn transform_output<S: Simd>(m: &[f32], ld: usize, at: usize, rows: &mut 
     debug_assert!(m.len() >= E * ld && at + BLOCK <= ld && rows.len() >= TILE * TILE * BLOCK);
     for group in (0..BLOCK).step_by(S::LANES) {
         let load = |e: usize| S::load(m.as_ptr().add(e * ld + at + group));
-        let s: [[S::V; TILE]; PATCH] = std::array::from_fn(|i| at6::<S>(std::array::from_fn(|j| load(i * PATCH + j))));
-        let columns: [[S::V; TILE]; TILE] = std::array::from_fn(|j| at6::<S>(std::array::from_fn(|i| s[i][j])));
+        let s: [[S::V; TILE]; PATCH] = array_of(|i| at6::<S>(array_of(|j| load(i * PATCH + j))));
+        let columns: [[S::V; TILE]; TILE] = array_of(|j| at6::<S>(array_of(|i| s[i][j])));
         for dy in 0..TILE {
-            let out = S::interleave4(std::array::from_fn(|j| columns[j][dy]));
+            let out = S::interleave4(array_of(|j| columns[j][dy]));
             let dst = rows.as_mut_ptr().add(dy * TILE * BLOCK + group * TILE);
             for (q, &value) in out.iter().enumerate() {
                 S::store(dst.add(S::LANES * q), value);
@@ -961,12 +962,12 @@ unsafe fn transform_grad<S: Simd>(band: &[f32], wg: usize, offsets: &[i32], runs
         let index = offsets.as_ptr().add(group);
         let in_runs = all_runs::<S>(runs, group);
         // Rows first (along x), then columns (along y), as `V`.
-        let t: [[S::V; PATCH]; TILE] = std::array::from_fn(|k| {
+        let t: [[S::V; PATCH]; TILE] = array_of(|k| {
             let base = band.as_ptr().add(k * wg);
-            a6::<S>(if in_runs { S::runs4(index, base) } else { std::array::from_fn(|x| S::gather(index, base.add(x))) })
+            a6::<S>(if in_runs { S::runs4(index, base) } else { array_of(|x| S::gather(index, base.add(x))) })
         });
         for j in 0..PATCH {
-            let column = a6::<S>(std::array::from_fn(|k| t[k][j]));
+            let column = a6::<S>(array_of(|k| t[k][j]));
             for (i, &value) in column.iter().enumerate() {
                 S::store(w.as_mut_ptr().add((i * PATCH + j) * ld + col + group), value);
             }

@@ -252,6 +252,138 @@ impl Tensor {
         Ok((Tensor::from_storage(dx, self.shape()), Tensor::from_storage(dg, [p.channels]), Tensor::from_storage(db, [p.channels])))
     }
 
+    /// `silu(group_norm(self * scale + shift))`, with `scale` and `shift`
+    /// `[N, C]`: one scale and shift per (image, channel), as a time
+    /// embedding modulates a U-Net's features. Backends with a fused
+    /// kernel never make the modulated tensor; the others compose the op.
+    /// Returns (y, mean [N, G], rstd [N, G]), the statistics those of the
+    /// modulated tensor.
+    #[allow(clippy::too_many_arguments)]
+    pub fn group_norm_silu_modulated(&self, groups: usize, scale: &Tensor, shift: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
+        let op = "group_norm_silu_modulated";
+        let p = self.modulated_norm_params(op, groups, scale, shift, gamma, beta, eps)?;
+        let (x, s, b, g, bt) = (self.whole()?, scale.whole()?, shift.whole()?, gamma.whole()?, beta.whole()?);
+        let fused = dispatch!(
+            "group_norm_silu_modulated",
+            (&*x.storage(), &*s.storage(), &*b.storage(), &*g.storage(), &*bt.storage()),
+            |xs, ss, bs, gs, bts; wrap| xs.group_norm_silu_modulated(ss, bs, gs, bts, &p)?.map(|(y, m, r)| (wrap(y), wrap(m), wrap(r)))
+        );
+        match fused {
+            Some((y, mean, rstd)) => {
+                let stats = [p.batch, p.groups];
+                Ok((Tensor::from_storage(y, self.shape()), Tensor::from_storage(mean, stats), Tensor::from_storage(rstd, stats)))
+            }
+            None => self.group_norm_silu_modulated_composed(groups, scale, shift, gamma, beta, eps),
+        }
+    }
+
+    /// `group_norm_silu_modulated` from plain ops: the modulated tensor, then
+    /// `group_norm_silu`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn group_norm_silu_modulated_composed(&self, groups: usize, scale: &Tensor, shift: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
+        self.modulated_norm_params("group_norm_silu_modulated", groups, scale, shift, gamma, beta, eps)?;
+        self.modulate(scale, shift)?.group_norm_silu(groups, gamma, beta, eps)
+    }
+
+    /// The backward of `group_norm_silu_modulated`; `self` is its input x,
+    /// `mean` and `rstd` what its forward returned. Returns (grad_x,
+    /// grad_scale, grad_shift, grad_gamma, grad_beta).
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    pub fn group_norm_silu_modulated_backward(
+        &self,
+        scale: &Tensor,
+        shift: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        mean: &Tensor,
+        rstd: &Tensor,
+        grad_y: &Tensor,
+        groups: usize,
+        eps: f64,
+    ) -> Result<(Tensor, Tensor, Tensor, Tensor, Tensor)> {
+        let op = "group_norm_silu_modulated_backward";
+        let p = self.modulated_norm_params(op, groups, scale, shift, gamma, beta, eps)?;
+        expect_shape(op, grad_y, self.dims())?;
+        expect_shape("group_norm_silu_modulated_backward mean", mean, &[p.batch, p.groups])?;
+        expect_shape("group_norm_silu_modulated_backward rstd", rstd, &[p.batch, p.groups])?;
+        // The kernels read whole buffers from offset 0.
+        let (x, s, b, g, bt) = (self.whole()?, scale.whole()?, shift.whole()?, gamma.whole()?, beta.whole()?);
+        let (m, r, gy) = (mean.whole()?, rstd.whole()?, grad_y.whole()?);
+        let fused = dispatch!(
+            "group_norm_silu_modulated_backward",
+            (&*x.storage(), &*s.storage(), &*b.storage(), &*g.storage(), &*bt.storage(), &*m.storage(), &*r.storage(), &*gy.storage()),
+            |xs, ss, bs, gs, bts, ms, rs, gys; wrap| xs
+                .group_norm_silu_modulated_backward(ss, bs, gs, bts, ms, rs, gys, &p)?
+                .map(|(dx, ds, db, dg, dbt)| (wrap(dx), wrap(ds), wrap(db), wrap(dg), wrap(dbt)))
+        );
+        match fused {
+            Some((dx, ds, db, dg, dbt)) => {
+                let (nc, c) = ([p.batch, p.channels], [p.channels]);
+                Ok((
+                    Tensor::from_storage(dx, self.shape()),
+                    Tensor::from_storage(ds, nc),
+                    Tensor::from_storage(db, nc),
+                    Tensor::from_storage(dg, c),
+                    Tensor::from_storage(dbt, c),
+                ))
+            }
+            None => self.group_norm_silu_modulated_backward_composed(scale, shift, gamma, beta, mean, rstd, grad_y, groups, eps),
+        }
+    }
+
+    /// `group_norm_silu_modulated_backward` from plain ops: the modulated
+    /// tensor z rebuilt, `group_norm_silu_backward` at z, then the chain
+    /// rule through `z = x * scale + shift`.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    pub fn group_norm_silu_modulated_backward_composed(
+        &self,
+        scale: &Tensor,
+        shift: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        mean: &Tensor,
+        rstd: &Tensor,
+        grad_y: &Tensor,
+        groups: usize,
+        eps: f64,
+    ) -> Result<(Tensor, Tensor, Tensor, Tensor, Tensor)> {
+        let p = self.modulated_norm_params("group_norm_silu_modulated_backward", groups, scale, shift, gamma, beta, eps)?;
+        let z = self.modulate(scale, shift)?;
+        let (dz, dgamma, dbeta) = z.group_norm_silu_backward(gamma, beta, mean, rstd, grad_y, groups, eps)?;
+        let per_channel = |t: &Tensor| -> Result<Tensor> { t.reshape([p.batch, p.channels, p.spatial])?.sum(&[2], false) };
+        let dx = dz.mul(&scale.reshape(self.per_channel_dims())?)?;
+        let (dscale, dshift) = (per_channel(&dz.mul(self)?)?, per_channel(&dz)?);
+        Ok((dx, dscale, dshift, dgamma, dbeta))
+    }
+
+    /// `[N, C, 1, ...]` for a `[N, C, ...]` self: the shape a per (image,
+    /// channel) value broadcasts from.
+    fn per_channel_dims(&self) -> Vec<usize> {
+        let mut dims = vec![1; self.rank()];
+        dims[..2].copy_from_slice(&self.dims()[..2]);
+        dims
+    }
+
+    /// `self * scale + shift`, scale and shift `[N, C]`.
+    fn modulate(&self, scale: &Tensor, shift: &Tensor) -> Result<Tensor> {
+        let dims = self.per_channel_dims();
+        self.mul(&scale.reshape(dims.as_slice())?)?.add(&shift.reshape(dims.as_slice())?)
+    }
+
+    /// The checks of the modulated group norm's operands, and its parameters.
+    #[allow(clippy::too_many_arguments)]
+    fn modulated_norm_params(&self, op: &'static str, groups: usize, scale: &Tensor, shift: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<GroupNormParams> {
+        let p = self.group_norm_params(op, groups, eps)?;
+        for other in [scale, shift, gamma, beta] {
+            same_dtype(op, self, other)?;
+        }
+        expect_shape("group_norm_silu_modulated scale", scale, &[p.batch, p.channels])?;
+        expect_shape("group_norm_silu_modulated shift", shift, &[p.batch, p.channels])?;
+        expect_shape("group_norm_silu_modulated gamma", gamma, &[p.channels])?;
+        expect_shape("group_norm_silu_modulated beta", beta, &[p.channels])?;
+        Ok(p)
+    }
+
     fn group_norm_params(&self, op: &'static str, groups: usize, eps: f64) -> Result<GroupNormParams> {
         if self.rank() < 2 {
             return Err(Error::BadShape { op, shape: self.shape().clone(), msg: "expected [N, C, ...]".into() });
