@@ -223,46 +223,63 @@ pub(super) fn biased_row_summed<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], b
         // Two copies of the loops, not a branch per element, so each
         // vectorises; without a residual, `x` stands in for it, unread.
         match residual {
-            Some(residual) => summed_runs(out, x, residual, sums, |v, r| v + bias + r),
-            None => summed_runs(out, x, x, sums, |v, _| v + bias),
+            Some(residual) => summed_runs::<T, true>(out, x, residual, bias, sums),
+            None => summed_runs::<T, false>(out, x, x, bias, sums),
         }
     }
     assert!(x.len() == out.len() && residual.is_none_or(|r| r.len() == out.len()), "one row length");
     simd_dispatch!(run<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], bias: T, residual: Option<&[T]>, sums: &mut LaneSums))
 }
 
-/// `out[i] = value(x[i], r[i])`, each value added into `sums`: runs of
-/// `LANES`, then of 8, then one at a time into lane 0. The slices have
-/// one length.
+/// `out[i] = x[i] + bias`, with `RESIDUAL` `+ r[i]`, each value added
+/// into `sums`: runs of `LANES`, then of 8, then one at a time into lane 0.
+/// The slices have one length.
+///
+/// Plain functions all the way down, no closures: with the value passed
+/// in as a closure, the inliner left its call out of line, compiled
+/// without the caller's vector instructions, and every element paid a call.
 #[inline(always)]
-fn summed_runs<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], r: &[T], sums: &mut LaneSums, value: impl Fn(T, T) -> T) {
+fn summed_runs<T: Float, const RESIDUAL: bool>(out: &mut [MaybeUninit<T>], x: &[T], r: &[T], bias: T, sums: &mut LaneSums) {
     // The sums live in registers for the row, not behind `sums`.
     let (mut s, mut q) = (sums.values, sums.squares);
-    let mut run = |o: &mut [MaybeUninit<T>], xs: &[T], rs: &[T]| {
-        for (l, ((o, &v), &r)) in o.iter_mut().zip(xs).zip(rs).enumerate() {
-            let d = o.write(value(v, r)).to_f64();
-            s[l] += d;
-            q[l] += d * d;
-        }
-    };
     let n = out.len();
     let (wide, rest) = out.split_at_mut(n - n % LANES);
     for ((o, xs), rs) in wide.chunks_exact_mut(LANES).zip(x.chunks_exact(LANES)).zip(r.chunks_exact(LANES)) {
         let o: &mut [MaybeUninit<T>; LANES] = o.try_into().expect("LANES values");
-        run(o, xs, rs);
+        summed_run::<T, RESIDUAL>(o, xs, rs, bias, &mut s, &mut q);
     }
     let (x, r) = (&x[wide.len()..], &r[wide.len()..]);
     let eights = if rest.len() >= 8 { 8 } else { 0 };
     let (eight, tail) = rest.split_at_mut(eights);
     if let Ok(o) = <&mut [MaybeUninit<T>; 8]>::try_from(eight) {
-        run(o, &x[..8], &r[..8]);
+        summed_run::<T, RESIDUAL>(o, &x[..8], &r[..8], bias, &mut s, &mut q);
     }
     for ((o, &v), &r) in tail.iter_mut().zip(&x[eights..]).zip(&r[eights..]) {
-        let d = o.write(value(v, r)).to_f64();
+        let d = o.write(row_value::<T, RESIDUAL>(v, r, bias)).to_f64();
         s[0] += d;
         q[0] += d * d;
     }
     (sums.values, sums.squares) = (s, q);
+}
+
+/// One run of `summed_runs`, value `l` into lane `l`.
+#[inline(always)]
+fn summed_run<T: Float, const RESIDUAL: bool>(o: &mut [MaybeUninit<T>], xs: &[T], rs: &[T], bias: T, s: &mut [f64; LANES], q: &mut [f64; LANES]) {
+    for (l, ((o, &v), &r)) in o.iter_mut().zip(xs).zip(rs).enumerate() {
+        let d = o.write(row_value::<T, RESIDUAL>(v, r, bias)).to_f64();
+        s[l] += d;
+        q[l] += d * d;
+    }
+}
+
+/// `v + bias`, with `RESIDUAL` `v + bias + r`.
+#[inline(always)]
+fn row_value<T: Float, const RESIDUAL: bool>(v: T, r: T, bias: T) -> T {
+    if RESIDUAL {
+        v + bias + r
+    } else {
+        v + bias
+    }
 }
 
 /// `(sum(dy), sum(dy * (x - mean)))` in f64.
