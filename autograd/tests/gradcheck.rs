@@ -173,8 +173,8 @@ proptest! {
 
     #[test]
     fn group_norm_silu_modulated(
-        (x, scale, shift, gamma, beta, groups) in (1usize..3, 1usize..3, 1usize..3, 1usize..4, 2usize..4)
-            .prop_flat_map(|(n, groups, per_group, h, w)| {
+        (x, scale, shift, gamma, beta, groups, seed) in (1usize..3, 1usize..3, 1usize..3, 1usize..4, 2usize..4, prop::option::of(any::<u64>()))
+            .prop_flat_map(|(n, groups, per_group, h, w, seed)| {
                 let c = groups * per_group;
                 (
                     arb(vec![n, c, h, w], -2.0, 2.0),
@@ -183,20 +183,27 @@ proptest! {
                     arb(vec![c], 0.5, 1.5),
                     arb(vec![c], -1.0, 1.0),
                     Just(groups),
+                    Just(seed),
                 )
             })
     ) {
         // The fused op against the composition it replaces (product, sum,
-        // `group_norm_silu`), every part of which is checked above.
+        // `group_norm_silu`, and the dropout mask where there is one), every
+        // part of which is checked above.
+        let mask = seed.map(|seed| Tensor::dropout_mask(0.3, x.dims(), x.dtype(), x.device(), &mut Rng::new(seed)).unwrap());
         let (n, c) = (x.dims()[0], x.dims()[1]);
         let inputs = [&x, &scale, &shift, &gamma, &beta];
         let grads = |fused: bool| -> Vec<Vec<f64>> {
             let v: Vec<Var> = inputs.iter().map(|t| Var::param((*t).clone())).collect();
             let y = if fused {
-                v[0].group_norm_silu_modulated(groups, &v[1], &v[2], &v[3], &v[4], 1e-5).unwrap()
+                v[0].group_norm_silu_modulated(groups, &v[1], &v[2], &v[3], &v[4], 1e-5, mask.as_ref()).unwrap()
             } else {
                 let z = v[0].mul(&v[1].reshape([n, c, 1, 1]).unwrap()).unwrap().add(&v[2].reshape([n, c, 1, 1]).unwrap()).unwrap();
-                z.group_norm_silu(groups, &v[3], &v[4], 1e-5).unwrap()
+                let y = z.group_norm_silu(groups, &v[3], &v[4], 1e-5).unwrap();
+                match &mask {
+                    Some(m) => y.mul(&Var::constant(m.clone())).unwrap(),
+                    None => y,
+                }
             };
             let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
             v.iter().map(|v| g.get(v).unwrap().to_vec::<f64>().unwrap()).collect()
@@ -208,16 +215,16 @@ proptest! {
         }
         // The tensor crate's composed fallback (what backends without the
         // fused kernel run) against its fused kernel, forward and backward.
-        let (y, mean, rstd) = x.group_norm_silu_modulated(groups, &scale, &shift, &gamma, &beta, 1e-5).unwrap();
-        let (y2, mean2, rstd2) = x.group_norm_silu_modulated_composed(groups, &scale, &shift, &gamma, &beta, 1e-5).unwrap();
+        let (y, mean, rstd) = x.group_norm_silu_modulated(groups, &scale, &shift, &gamma, &beta, 1e-5, mask.as_ref()).unwrap();
+        let (y2, mean2, rstd2) = x.group_norm_silu_modulated_composed(groups, &scale, &shift, &gamma, &beta, 1e-5, mask.as_ref()).unwrap();
         for (a, b) in [(&y, &y2), (&mean, &mean2), (&rstd, &rstd2)] {
             for (a, b) in a.to_vec::<f64>().unwrap().iter().zip(b.to_vec::<f64>().unwrap()) {
                 prop_assert!((a - b).abs() <= 1e-9 * (1.0 + b.abs()), "forward {a} against {b} composed");
             }
         }
         let upstream = y.mul_scalar(2.0).unwrap();
-        let fused = x.group_norm_silu_modulated_backward(&scale, &shift, &gamma, &beta, &mean, &rstd, &upstream, groups, 1e-5).unwrap();
-        let apart = x.group_norm_silu_modulated_backward_composed(&scale, &shift, &gamma, &beta, &mean, &rstd, &upstream, groups, 1e-5).unwrap();
+        let fused = x.group_norm_silu_modulated_backward(&scale, &shift, &gamma, &beta, &mean, &rstd, &upstream, groups, 1e-5, mask.as_ref()).unwrap();
+        let apart = x.group_norm_silu_modulated_backward_composed(&scale, &shift, &gamma, &beta, &mean, &rstd, &upstream, groups, 1e-5, mask.as_ref()).unwrap();
         for (a, b) in [(&fused.0, &apart.0), (&fused.1, &apart.1), (&fused.2, &apart.2), (&fused.3, &apart.3), (&fused.4, &apart.4)] {
             prop_assert_eq!(a.dims(), b.dims());
             for (a, b) in a.to_vec::<f64>().unwrap().iter().zip(b.to_vec::<f64>().unwrap()) {

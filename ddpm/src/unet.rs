@@ -55,11 +55,11 @@ impl ResBlock {
         }
         let y = self.conv1.forward(&self.norm1.forward_silu(x, ctx)?, ctx)?;
         // y * (time_scale(t) + 1) + time_shift(t), per image and channel,
-        // applied inside the second norm's passes.
+        // and the dropout after the SiLU, applied inside the second norm's passes.
         let scale = self.time_scale.forward(time, ctx)?.add_scalar(1.0)?;
         let shift = self.time_shift.forward(time, ctx)?;
-        let y = self.norm2.forward_silu_modulated(&y, &scale, &shift, ctx)?;
-        let y = self.conv2.forward(&self.dropout.forward(&y, ctx)?, ctx)?;
+        let y = self.norm2.forward_silu_modulated(&y, &scale, &shift, Some(&self.dropout), ctx)?;
+        let y = self.conv2.forward(&y, ctx)?;
         let skip = match &self.skip {
             Some(conv) => conv.forward(x, ctx)?,
             None => x.clone(),

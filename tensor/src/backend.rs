@@ -334,12 +334,13 @@ pub trait BackendStorage: Sized {
     #[allow(clippy::too_many_arguments)]
     fn group_norm_silu_backward(&self, gamma: &Self, beta: &Self, mean: &Self, rstd: &Self, grad_y: &Self, p: &GroupNormParams) -> Result<(Self, Self, Self)>;
     /// `silu(group_norm(x * scale + shift))` without the modulated tensor,
-    /// `scale` and `shift` `[N, C]`: (y, mean, rstd), the statistics those
-    /// of `x * scale + shift`. `None` (the default) when this backend has no
-    /// fused kernel for this dtype: the front end then composes the op. All
+    /// `scale` and `shift` `[N, C]`, times `mask` (a dropout mask as large
+    /// as x) where given: (y, mean, rstd), the statistics those of `x *
+    /// scale + shift`. `None` (the default) when this backend has no fused
+    /// kernel for this dtype: the front end then composes the op. All
     /// inputs contiguous from offset 0.
     #[allow(clippy::too_many_arguments)]
-    fn group_norm_silu_modulated(&self, _scale: &Self, _shift: &Self, _gamma: &Self, _beta: &Self, _p: &GroupNormParams) -> Result<Option<(Self, Self, Self)>> {
+    fn group_norm_silu_modulated(&self, _scale: &Self, _shift: &Self, _gamma: &Self, _beta: &Self, _mask: Option<&Self>, _p: &GroupNormParams) -> Result<Option<(Self, Self, Self)>> {
         Ok(None)
     }
     /// Its backward: (grad_x, grad_scale, grad_shift, grad_gamma,
@@ -354,6 +355,7 @@ pub trait BackendStorage: Sized {
         _mean: &Self,
         _rstd: &Self,
         _grad_y: &Self,
+        _mask: Option<&Self>,
         _p: &GroupNormParams,
     ) -> Result<Option<(Self, Self, Self, Self, Self)>> {
         Ok(None)
@@ -386,6 +388,15 @@ pub trait BackendStorage: Sized {
     /// the same mask with `bernoulli` and multiplies.
     #[allow(clippy::too_many_arguments)]
     fn dropout(&self, _layout: &Layout, _keep: f64, _scale: f64, _key: u64, _start: u64) -> Result<Option<(Self, Self)>> {
+        Ok(None)
+    }
+
+    /// The mask alone of `dropout` for `n` elements (the same draws):
+    /// `scale` where kept, else 0. `None` (the default) when this backend
+    /// has no kernel for this dtype: the front end then draws it with
+    /// `bernoulli`.
+    #[allow(clippy::too_many_arguments)]
+    fn dropout_mask(_device: &Self::Device, _n: usize, _dtype: DType, _keep: f64, _scale: f64, _key: u64, _start: u64) -> Result<Option<Self>> {
         Ok(None)
     }
 

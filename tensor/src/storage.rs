@@ -151,6 +151,15 @@ impl Storage {
         })
     }
 
+    /// `BackendStorage::dropout_mask` on `device`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn dropout_mask(device: &Device, n: usize, dtype: DType, keep: f64, scale: f64, key: u64, start: u64) -> Result<Option<Storage>> {
+        Ok(match device {
+            Device::Cpu => CpuStorage::dropout_mask(&CpuDevice, n, dtype, keep, scale, key, start)?.map(Storage::Cpu),
+            Device::Cuda(d) => CudaStorage::dropout_mask(d, n, dtype, keep, scale, key, start)?.map(Storage::Cuda),
+        })
+    }
+
     /// A host storage moved onto `device` (no copy when that is the host).
     pub fn from_cpu(device: &Device, cpu: CpuStorage) -> Result<Storage> {
         Ok(match device {

@@ -928,3 +928,23 @@ fn convolutions_of_empty_tensors() {
         }
     }
 }
+
+/// `dropout_mask` draws the mask `dropout` applies, value for value, and
+/// leaves the generator where `dropout` would, in both dtypes the CPU
+/// computes in, at several sizes.
+#[test]
+fn dropout_mask_is_the_mask_of_dropout() {
+    for dtype in [DType::F32, DType::F64] {
+        for n in [1usize, 17, 1000, 70_001] {
+            let x = Tensor::ones([n], dtype, &CPU).unwrap();
+            let (mut a, mut b) = (Rng::new(7), Rng::new(7));
+            let (_, want) = x.dropout(0.3, &mut a).unwrap();
+            let mask = Tensor::dropout_mask(0.3, [n], dtype, &CPU, &mut b).unwrap();
+            assert_eq!(mask.dtype(), dtype);
+            assert_eq!(mask.to_f64_vec().unwrap(), want.to_f64_vec().unwrap(), "{dtype} n={n}");
+            assert_eq!((a.key, a.counter), (b.key, b.counter), "the generators moved alike");
+        }
+    }
+    let mut rng = Rng::new(0);
+    assert_eq!(err_text(Tensor::dropout_mask(1.5, [2], DType::F32, &CPU, &mut rng)), "dropout_mask: probability 1.5 is outside [0, 1]");
+}

@@ -10,7 +10,8 @@
 //! - group norm: the fused `group_norm_backward`, fed with the per-group
 //!   mean and 1/std the forward kernel returned (`group_norm_silu` likewise,
 //!   with the SiLU folded into both kernels, and `group_norm_silu_modulated`
-//!   with a per-channel scale and shift before the norm too);
+//!   with a per-channel scale and shift before the norm and a dropout mask
+//!   after it too);
 //! - batch norm: the same two kernels on the channel-major copy
 //!   `[1, C, N*H*W]`, where each channel is one group.
 
@@ -79,16 +80,18 @@ impl Var {
     }
 
     /// `silu(group_norm(self * scale + shift))` as one op, `scale` and
-    /// `shift` `[N, C]` (a time embedding's modulation of the features):
+    /// `shift` `[N, C]` (a time embedding's modulation of the features),
+    /// times `mask` where given (a dropout mask, `Tensor::dropout_mask`):
     /// neither the modulated nor the normalised tensor is made or kept; the
     /// backward rebuilds what it needs from x, the modulation and the
     /// statistics.
-    pub fn group_norm_silu_modulated(&self, groups: usize, scale: &Var, shift: &Var, gamma: &Var, beta: &Var, eps: f64) -> Result<Var> {
-        let (y, mean, rstd) = self.tensor().group_norm_silu_modulated(groups, scale.tensor(), shift.tensor(), gamma.tensor(), beta.tensor(), eps)?;
+    #[allow(clippy::too_many_arguments)]
+    pub fn group_norm_silu_modulated(&self, groups: usize, scale: &Var, shift: &Var, gamma: &Var, beta: &Var, eps: f64, mask: Option<&Tensor>) -> Result<Var> {
+        let (y, mean, rstd) = self.tensor().group_norm_silu_modulated(groups, scale.tensor(), shift.tensor(), gamma.tensor(), beta.tensor(), eps, mask)?;
         let (x, s, b) = (self.tensor().clone(), scale.tensor().clone(), shift.tensor().clone());
-        let (gm, bt) = (gamma.tensor().clone(), beta.tensor().clone());
+        let (gm, bt, mask) = (gamma.tensor().clone(), beta.tensor().clone(), mask.cloned());
         Ok(Var::from_op("group_norm_silu_modulated", y, &[self, scale, shift, gamma, beta], move |g, need| {
-            let (dx, ds, db, dg, dbt) = x.group_norm_silu_modulated_backward(&s, &b, &gm, &bt, &mean, &rstd, g, groups, eps)?;
+            let (dx, ds, db, dg, dbt) = x.group_norm_silu_modulated_backward(&s, &b, &gm, &bt, &mean, &rstd, g, groups, eps, mask.as_ref())?;
             Ok(vec![need[0].then_some(dx), need[1].then_some(ds), need[2].then_some(db), need[3].then_some(dg), need[4].then_some(dbt)])
         }))
     }

@@ -3,6 +3,7 @@
 
 use crate::{Ctx, Module, NnError, Result};
 use autograd::Var;
+use tensor::{DType, Device, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 /// ```
@@ -30,6 +31,19 @@ impl Dropout {
             return Err(NnError::bad("Dropout", format!("probability must be in [0, 1), got {p}")));
         }
         Ok(Dropout { p })
+    }
+}
+
+impl Dropout {
+    /// The scaled mask this layer would apply to a tensor of `shape` in
+    /// training (the same draws as `forward`), for an op that applies it as
+    /// it writes its output; `None` where `forward` is the identity.
+    pub fn mask(&self, shape: &[usize], dtype: DType, device: &Device, ctx: &mut Ctx) -> Result<Option<Tensor>> {
+        if ctx.train && self.p > 0.0 {
+            Ok(Some(Tensor::dropout_mask(self.p, shape, dtype, device, &mut ctx.rng)?))
+        } else {
+            Ok(None)
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Group normalisation with a learned per-channel gain and bias, as
 //! `torch.nn.GroupNorm` (eps 1e-5, gain 1, bias 0).
 
-use crate::{Ctx, Init, Module, NnError, Path, Result};
+use crate::{Ctx, Dropout, Init, Module, NnError, Path, Result};
 use autograd::Var;
 use tensor::{DType, Tensor};
 
@@ -34,13 +34,19 @@ impl GroupNorm {
 
     /// `silu(self.forward(x * scale + shift))` in one fused op, `scale`
     /// and `shift` `[N, C]` (one per image and channel, e.g. from a time
-    /// embedding): the modulated tensor is never made, and the backward
-    /// takes the same two passes as `forward_silu`'s.
-    pub fn forward_silu_modulated(&self, x: &Var, scale: &Var, shift: &Var, _ctx: &mut Ctx) -> Result<Var> {
+    /// embedding), followed by `dropout` where given: the modulated tensor
+    /// is never made, in training the dropout's mask is applied as the
+    /// output is written, and the backward takes the same two passes as
+    /// `forward_silu`'s.
+    pub fn forward_silu_modulated(&self, x: &Var, scale: &Var, shift: &Var, dropout: Option<&Dropout>, ctx: &mut Ctx) -> Result<Var> {
         let stats = self.weight.dtype();
         let in_stats = |v: &Var| if v.dtype() == stats || !v.dtype().is_float() { Ok(v.clone()) } else { v.to_dtype(stats) };
         let (scale, shift) = (in_stats(scale)?, in_stats(shift)?);
-        self.in_stats_dtype(x, |x| x.group_norm_silu_modulated(self.groups, &scale, &shift, &self.weight, &self.bias, self.eps))
+        let mask = match dropout {
+            Some(dropout) => dropout.mask(x.dims(), stats, x.device(), ctx)?,
+            None => None,
+        };
+        self.in_stats_dtype(x, |x| x.group_norm_silu_modulated(self.groups, &scale, &shift, &self.weight, &self.bias, self.eps, mask.as_ref()))
     }
 
     /// `norm(x)`, where a half-precision x is normalised in the parameters'

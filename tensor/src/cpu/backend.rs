@@ -95,6 +95,14 @@ impl BackendStorage for CpuStorage {
         CpuStorage::normal(n, dtype, key, start, mean, std)
     }
 
+    fn dropout_mask(_: &CpuDevice, n: usize, dtype: DType, keep: f64, scale: f64, key: u64, start: u64) -> Result<Option<Self>> {
+        Ok(match dtype {
+            DType::F32 => Some(CpuStorage::F32(random::dropout_mask(n, keep, scale, key, start))),
+            DType::F64 => Some(CpuStorage::F64(random::dropout_mask(n, keep, scale, key, start))),
+            _ => None,
+        })
+    }
+
     fn from_cpu(_: &CpuDevice, cpu: &CpuStorage) -> Result<Self> {
         Ok(cpu.clone())
     }
@@ -320,14 +328,14 @@ impl BackendStorage for CpuStorage {
         normalise_backward("group_norm_silu backward", self, gamma, Some(beta), mean, rstd, grad_y, p)
     }
 
-    fn group_norm_silu_modulated(&self, scale: &Self, shift: &Self, gamma: &Self, beta: &Self, p: &GroupNormParams) -> Result<Option<(Self, Self, Self)>> {
-        for other in [scale, shift, gamma, beta] {
+    fn group_norm_silu_modulated(&self, scale: &Self, shift: &Self, gamma: &Self, beta: &Self, mask: Option<&Self>, p: &GroupNormParams) -> Result<Option<(Self, Self, Self)>> {
+        for other in [scale, shift, gamma, beta].into_iter().chain(mask) {
             check_same("group_norm_silu_modulated", self, other)?;
         }
         macro_rules! run {
             ($t:ty, $variant:ident) => {{
                 let whole = whole_slice::<$t>;
-                let (y, mean, rstd) = group_norm_modulated::group_norm_silu_modulated::<$t>(p, whole(self), whole(scale), whole(shift), whole(gamma), whole(beta));
+                let (y, mean, rstd) = group_norm_modulated::group_norm_silu_modulated::<$t>(p, whole(self), whole(scale), whole(shift), whole(gamma), whole(beta), mask.map(whole));
                 Ok(Some((CpuStorage::$variant(y), CpuStorage::$variant(mean), CpuStorage::$variant(rstd))))
             }};
         }
@@ -347,9 +355,10 @@ impl BackendStorage for CpuStorage {
         mean: &Self,
         rstd: &Self,
         grad_y: &Self,
+        mask: Option<&Self>,
         p: &GroupNormParams,
     ) -> Result<Option<(Self, Self, Self, Self, Self)>> {
-        for other in [scale, shift, gamma, beta, mean, rstd, grad_y] {
+        for other in [scale, shift, gamma, beta, mean, rstd, grad_y].into_iter().chain(mask) {
             check_same("group_norm_silu_modulated backward", self, other)?;
         }
         macro_rules! run {
@@ -365,6 +374,7 @@ impl BackendStorage for CpuStorage {
                     whole(mean),
                     whole(rstd),
                     whole(grad_y),
+                    mask.map(whole),
                 );
                 let wrap = CpuStorage::$variant;
                 Ok(Some((wrap(dx), wrap(ds), wrap(db), wrap(dg), wrap(dbeta))))

@@ -25,12 +25,21 @@
 //! sums taken in the same pass as the group norm's own: `sum(dy_u)`,
 //! `sum(dy_u * d)`, `sum(d)` and `sum(d^2)`, with `d = x - x_first`.
 //!
+//! An optional dropout mask (the scaled mask of `Tensor::dropout_mask`)
+//! multiplies the output as it is written, and the incoming gradient as it
+//! is read: the dropout that follows this norm in the U-Net, without its
+//! own pass each way and the tensor in between. Products are taken in the
+//! same order as the separate ops take them, so the results are the same.
+//!
 //! The statistics returned are those of z (what the backward needs); the
 //! reference is `group_norm_silu` of the modulated tensor, which the tests
 //! and the front end's fallback for other backends compose.
 
 use rayon::prelude::*;
 
+use std::mem::MaybeUninit;
+
+use super::elementwise::{silu, silu_grad};
 use super::float::Float;
 use super::group_norm::{affine_row_into, grad_x_row, shifted_sums, silu_grad_row, LANES};
 use super::simd::simd_dispatch;
@@ -76,8 +85,37 @@ fn group_moments(rows: &[RowMoments], per_row: usize) -> (f64, f64) {
     (mean, (squares / n).max(0.0))
 }
 
+/// `out = silu(x * a + b) * mask`.
+#[inline(always)]
+fn masked_silu_row<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], mask: &[T], a: T, b: T) {
+    #[inline(always)]
+    fn run<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], mask: &[T], a: T, b: T) {
+        for ((o, &v), &m) in out.iter_mut().zip(x).zip(mask) {
+            o.write(silu(v * a + b) * m);
+        }
+    }
+    assert!(x.len() == out.len() && mask.len() == out.len(), "one row length");
+    simd_dispatch!(run<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], mask: &[T], a: T, b: T))
+}
+
+/// `out = (dy * mask) * silu'(x * a + b)`: the gradient back through the
+/// dropout and the SiLU, its input rebuilt.
+#[inline(always)]
+fn masked_silu_grad_row<T: Float>(out: &mut [T], dy: &[T], x: &[T], mask: &[T], a: T, b: T) {
+    #[inline(always)]
+    fn run<T: Float>(out: &mut [T], dy: &[T], x: &[T], mask: &[T], a: T, b: T) {
+        for (((d, &g), &v), &m) in out.iter_mut().zip(dy).zip(x).zip(mask) {
+            *d = g * m * silu_grad(v * a + b);
+        }
+    }
+    assert!(dy.len() == out.len() && x.len() == out.len() && mask.len() == out.len(), "one row length");
+    simd_dispatch!(run<T: Float>(out: &mut [T], dy: &[T], x: &[T], mask: &[T], a: T, b: T))
+}
+
 /// Returns (y, mean [N*G], rstd [N*G]) with y = silu(group_norm(z)), z =
 /// x * scale + shift, `scale` and `shift` [N*C]; the statistics are z's.
+/// With a `mask` (as long as x), y is multiplied by it.
+#[allow(clippy::too_many_arguments)]
 pub fn group_norm_silu_modulated<T: Float>(
     p: &GroupNormParams,
     x: &[T],
@@ -85,6 +123,7 @@ pub fn group_norm_silu_modulated<T: Float>(
     shift: &[T],
     gamma: &[T],
     beta: &[T],
+    mask: Option<&[T]>,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     let cpg = p.channels_per_group();
     let len = p.group_len();
@@ -94,6 +133,7 @@ pub fn group_norm_silu_modulated<T: Float>(
     assert_eq!(shift.len(), p.batch * p.channels);
     assert_eq!(gamma.len(), p.channels);
     assert_eq!(beta.len(), p.channels);
+    assert!(mask.is_none_or(|m| m.len() == x.len()), "a mask as long as x");
     let mut mean = vec![T::ZERO; ng];
     let mut rstd = vec![T::ZERO; ng];
     if len == 0 {
@@ -121,7 +161,11 @@ pub fn group_norm_silu_modulated<T: Float>(
                 let c = g * cpg + ci;
                 // u = (x * s + b - m) * r * gamma + beta = x * (s * a) + ((b - m) * a + beta)
                 let a = r * gamma[c].to_f64();
-                affine_row_into(yp, xp, T::from_f64(row.scale * a), T::from_f64((row.shift - m) * a + beta[c].to_f64()), true);
+                let (a, b) = (T::from_f64(row.scale * a), T::from_f64((row.shift - m) * a + beta[c].to_f64()));
+                match mask {
+                    Some(mask) => masked_silu_row(yp, xp, &mask[(i * cpg + ci) * p.spatial..][..p.spatial], a, b),
+                    None => affine_row_into(yp, xp, a, b, true),
+                }
             }
         });
     // SAFETY: the groups tile `x`, and each wrote all its rows.
@@ -161,7 +205,7 @@ fn row_grad_sums<T: Float>(x: &[T], g: &[T], first: f64) -> [f64; 4] {
 
 /// The backward of `group_norm_silu_modulated`: (grad_x, grad_scale [N*C],
 /// grad_shift [N*C], grad_gamma [C], grad_beta [C]) from x, the
-/// modulation, the parameters and the forward's statistics.
+/// modulation, the parameters, the forward's statistics and its mask.
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
 pub fn group_norm_silu_modulated_backward<T: Float>(
     p: &GroupNormParams,
@@ -173,6 +217,7 @@ pub fn group_norm_silu_modulated_backward<T: Float>(
     mean: &[T],
     rstd: &[T],
     grad_y: &[T],
+    mask: Option<&[T]>,
 ) -> (Vec<T>, Vec<T>, Vec<T>, Vec<T>, Vec<T>) {
     let cpg = p.channels_per_group();
     let len = p.group_len();
@@ -186,6 +231,7 @@ pub fn group_norm_silu_modulated_backward<T: Float>(
     assert_eq!(beta.len(), p.channels);
     assert_eq!(mean.len(), ng);
     assert_eq!(rstd.len(), ng);
+    assert!(mask.is_none_or(|m| m.len() == x.len()), "a mask as long as x");
     // Not zeroed first: every group's rows are written below.
     let mut dx = Vec::with_capacity(x.len());
     let mut grad_scale = vec![T::ZERO; nc];
@@ -213,13 +259,17 @@ pub fn group_norm_silu_modulated_backward<T: Float>(
                     du_buffer.resize(len, T::ZERO);
                     sums.clear();
                     // The gradient at u = zhat * gamma + beta, through the
-                    // SiLU whose input is rebuilt as the forward made it;
-                    // then the row's sums.
+                    // mask and the SiLU, whose input is rebuilt as the
+                    // forward made it; then the row's sums.
                     for (ci, ((xp, gp), dp)) in xs.chunks_exact(p.spatial).zip(dys.chunks_exact(p.spatial)).zip(du_buffer.chunks_exact_mut(p.spatial)).enumerate() {
                         let c = g * cpg + ci;
                         let (s, b) = (ss[ci].to_f64(), bs[ci].to_f64());
                         let a = r * gamma[c].to_f64();
-                        silu_grad_row(dp, gp, xp, T::from_f64(s * a), T::from_f64((b - m) * a + beta[c].to_f64()));
+                        let (a, b) = (T::from_f64(s * a), T::from_f64((b - m) * a + beta[c].to_f64()));
+                        match mask {
+                            Some(mask) => masked_silu_grad_row(dp, gp, xp, &mask[(i * cpg + ci) * p.spatial..][..p.spatial], a, b),
+                            None => silu_grad_row(dp, gp, xp, a, b),
+                        }
                         sums.push(row_grad_sums(xp, dp, xp[0].to_f64()));
                     }
                     // sum over the group of gamma*dy_u and of gamma*dy_u*zhat,
@@ -278,11 +328,14 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// (params, x, scale [N*C], shift [N*C], gamma, beta, upstream gradient),
-    /// f32-representable values, so the f32 kernels see the f64 inputs. The
-    /// optional offset puts groups' means far from their spread; the scales
-    /// include values near zero and negative ones.
-    fn case() -> impl Strategy<Value = (GroupNormParams, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)> {
+    type Case = (GroupNormParams, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Option<Vec<f64>>);
+
+    /// (params, x, scale [N*C], shift [N*C], gamma, beta, upstream gradient,
+    /// dropout mask), f32-representable values, so the f32 kernels see the
+    /// f64 inputs. The optional offset puts groups' means far from their
+    /// spread; the scales include values near zero and negative ones; the
+    /// mask, where there is one, holds 0 and 1.25 (dropout at p = 0.2).
+    fn case() -> impl Strategy<Value = Case> {
         (1usize..4, 1usize..4, 1usize..4, 1usize..20, prop::sample::select(vec![0.0f64, 8.0])).prop_flat_map(|(batch, groups, cpg, spatial, offset)| {
             let p = GroupNormParams { batch, channels: groups * cpg, spatial, groups, eps: 1e-5 };
             let (n, nc) = (batch * groups * cpg * spatial, batch * p.channels);
@@ -295,6 +348,7 @@ mod tests {
                 prop::collection::vec((-2.0f64..2.0).prop_map(f), p.channels),
                 prop::collection::vec((-2.0f64..2.0).prop_map(f), p.channels),
                 prop::collection::vec((-2.0f64..2.0).prop_map(f), n),
+                prop::option::of(prop::collection::vec(prop::sample::select(vec![0.0f64, 1.25]), n)),
             )
         })
     }
@@ -302,6 +356,14 @@ mod tests {
     /// z = x * scale + shift, in f64.
     fn modulate(p: &GroupNormParams, x: &[f64], scale: &[f64], shift: &[f64]) -> Vec<f64> {
         x.iter().enumerate().map(|(i, &v)| v * scale[i / p.spatial] + shift[i / p.spatial]).collect()
+    }
+
+    /// `v * mask`, or v without a mask.
+    fn masked(v: &[f64], mask: Option<&Vec<f64>>) -> Vec<f64> {
+        match mask {
+            Some(m) => v.iter().zip(m).map(|(a, b)| a * b).collect(),
+            None => v.to_vec(),
+        }
     }
 
     fn to32(v: &[f64]) -> Vec<f32> {
@@ -316,32 +378,35 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
         /// Against `group_norm_silu` of the modulated tensor (itself checked
-        /// against the naive definition), in f64 and in f32.
+        /// against the naive definition) times the mask, in f64 and in f32.
         #[test]
-        fn forward_matches_the_composed_op((p, x, scale, shift, gamma, beta, _g) in case()) {
+        fn forward_matches_the_composed_op((p, x, scale, shift, gamma, beta, _g, mask) in case()) {
             let z = modulate(&p, &x, &scale, &shift);
             let (want, want_mean, want_rstd) = group_norm_silu(&p, &z, &gamma, &beta);
-            let (y, mean, rstd) = group_norm_silu_modulated(&p, &x, &scale, &shift, &gamma, &beta);
+            let want = masked(&want, mask.as_ref());
+            let (y, mean, rstd) = group_norm_silu_modulated(&p, &x, &scale, &shift, &gamma, &beta, mask.as_deref());
             // The output's error scales with |x * a| + |b| of the fused affine.
-            let mag = (largest(&x) * largest(&scale) + largest(&shift) + largest(&want_mean)) * largest(&want_rstd) * largest(&gamma) + largest(&beta) + 1.0;
+            let mag = ((largest(&x) * largest(&scale) + largest(&shift) + largest(&want_mean)) * largest(&want_rstd) * largest(&gamma) + largest(&beta) + 1.0) * 1.25;
             for (a, b) in y.iter().zip(&want) { prop_assert!((a - b).abs() <= 1e-10 * mag, "{} vs {}", a, b); }
             for (i, (&m, &r)) in want_mean.iter().zip(&want_rstd).enumerate() {
                 prop_assert!((mean[i] - m).abs() <= 1e-12 * (1.0 + largest(&z)), "mean {} vs {}", mean[i], m);
                 prop_assert!((rstd[i] - r).abs() <= 1e-8 * r, "rstd {} vs {}", rstd[i], r);
             }
-            let (y32, _, r32) = group_norm_silu_modulated(&p, &to32(&x), &to32(&scale), &to32(&shift), &to32(&gamma), &to32(&beta));
+            let mask32 = mask.as_ref().map(|m| to32(m));
+            let (y32, _, r32) = group_norm_silu_modulated(&p, &to32(&x), &to32(&scale), &to32(&shift), &to32(&gamma), &to32(&beta), mask32.as_deref());
             for (a, b) in y32.iter().zip(&want) { prop_assert!((*a as f64 - b).abs() <= 3e-6 * mag, "f32 {} vs {}", a, b); }
             for (a, b) in r32.iter().zip(&want_rstd) { prop_assert!((*a as f64 - b).abs() <= 1e-5 * b, "f32 rstd {} vs {}", a, b); }
         }
 
-        /// Against the chain rule through the composed op: dz from
-        /// `group_norm_silu_backward`, then dx = scale * dz, dscale =
-        /// sum(dz * x), dshift = sum(dz) over each channel, all in f64.
+        /// Against the chain rule through the composed op: the gradient
+        /// times the mask, dz from `group_norm_silu_backward`, then dx =
+        /// scale * dz, dscale = sum(dz * x), dshift = sum(dz) over each
+        /// channel, all in f64.
         #[test]
-        fn backward_matches_the_chain_rule((p, x, scale, shift, gamma, beta, g) in case()) {
+        fn backward_matches_the_chain_rule((p, x, scale, shift, gamma, beta, g, mask) in case()) {
             let z = modulate(&p, &x, &scale, &shift);
             let (_, zm, zr) = group_norm_silu(&p, &z, &gamma, &beta);
-            let (dz, want_dgamma, want_dbeta) = group_norm_silu_backward(&p, &z, &gamma, &beta, &zm, &zr, &g);
+            let (dz, want_dgamma, want_dbeta) = group_norm_silu_backward(&p, &z, &gamma, &beta, &zm, &zr, &masked(&g, mask.as_ref()));
             let want_dx: Vec<f64> = dz.iter().enumerate().map(|(i, d)| d * scale[i / p.spatial]).collect();
             let mut want_dscale = vec![0.0; scale.len()];
             let mut want_dshift = vec![0.0; scale.len()];
@@ -350,11 +415,11 @@ mod tests {
                 want_dshift[i / p.spatial] += d;
             }
 
-            let (_, mean, rstd) = group_norm_silu_modulated(&p, &x, &scale, &shift, &gamma, &beta);
-            let (dx, dscale, dshift, dgamma, dbeta) = group_norm_silu_modulated_backward(&p, &x, &scale, &shift, &gamma, &beta, &mean, &rstd, &g);
+            let (_, mean, rstd) = group_norm_silu_modulated(&p, &x, &scale, &shift, &gamma, &beta, mask.as_deref());
+            let (dx, dscale, dshift, dgamma, dbeta) = group_norm_silu_modulated_backward(&p, &x, &scale, &shift, &gamma, &beta, &mean, &rstd, &g, mask.as_deref());
             // Terms of size up to rstd * |gamma| * |g| (times |x| and the
             // row length for the sums) cancel into each gradient.
-            let term = largest(&rstd) * largest(&gamma) * largest(&g) * (1.0 + largest(&scale)) + largest(&g);
+            let term = (largest(&rstd) * largest(&gamma) * largest(&g) * (1.0 + largest(&scale)) + largest(&g)) * 1.25;
             let row = p.spatial as f64 * (1.0 + largest(&x));
             for (i, (a, b)) in dx.iter().zip(&want_dx).enumerate() { prop_assert!((a - b).abs() <= 1e-9 * term, "dx[{}] {} vs {}", i, a, b); }
             for (i, (a, b)) in dscale.iter().zip(&want_dscale).enumerate() { prop_assert!((a - b).abs() <= 1e-9 * term * row, "dscale[{}] {} vs {}", i, a, b); }
@@ -364,8 +429,9 @@ mod tests {
             for (a, b) in dbeta.iter().zip(&want_dbeta) { prop_assert!((a - b).abs() <= 1e-9 * term * all, "dbeta {} vs {}", a, b); }
 
             // The f32 kernel against the f64 one.
-            let (_, m32, r32) = group_norm_silu_modulated(&p, &to32(&x), &to32(&scale), &to32(&shift), &to32(&gamma), &to32(&beta));
-            let (dx32, ds32, db32, _, _) = group_norm_silu_modulated_backward(&p, &to32(&x), &to32(&scale), &to32(&shift), &to32(&gamma), &to32(&beta), &m32, &r32, &to32(&g));
+            let mask32 = mask.as_ref().map(|m| to32(m));
+            let (_, m32, r32) = group_norm_silu_modulated(&p, &to32(&x), &to32(&scale), &to32(&shift), &to32(&gamma), &to32(&beta), mask32.as_deref());
+            let (dx32, ds32, db32, _, _) = group_norm_silu_modulated_backward(&p, &to32(&x), &to32(&scale), &to32(&shift), &to32(&gamma), &to32(&beta), &m32, &r32, &to32(&g), mask32.as_deref());
             // Besides rounding, dz inherits the f32 error of the SiLU's
             // rebuilt input, as in `group_norm.rs`'s f32 check.
             let input = (largest(&x) * largest(&scale) + largest(&shift) + largest(&zm)) * largest(&rstd) * largest(&gamma) + largest(&beta);
@@ -378,12 +444,13 @@ mod tests {
         /// Central differences of L = <forward, g> in every input, f64
         /// (step 1e-5): the chain-rule check above, independently.
         #[test]
-        fn backward_matches_finite_differences((p, x, scale, shift, gamma, beta, g) in case()) {
-            let (_, mean, rstd) = group_norm_silu_modulated(&p, &x, &scale, &shift, &gamma, &beta);
-            let grads = group_norm_silu_modulated_backward(&p, &x, &scale, &shift, &gamma, &beta, &mean, &rstd, &g);
+        fn backward_matches_finite_differences((p, x, scale, shift, gamma, beta, g, mask) in case()) {
+            let mask = mask.as_deref();
+            let (_, mean, rstd) = group_norm_silu_modulated(&p, &x, &scale, &shift, &gamma, &beta, mask);
+            let grads = group_norm_silu_modulated_backward(&p, &x, &scale, &shift, &gamma, &beta, &mean, &rstd, &g, mask);
             let inputs = [&x, &scale, &shift, &gamma, &beta];
             let got = [&grads.0, &grads.1, &grads.2, &grads.3, &grads.4];
-            let loss = |v: &[Vec<f64>]| -> f64 { group_norm_silu_modulated(&p, &v[0], &v[1], &v[2], &v[3], &v[4]).0.iter().zip(&g).map(|(a, b)| a * b).sum() };
+            let loss = |v: &[Vec<f64>]| -> f64 { group_norm_silu_modulated(&p, &v[0], &v[1], &v[2], &v[3], &v[4], mask).0.iter().zip(&g).map(|(a, b)| a * b).sum() };
             let h = 1e-5;
             let scale_of = largest(&rstd) * (1.0 + largest(&scale)) * (1.0 + largest(&x));
             for (which, (input, grad)) in inputs.iter().zip(got).enumerate() {
@@ -393,6 +460,24 @@ mod tests {
                     prop_assert!((num - grad[i]).abs() <= 1e-5 * (num.abs() + scale_of + 1.0), "input {} [{}]: {} vs {}", which, i, grad[i], num);
                 }
             }
+        }
+
+        /// With a mask, the fused op gives the same bits as the separate
+        /// ops it replaces in training: y * mask, and the gradient times
+        /// the mask fed to the unmasked backward.
+        #[test]
+        fn the_mask_gives_the_bits_of_a_separate_dropout((p, x, scale, shift, gamma, beta, g, mask) in case()) {
+            let Some(mask) = mask.map(|m| to32(&m)) else { return Ok(()) };
+            let (x, scale, shift, gamma, beta, g) = (to32(&x), to32(&scale), to32(&shift), to32(&gamma), to32(&beta), to32(&g));
+            let (y, mean, rstd) = group_norm_silu_modulated(&p, &x, &scale, &shift, &gamma, &beta, None);
+            let (ym, mean_m, rstd_m) = group_norm_silu_modulated(&p, &x, &scale, &shift, &gamma, &beta, Some(&mask));
+            let apart: Vec<f32> = y.iter().zip(&mask).map(|(a, m)| a * m).collect();
+            prop_assert_eq!(&ym, &apart);
+            prop_assert_eq!((&mean_m, &rstd_m), (&mean, &rstd));
+            let gm: Vec<f32> = g.iter().zip(&mask).map(|(a, m)| a * m).collect();
+            let fused = group_norm_silu_modulated_backward(&p, &x, &scale, &shift, &gamma, &beta, &mean, &rstd, &g, Some(&mask));
+            let apart = group_norm_silu_modulated_backward(&p, &x, &scale, &shift, &gamma, &beta, &mean, &rstd, &gm, None);
+            prop_assert_eq!(fused, apart);
         }
     }
 }

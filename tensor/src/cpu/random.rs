@@ -101,6 +101,12 @@ pub fn dropout<T: Float>(x: &[T], xl: &Layout, keep: f64, scale: f64, key: u64, 
     (out, mask)
 }
 
+/// The mask of `dropout` alone, for `n` elements.
+pub fn dropout_mask<T: Float>(n: usize, keep: f64, scale: f64, key: u64, start: u64) -> Vec<T> {
+    let (threshold, scale) = (crate::rng::keep_threshold(keep), T::from_f64(scale));
+    build(n, |s, out| keep_mask(out, key, start.wrapping_add(s as u64), threshold, scale))
+}
+
 /// `out[i] = scale` if word 0 of `philox4x32(key, start + i)` is below
 /// `threshold`, else 0: the dropout mask, `N` counters at a time so the
 /// Philox rounds vectorise (32x32->64-bit multiplies map onto `vpmuludq`):

@@ -3,7 +3,8 @@
 
 use crate::backend::{BackendStorage, BinaryOp, CmpOp, UnaryOp};
 use crate::storage::dispatch;
-use crate::{Error, Result, Rng, Tensor};
+use crate::storage::Storage;
+use crate::{DType, Device, Error, Result, Rng, Shape, Tensor};
 
 macro_rules! unary_methods {
     ($($name:ident => $op:ident),* $(,)?) => {
@@ -86,6 +87,27 @@ impl Tensor {
         let keep = Tensor::bernoulli(1.0 - p, self.shape(), self.dtype(), self.device(), rng)?;
         let mask = keep.mul_scalar(scale)?;
         Ok((self.mul(&mask)?, mask))
+    }
+
+    /// The scaled mask `dropout` would draw for a tensor of `shape`, the
+    /// same counters and the same values, without applying it: `1 / (1 -
+    /// p)` where an element is kept, else 0. For ops that apply the mask as
+    /// they write their output (`group_norm_silu_modulated`).
+    pub fn dropout_mask(p: f64, shape: impl Into<Shape>, dtype: DType, device: &Device, rng: &mut Rng) -> Result<Tensor> {
+        if !(0.0..=1.0).contains(&p) {
+            return Err(Error::BadArgument { op: "dropout_mask", msg: format!("probability {p} is outside [0, 1]") });
+        }
+        let shape = shape.into();
+        let scale = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
+        let saved = *rng;
+        let start = rng.reserve(shape.elem_count() as u64);
+        if let Some(mask) = Storage::dropout_mask(device, shape.elem_count(), dtype, 1.0 - p, scale, rng.key, start)? {
+            return Ok(Tensor::from_storage(mask, shape));
+        }
+        // No kernel for the mask alone: `dropout`'s own (fused where the
+        // backend has one), applied to ones.
+        *rng = saved;
+        Ok(Tensor::ones(shape, dtype, device)?.dropout(p, rng)?.1)
     }
 
     pub fn powf(&self, exponent: f64) -> Result<Tensor> {

@@ -254,40 +254,49 @@ impl Tensor {
 
     /// `silu(group_norm(self * scale + shift))`, with `scale` and `shift`
     /// `[N, C]`: one scale and shift per (image, channel), as a time
-    /// embedding modulates a U-Net's features. Backends with a fused
-    /// kernel never make the modulated tensor; the others compose the op.
-    /// Returns (y, mean [N, G], rstd [N, G]), the statistics those of the
-    /// modulated tensor.
+    /// embedding modulates a U-Net's features; then times `mask`, where
+    /// given (a dropout mask of self's shape, see `Tensor::dropout_mask`).
+    /// Backends with a fused kernel never make the modulated tensor, nor
+    /// the unmasked output; the others compose the op. Returns (y, mean
+    /// [N, G], rstd [N, G]), the statistics those of the modulated tensor.
     #[allow(clippy::too_many_arguments)]
-    pub fn group_norm_silu_modulated(&self, groups: usize, scale: &Tensor, shift: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
+    pub fn group_norm_silu_modulated(&self, groups: usize, scale: &Tensor, shift: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64, mask: Option<&Tensor>) -> Result<(Tensor, Tensor, Tensor)> {
         let op = "group_norm_silu_modulated";
-        let p = self.modulated_norm_params(op, groups, scale, shift, gamma, beta, eps)?;
+        let p = self.modulated_norm_params(op, groups, scale, shift, gamma, beta, eps, mask)?;
         let (x, s, b, g, bt) = (self.whole()?, scale.whole()?, shift.whole()?, gamma.whole()?, beta.whole()?);
-        let fused = dispatch!(
-            "group_norm_silu_modulated",
-            (&*x.storage(), &*s.storage(), &*b.storage(), &*g.storage(), &*bt.storage()),
-            |xs, ss, bs, gs, bts; wrap| xs.group_norm_silu_modulated(ss, bs, gs, bts, &p)?.map(|(y, m, r)| (wrap(y), wrap(m), wrap(r)))
-        );
+        let fused = match mask.map(|m| m.whole()).transpose()? {
+            None => dispatch!(
+                "group_norm_silu_modulated",
+                (&*x.storage(), &*s.storage(), &*b.storage(), &*g.storage(), &*bt.storage()),
+                |xs, ss, bs, gs, bts; wrap| xs.group_norm_silu_modulated(ss, bs, gs, bts, None, &p)?.map(|(y, m, r)| (wrap(y), wrap(m), wrap(r)))
+            ),
+            Some(mask) => dispatch!(
+                "group_norm_silu_modulated",
+                (&*x.storage(), &*s.storage(), &*b.storage(), &*g.storage(), &*bt.storage(), &*mask.storage()),
+                |xs, ss, bs, gs, bts, ms; wrap| xs.group_norm_silu_modulated(ss, bs, gs, bts, Some(ms), &p)?.map(|(y, m, r)| (wrap(y), wrap(m), wrap(r)))
+            ),
+        };
         match fused {
             Some((y, mean, rstd)) => {
                 let stats = [p.batch, p.groups];
                 Ok((Tensor::from_storage(y, self.shape()), Tensor::from_storage(mean, stats), Tensor::from_storage(rstd, stats)))
             }
-            None => self.group_norm_silu_modulated_composed(groups, scale, shift, gamma, beta, eps),
+            None => self.group_norm_silu_modulated_composed(groups, scale, shift, gamma, beta, eps, mask),
         }
     }
 
-    /// `group_norm_silu_modulated` from plain ops: the modulated tensor, then
-    /// `group_norm_silu`.
+    /// `group_norm_silu_modulated` from plain ops: the modulated tensor,
+    /// `group_norm_silu`, then the mask.
     #[allow(clippy::too_many_arguments)]
-    pub fn group_norm_silu_modulated_composed(&self, groups: usize, scale: &Tensor, shift: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
-        self.modulated_norm_params("group_norm_silu_modulated", groups, scale, shift, gamma, beta, eps)?;
-        self.modulate(scale, shift)?.group_norm_silu(groups, gamma, beta, eps)
+    pub fn group_norm_silu_modulated_composed(&self, groups: usize, scale: &Tensor, shift: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64, mask: Option<&Tensor>) -> Result<(Tensor, Tensor, Tensor)> {
+        self.modulated_norm_params("group_norm_silu_modulated", groups, scale, shift, gamma, beta, eps, mask)?;
+        let (y, mean, rstd) = self.modulate(scale, shift)?.group_norm_silu(groups, gamma, beta, eps)?;
+        Ok((mask.map_or(Ok(y.clone()), |m| y.mul(m))?, mean, rstd))
     }
 
     /// The backward of `group_norm_silu_modulated`; `self` is its input x,
-    /// `mean` and `rstd` what its forward returned. Returns (grad_x,
-    /// grad_scale, grad_shift, grad_gamma, grad_beta).
+    /// `mean` and `rstd` what its forward returned, `mask` the forward's.
+    /// Returns (grad_x, grad_scale, grad_shift, grad_gamma, grad_beta).
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     pub fn group_norm_silu_modulated_backward(
         &self,
@@ -300,22 +309,32 @@ impl Tensor {
         grad_y: &Tensor,
         groups: usize,
         eps: f64,
+        mask: Option<&Tensor>,
     ) -> Result<(Tensor, Tensor, Tensor, Tensor, Tensor)> {
         let op = "group_norm_silu_modulated_backward";
-        let p = self.modulated_norm_params(op, groups, scale, shift, gamma, beta, eps)?;
+        let p = self.modulated_norm_params(op, groups, scale, shift, gamma, beta, eps, mask)?;
         expect_shape(op, grad_y, self.dims())?;
         expect_shape("group_norm_silu_modulated_backward mean", mean, &[p.batch, p.groups])?;
         expect_shape("group_norm_silu_modulated_backward rstd", rstd, &[p.batch, p.groups])?;
         // The kernels read whole buffers from offset 0.
         let (x, s, b, g, bt) = (self.whole()?, scale.whole()?, shift.whole()?, gamma.whole()?, beta.whole()?);
         let (m, r, gy) = (mean.whole()?, rstd.whole()?, grad_y.whole()?);
-        let fused = dispatch!(
-            "group_norm_silu_modulated_backward",
-            (&*x.storage(), &*s.storage(), &*b.storage(), &*g.storage(), &*bt.storage(), &*m.storage(), &*r.storage(), &*gy.storage()),
-            |xs, ss, bs, gs, bts, ms, rs, gys; wrap| xs
-                .group_norm_silu_modulated_backward(ss, bs, gs, bts, ms, rs, gys, &p)?
-                .map(|(dx, ds, db, dg, dbt)| (wrap(dx), wrap(ds), wrap(db), wrap(dg), wrap(dbt)))
-        );
+        let fused = match mask.map(|m| m.whole()).transpose()? {
+            None => dispatch!(
+                "group_norm_silu_modulated_backward",
+                (&*x.storage(), &*s.storage(), &*b.storage(), &*g.storage(), &*bt.storage(), &*m.storage(), &*r.storage(), &*gy.storage()),
+                |xs, ss, bs, gs, bts, ms, rs, gys; wrap| xs
+                    .group_norm_silu_modulated_backward(ss, bs, gs, bts, ms, rs, gys, None, &p)?
+                    .map(|(dx, ds, db, dg, dbt)| (wrap(dx), wrap(ds), wrap(db), wrap(dg), wrap(dbt)))
+            ),
+            Some(mask) => dispatch!(
+                "group_norm_silu_modulated_backward",
+                (&*x.storage(), &*s.storage(), &*b.storage(), &*g.storage(), &*bt.storage(), &*m.storage(), &*r.storage(), &*gy.storage(), &*mask.storage()),
+                |xs, ss, bs, gs, bts, ms, rs, gys, masks; wrap| xs
+                    .group_norm_silu_modulated_backward(ss, bs, gs, bts, ms, rs, gys, Some(masks), &p)?
+                    .map(|(dx, ds, db, dg, dbt)| (wrap(dx), wrap(ds), wrap(db), wrap(dg), wrap(dbt)))
+            ),
+        };
         match fused {
             Some((dx, ds, db, dg, dbt)) => {
                 let (nc, c) = ([p.batch, p.channels], [p.channels]);
@@ -327,13 +346,14 @@ impl Tensor {
                     Tensor::from_storage(dbt, c),
                 ))
             }
-            None => self.group_norm_silu_modulated_backward_composed(scale, shift, gamma, beta, mean, rstd, grad_y, groups, eps),
+            None => self.group_norm_silu_modulated_backward_composed(scale, shift, gamma, beta, mean, rstd, grad_y, groups, eps, mask),
         }
     }
 
-    /// `group_norm_silu_modulated_backward` from plain ops: the modulated
-    /// tensor z rebuilt, `group_norm_silu_backward` at z, then the chain
-    /// rule through `z = x * scale + shift`.
+    /// `group_norm_silu_modulated_backward` from plain ops: the gradient
+    /// times the mask, the modulated tensor z rebuilt,
+    /// `group_norm_silu_backward` at z, then the chain rule through `z = x *
+    /// scale + shift`.
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     pub fn group_norm_silu_modulated_backward_composed(
         &self,
@@ -346,10 +366,12 @@ impl Tensor {
         grad_y: &Tensor,
         groups: usize,
         eps: f64,
+        mask: Option<&Tensor>,
     ) -> Result<(Tensor, Tensor, Tensor, Tensor, Tensor)> {
-        let p = self.modulated_norm_params("group_norm_silu_modulated_backward", groups, scale, shift, gamma, beta, eps)?;
+        let p = self.modulated_norm_params("group_norm_silu_modulated_backward", groups, scale, shift, gamma, beta, eps, mask)?;
         let z = self.modulate(scale, shift)?;
-        let (dz, dgamma, dbeta) = z.group_norm_silu_backward(gamma, beta, mean, rstd, grad_y, groups, eps)?;
+        let grad_y = mask.map_or(Ok(grad_y.clone()), |m| grad_y.mul(m))?;
+        let (dz, dgamma, dbeta) = z.group_norm_silu_backward(gamma, beta, mean, rstd, &grad_y, groups, eps)?;
         let per_channel = |t: &Tensor| -> Result<Tensor> { t.reshape([p.batch, p.channels, p.spatial])?.sum(&[2], false) };
         let dx = dz.mul(&scale.reshape(self.per_channel_dims())?)?;
         let (dscale, dshift) = (per_channel(&dz.mul(self)?)?, per_channel(&dz)?);
@@ -372,10 +394,13 @@ impl Tensor {
 
     /// The checks of the modulated group norm's operands, and its parameters.
     #[allow(clippy::too_many_arguments)]
-    fn modulated_norm_params(&self, op: &'static str, groups: usize, scale: &Tensor, shift: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<GroupNormParams> {
+    fn modulated_norm_params(&self, op: &'static str, groups: usize, scale: &Tensor, shift: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64, mask: Option<&Tensor>) -> Result<GroupNormParams> {
         let p = self.group_norm_params(op, groups, eps)?;
-        for other in [scale, shift, gamma, beta] {
+        for other in [scale, shift, gamma, beta].into_iter().chain(mask) {
             same_dtype(op, self, other)?;
+        }
+        if let Some(mask) = mask {
+            expect_shape("group_norm_silu_modulated mask", mask, self.dims())?;
         }
         expect_shape("group_norm_silu_modulated scale", scale, &[p.batch, p.channels])?;
         expect_shape("group_norm_silu_modulated shift", shift, &[p.batch, p.channels])?;
