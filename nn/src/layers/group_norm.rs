@@ -39,11 +39,9 @@ impl GroupNorm {
     /// output is written, and the backward takes the same two passes as
     /// `forward_silu`'s.
     pub fn forward_silu_modulated(&self, x: &Var, scale: &Var, shift: &Var, dropout: Option<&Dropout>, ctx: &mut Ctx) -> Result<Var> {
-        let stats = self.weight.dtype();
-        let in_stats = |v: &Var| if v.dtype() == stats || !v.dtype().is_float() { Ok(v.clone()) } else { v.to_dtype(stats) };
-        let (scale, shift) = (in_stats(scale)?, in_stats(shift)?);
+        let (scale, shift) = (self.to_stats_dtype(scale)?, self.to_stats_dtype(shift)?);
         let mask = match dropout {
-            Some(dropout) => dropout.mask(x.dims(), stats, x.device(), ctx)?,
+            Some(dropout) => dropout.mask(x.dims(), self.weight.dtype(), x.device(), ctx)?,
             None => None,
         };
         self.in_stats_dtype(x, |x| x.group_norm_silu_modulated(self.groups, &scale, &shift, &self.weight, &self.bias, self.eps, mask.as_ref()))
@@ -53,11 +51,22 @@ impl GroupNorm {
     /// dtype (f32: the statistics need its range and precision) and the
     /// result is cast back to x's dtype.
     fn in_stats_dtype(&self, x: &Var, norm: impl Fn(&Var) -> tensor::Result<Var>) -> Result<Var> {
-        let (dtype, stats) = (x.dtype(), self.weight.dtype());
-        if dtype == stats || !dtype.is_float() {
+        let dtype = x.dtype();
+        if !self.casts(dtype) {
             return Ok(norm(x)?);
         }
-        Ok(norm(&x.to_dtype(stats)?)?.to_dtype(dtype)?)
+        Ok(norm(&self.to_stats_dtype(x)?)?.to_dtype(dtype)?)
+    }
+
+    /// Whether a value of `dtype` is cast to the parameters' dtype to be
+    /// normalised: a float of another width.
+    fn casts(&self, dtype: DType) -> bool {
+        dtype != self.weight.dtype() && dtype.is_float()
+    }
+
+    /// `v` in the parameters' dtype where `casts` says so, else `v`.
+    fn to_stats_dtype(&self, v: &Var) -> Result<Var> {
+        Ok(if self.casts(v.dtype()) { v.to_dtype(self.weight.dtype())? } else { v.clone() })
     }
 }
 

@@ -506,6 +506,13 @@ fn backward<T: Float>(
     // SAFETY: the groups tile `x`, and each wrote all its rows of `dx`
     // (with no groups, `x` is empty).
     unsafe { dx.set_len(x.len()) };
+    let (grad_gamma, grad_beta) = summed_over_images(p, &dg_nc, &db_nc);
+    (dx, grad_gamma, grad_beta)
+}
+
+/// The gradients of gamma and beta `[C]` from their per (image, channel)
+/// parts `[N * C]` in f64, summed over the images in order.
+pub(super) fn summed_over_images<T: Float>(p: &GroupNormParams, dg_nc: &[f64], db_nc: &[f64]) -> (Vec<T>, Vec<T>) {
     let mut grad_gamma = vec![0.0f64; p.channels];
     let mut grad_beta = vec![0.0f64; p.channels];
     for (db, dg) in db_nc
@@ -516,7 +523,7 @@ fn backward<T: Float>(
         grad_gamma.iter_mut().zip(dg).for_each(|(a, &b)| *a += b);
     }
     let cast = |v: Vec<f64>| v.into_iter().map(T::from_f64).collect::<Vec<T>>();
-    (dx, cast(grad_gamma), cast(grad_beta))
+    (cast(grad_gamma), cast(grad_beta))
 }
 
 #[cfg(test)]

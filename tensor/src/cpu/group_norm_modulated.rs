@@ -41,7 +41,7 @@ use std::mem::MaybeUninit;
 
 use super::elementwise::{silu, silu_grad};
 use super::float::Float;
-use super::group_norm::{affine_row_into, grad_x_row, shifted_sums, silu_grad_row, LANES};
+use super::group_norm::{affine_row_into, grad_x_row, shifted_sums, silu_grad_row, summed_over_images, LANES};
 use super::simd::simd_dispatch;
 use crate::backend::GroupNormParams;
 
@@ -312,14 +312,8 @@ pub fn group_norm_silu_modulated_backward<T: Float>(
     // SAFETY: the groups tile `x`, and each wrote all its rows of `dx`
     // (with no groups, `x` is empty).
     unsafe { dx.set_len(x.len()) };
-    let mut grad_gamma = vec![0.0f64; p.channels];
-    let mut grad_beta = vec![0.0f64; p.channels];
-    for (db, dg) in db_nc.chunks_exact(p.channels.max(1)).zip(dg_nc.chunks_exact(p.channels.max(1))) {
-        grad_beta.iter_mut().zip(db).for_each(|(a, &b)| *a += b);
-        grad_gamma.iter_mut().zip(dg).for_each(|(a, &b)| *a += b);
-    }
-    let cast = |v: Vec<f64>| v.into_iter().map(T::from_f64).collect::<Vec<T>>();
-    (dx, grad_scale, grad_shift, cast(grad_gamma), cast(grad_beta))
+    let (grad_gamma, grad_beta) = summed_over_images(p, &dg_nc, &db_nc);
+    (dx, grad_scale, grad_shift, grad_gamma, grad_beta)
 }
 
 #[cfg(test)]

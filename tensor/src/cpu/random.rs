@@ -90,10 +90,8 @@ impl CpuStorage {
 /// is `w / 2^32` for the Philox word w, so the test is done on w against
 /// the exact threshold, with no float draw at all.
 pub fn dropout<T: Float>(x: &[T], xl: &Layout, keep: f64, scale: f64, key: u64, start: u64) -> (Vec<T>, Vec<T>) {
-    let threshold = crate::rng::keep_threshold(keep);
-    let scale = T::from_f64(scale);
     let x: std::borrow::Cow<[T]> = if xl.is_contiguous() { contiguous_slice(x, xl).into() } else { map1(x, xl, |x| x).into() };
-    let mask: Vec<T> = build(x.len(), |s, out| keep_mask(out, key, start.wrapping_add(s as u64), threshold, scale));
+    let mask: Vec<T> = dropout_mask(x.len(), keep, scale, key, start);
     let out = build(x.len(), |s, out| {
         let e = s + out.len();
         zip_slice(&x[s..e], &mask[s..e], out, |x, m| x * m)

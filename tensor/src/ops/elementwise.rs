@@ -69,10 +69,7 @@ impl Tensor {
     /// pass with the product instead of through f64 draws, a comparison
     /// and casts.
     pub fn dropout(&self, p: f64, rng: &mut Rng) -> Result<(Tensor, Tensor)> {
-        if !(0.0..=1.0).contains(&p) {
-            return Err(Error::BadArgument { op: "dropout", msg: format!("probability {p} is outside [0, 1]") });
-        }
-        let scale = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
+        let scale = dropout_scale("dropout", p)?;
         // The same counters `bernoulli` would reserve, taken back if the
         // backend has no fused kernel for this dtype.
         let saved = *rng;
@@ -94,11 +91,8 @@ impl Tensor {
     /// p)` where an element is kept, else 0. For ops that apply the mask as
     /// they write their output (`group_norm_silu_modulated`).
     pub fn dropout_mask(p: f64, shape: impl Into<Shape>, dtype: DType, device: &Device, rng: &mut Rng) -> Result<Tensor> {
-        if !(0.0..=1.0).contains(&p) {
-            return Err(Error::BadArgument { op: "dropout_mask", msg: format!("probability {p} is outside [0, 1]") });
-        }
+        let scale = dropout_scale("dropout_mask", p)?;
         let shape = shape.into();
-        let scale = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
         let saved = *rng;
         let start = rng.reserve(shape.elem_count() as u64);
         if let Some(mask) = Storage::dropout_mask(device, shape.elem_count(), dtype, 1.0 - p, scale, rng.key, start)? {
@@ -180,4 +174,14 @@ impl Tensor {
         ));
         Ok(Tensor::from_storage(out, shape))
     }
+}
+
+/// The scale of inverted dropout's kept elements, `1 / (1 - p)` (0 when
+/// `p == 1`: nothing is kept), or an error naming `op` when `p` is not a
+/// probability.
+fn dropout_scale(op: &'static str, p: f64) -> Result<f64> {
+    if !(0.0..=1.0).contains(&p) {
+        return Err(Error::BadArgument { op, msg: format!("probability {p} is outside [0, 1]") });
+    }
+    Ok(if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 })
 }
