@@ -948,3 +948,20 @@ fn dropout_mask_is_the_mask_of_dropout() {
     let mut rng = Rng::new(0);
     assert_eq!(err_text(Tensor::dropout_mask(1.5, [2], DType::F32, &CPU, &mut rng)), "dropout_mask: probability 1.5 is outside [0, 1]");
 }
+
+/// Bad operands of the modulated group norm are errors that name the
+/// shapes, never a panic in the kernel.
+#[test]
+fn modulated_group_norm_names_bad_shapes() {
+    let x = Tensor::zeros([2, 4, 3, 3], DType::F32, &CPU).unwrap();
+    let (gamma, beta) = (Tensor::ones([4], DType::F32, &CPU).unwrap(), Tensor::zeros([4], DType::F32, &CPU).unwrap());
+    let good = Tensor::ones([2, 4], DType::F32, &CPU).unwrap();
+    let bad = Tensor::ones([4, 2], DType::F32, &CPU).unwrap();
+    let err = err_text(x.group_norm_silu_modulated(2, &bad, &good, &gamma, &beta, 1e-5, None));
+    assert!(err.contains("group_norm_silu_modulated scale") && err.contains("[4, 2]") && err.contains("[2, 4]"), "{err}");
+    let mask = Tensor::ones([2, 4, 3, 2], DType::F32, &CPU).unwrap();
+    let err = err_text(x.group_norm_silu_modulated(2, &good, &good, &gamma, &beta, 1e-5, Some(&mask)));
+    assert!(err.contains("group_norm_silu_modulated mask") && err.contains("[2, 4, 3, 2]"), "{err}");
+    let err = err_text(x.group_norm_silu_modulated(3, &good, &good, &gamma, &beta, 1e-5, None));
+    assert!(err.contains("4 channels do not split into 3 groups"), "{err}");
+}
