@@ -456,6 +456,15 @@ fn main() {
     bench.conv("1x1 b16 384->128 32x32", skip(16, 384, 128, 32), true);
     bench.conv("1x1 b16 96->32 32x32", skip(16, 96, 32, 32), true);
     bench.conv("1x1 b16 128->64 16x16", skip(16, 128, 64, 16), true);
+    // The tiny preset's convolutions whose share of the time is far
+    // above their share of the multiplies, at the training batch (32):
+    // its first and last layers (3 channels) and its skip convolutions.
+    bench.conv("3x3 b32 3->32 32x32", conv3x3(32, 3, 32, 32), true);
+    bench.conv("3x3 b32 32->3 32x32", conv3x3(32, 32, 3, 32), true);
+    bench.conv("1x1 b32 96->32 32x32", skip(32, 96, 32, 32), true);
+    bench.conv("1x1 b32 128->64 16x16", skip(32, 128, 64, 16), true);
+    bench.conv("1x1 b32 32->64 16x16", skip(32, 32, 64, 16), true);
+    bench.conv("1x1 b32 128->64 8x8", skip(32, 128, 64, 8), true);
     bench.group_norm(32, 128, 32, 32);
     bench.group_norm(32, 256, 8, 32);
     bench.group_norm_silu(32, 64, 32, 32);

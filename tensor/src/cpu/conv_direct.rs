@@ -52,6 +52,7 @@
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
+use super::copy::copy_row;
 use super::group_norm::{affine_row, biased_row, biased_row_summed, LaneSums};
 use super::threads::sum_in_runs;
 use super::transpose::transpose;
@@ -595,7 +596,7 @@ fn backward_weight_with(kernel: Kernel, p: &Conv2dParams, chunk: usize, band_byt
                 for b in 0..images {
                     let src = &x[b * in_image + ci * p.in_h * p.in_w..][..p.in_h * p.in_w];
                     for (y, row) in src.chunks_exact(p.in_w).enumerate() {
-                        xc[b * flat.plane + (y + pad) * wp + pad..][..p.in_w].copy_from_slice(row);
+                        copy_row(&mut xc[b * flat.plane + (y + pad) * wp + pad..][..p.in_w], row);
                     }
                 }
                 // A short last chunk: the next plane's slot holds an
@@ -606,7 +607,7 @@ fn backward_weight_with(kernel: Kernel, p: &Conv2dParams, chunk: usize, band_byt
                 for b in 0..images {
                     let src = &g[b * out_image + co * oh * ow..][..oh * ow];
                     for (y, row) in src.chunks_exact(ow).enumerate() {
-                        gc[b * flat.plane + y * wp..][..ow].copy_from_slice(row);
+                        copy_row(&mut gc[b * flat.plane + y * wp..][..ow], row);
                     }
                 }
             }
@@ -659,7 +660,7 @@ fn pad_image(p: &Conv2dParams, flat: &Flat, n: usize, folded: &Folded, image: &[
             if transform {
                 affine_row(dst, row, scale, shift, folded.input_silu);
             } else {
-                dst.copy_from_slice(row);
+                copy_row(dst, row);
             }
         }
     }

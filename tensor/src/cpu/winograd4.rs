@@ -62,6 +62,7 @@ use std::mem::MaybeUninit;
 
 use super::conv::sized;
 use super::conv_direct::{self, Folded, GemmKernel};
+use super::copy::copy_row;
 use super::group_norm::{affine_row, biased_row, biased_row_summed, LaneSums};
 use super::simd::array_of;
 use super::threads::sum_in_runs;
@@ -604,7 +605,7 @@ fn transform_block_input(p: &Conv2dParams, tiling: &Tiling, plan: &BlockPlan, ke
             };
             for (y, row) in (first..end).zip(rows.chunks_exact(w)) {
                 let r = y + pad - slot.first_row * TILE;
-                band[slot.base + r * wb + pad..][..w].copy_from_slice(row);
+                copy_row(&mut band[slot.base + r * wb + pad..][..w], row);
             }
         }
         // SAFETY: `kernels` are for this CPU; every offset plus a patch's
@@ -1190,7 +1191,7 @@ fn grad_block(p: &Conv2dParams, tiling: &Tiling, plan: &BlockPlan, kernels: Kern
                 if y >= oh {
                     break;
                 }
-                band[base + r * wg..][..ow].copy_from_slice(&plane[y * ow..][..ow]);
+                copy_row(&mut band[base + r * wg..][..ow], &plane[y * ow..][..ow]);
             }
         }
         // SAFETY: `kernels` are for this CPU; every offset plus a tile's
