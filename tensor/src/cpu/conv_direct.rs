@@ -53,7 +53,7 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use super::copy::copy_row;
-use super::group_norm::{affine_row, biased_row, biased_row_summed, LaneSums};
+use super::group_norm::{affine_row, biased_rows, BiasedRow, LaneSums};
 use super::threads::sum_in_runs;
 use super::transpose::transpose;
 use crate::backend::Conv2dParams;
@@ -76,6 +76,10 @@ const GRAD_BAND_BYTES: usize = 384 << 10;
 /// (about 12 KiB) stay in a 32 KiB L1 cache; all 128 channels at once
 /// would not, and ran 30% slower.
 const CI_CHUNK: usize = 32;
+
+/// Output rows written per call to `biased_rows`: enough that the call's
+/// cost is spread over a few hundred values even on 8x8 maps.
+const ROWS_PER_CALL: usize = 8;
 
 /// Input bytes of one spatial band (all input channels), about a quarter
 /// of a 1 MiB L2 cache: the rest holds the band's outputs and weights.
@@ -453,14 +457,16 @@ fn conv2d_with(
                     let row0 = &rows[r * ld..];
                     let residual = folded.residual.map(|residual| &residual[(n * cout + co) * ohw..][..ohw]);
                     let mut sums = LaneSums::default();
-                    for (y, row) in plane.chunks_exact_mut(flat.ow).enumerate() {
-                        let residual = residual.map(|residual| &residual[y * flat.ow..][..flat.ow]);
-                        let computed = &row0[y * flat.wp..][..flat.ow];
-                        if moments.is_some() {
-                            biased_row_summed(row, computed, b, residual, &mut sums);
-                        } else {
-                            biased_row(row, computed, b, residual);
+                    // The plane's rows, written `ROWS_PER_CALL` at a time.
+                    for (first, band) in plane.chunks_mut(ROWS_PER_CALL * flat.ow).enumerate() {
+                        let mut rows: [BiasedRow<f32>; ROWS_PER_CALL] = std::array::from_fn(|_| BiasedRow::empty());
+                        let count = band.len() / flat.ow;
+                        for (i, (out, row)) in band.chunks_exact_mut(flat.ow).zip(rows.iter_mut()).enumerate() {
+                            let y = first * ROWS_PER_CALL + i;
+                            let residual = residual.map(|residual| &residual[y * flat.ow..][..flat.ow]);
+                            *row = BiasedRow { out, x: &row0[y * flat.wp..][..flat.ow], residual };
                         }
+                        biased_rows(&mut rows[..count], b, moments.is_some().then_some(&mut sums));
                     }
                     if let Some(moments) = moments.as_deref_mut() {
                         let (sum, squares) = sums.total();

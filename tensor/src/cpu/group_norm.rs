@@ -181,94 +181,103 @@ impl LaneSums {
     }
 }
 
-/// `out = x + bias`, or `out = x + bias + residual`: a convolution's
-/// output row as its kernels write it, in that order. `out` need not hold
-/// values yet (the output buffers are not zeroed first); the row comes
-/// back written.
-#[inline(always)]
-pub(super) fn biased_row<'a, T: Float>(out: &'a mut [MaybeUninit<T>], x: &[T], bias: T, residual: Option<&[T]>) -> &'a mut [T] {
-    #[inline(always)]
-    fn run<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], bias: T, residual: Option<&[T]>) {
-        match residual {
-            Some(residual) => out.iter_mut().zip(x).zip(residual).for_each(|((o, &v), &r)| {
-                o.write(v + bias + r);
-            }),
-            None => out.iter_mut().zip(x).for_each(|(o, &v)| {
-                o.write(v + bias);
-            }),
-        }
-    }
-    #[inline(always)]
-    fn write<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], bias: T, residual: Option<&[T]>) {
-        simd_dispatch!(run<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], bias: T, residual: Option<&[T]>))
-    }
-    assert!(x.len() == out.len() && residual.is_none_or(|r| r.len() == out.len()), "one row length");
-    write(out, x, bias, residual);
-    // SAFETY: `write` wrote every element of `out` (the slices have one
-    // length), and `MaybeUninit<T>` has `T`'s layout.
-    unsafe { &mut *(out as *mut [MaybeUninit<T>] as *mut [T]) }
+/// One output row for `biased_rows`: where it goes, the values the
+/// convolution computed for it, and the residual to add, if any.
+pub(super) struct BiasedRow<'a, T> {
+    pub out: &'a mut [MaybeUninit<T>],
+    pub x: &'a [T],
+    pub residual: Option<&'a [T]>,
 }
 
-/// `biased_row` that also adds each value it writes, and its square, into
-/// `sums` (as `LaneSums::add` would, with no shift), while the value is
-/// still in a register. Reading the row back just after writing it cost
-/// more than the writes: the loads had to wait for the stores.
+impl<T> BiasedRow<'_, T> {
+    /// A row of no values, to fill a fixed array of rows with.
+    pub(super) fn empty() -> Self {
+        BiasedRow { out: &mut [], x: &[], residual: None }
+    }
+}
+
+/// `out = x + bias`, or `out = x + bias + residual`, for each of `rows`: a
+/// convolution's output rows as its kernels write them, in that order. The
+/// outputs need not hold values yet (the output buffers are not zeroed
+/// first); they come back written.
 ///
-/// Rows on small maps are short (8 values on 8x8 maps), so after the runs
-/// of `LANES` a run of 8 goes into lanes 0..8 before the scalar tail.
-#[inline(always)]
-pub(super) fn biased_row_summed<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], bias: T, residual: Option<&[T]>, sums: &mut LaneSums) {
+/// With `sums`, each value written, and its square, is also added into
+/// `sums` (as `LaneSums::add` would, with no shift) while the value is
+/// still in a register: reading the row back just after writing it cost
+/// more than the writes, as the loads had to wait for the stores.
+///
+/// Several rows per call, because a convolution writes them a tile's 4
+/// rows (or a plane's band) at a time: on small maps, with rows of 4 to
+/// 16 values, a call per row spent as long on the dispatch and on moving
+/// the sums between memory and registers as on the row.
+pub(super) fn biased_rows<T: Float>(rows: &mut [BiasedRow<'_, T>], bias: T, sums: Option<&mut LaneSums>) {
     #[inline(always)]
-    fn run<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], bias: T, residual: Option<&[T]>, sums: &mut LaneSums) {
-        // Two copies of the loops, not a branch per element, so each
+    fn run<T: Float>(rows: &mut [BiasedRow<'_, T>], bias: T, sums: Option<&mut LaneSums>) {
+        // Four copies of the loops, not a branch per element, so each
         // vectorises; without a residual, `x` stands in for it, unread.
-        match residual {
-            Some(residual) => summed_runs::<T, true>(out, x, residual, bias, sums),
-            None => summed_runs::<T, false>(out, x, x, bias, sums),
+        // The sums live in registers across the rows, not behind `sums`.
+        let (mut s, mut q) = sums.as_ref().map_or(([0.0; LANES], [0.0; LANES]), |sums| (sums.values, sums.squares));
+        for row in rows.iter_mut() {
+            match (row.residual, sums.is_some()) {
+                (Some(r), true) => row_runs::<T, true, true>(row.out, row.x, r, bias, &mut s, &mut q),
+                (None, true) => row_runs::<T, false, true>(row.out, row.x, row.x, bias, &mut s, &mut q),
+                (Some(r), false) => row_runs::<T, true, false>(row.out, row.x, r, bias, &mut s, &mut q),
+                (None, false) => row_runs::<T, false, false>(row.out, row.x, row.x, bias, &mut s, &mut q),
+            }
+        }
+        if let Some(sums) = sums {
+            (sums.values, sums.squares) = (s, q);
         }
     }
-    assert!(x.len() == out.len() && residual.is_none_or(|r| r.len() == out.len()), "one row length");
-    simd_dispatch!(run<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], bias: T, residual: Option<&[T]>, sums: &mut LaneSums))
+    for row in rows.iter() {
+        assert!(row.x.len() == row.out.len() && row.residual.is_none_or(|r| r.len() == row.out.len()), "one row length");
+    }
+    simd_dispatch!(run<T: Float>(rows: &mut [BiasedRow<'_, T>], bias: T, sums: Option<&mut LaneSums>))
 }
 
-/// `out[i] = x[i] + bias`, with `RESIDUAL` `+ r[i]`, each value added
-/// into `sums`: runs of `LANES`, then of 8, then one at a time into lane 0.
-/// The slices have one length.
+/// `out[i] = x[i] + bias`, with `RESIDUAL` `+ r[i]`, and with `SUMS` each
+/// value added into the lane sums `s` and `q`: runs of `LANES`, then of 8
+/// (rows on 8x8 maps), then one at a time into lane 0. The slices have one
+/// length.
 ///
 /// Plain functions all the way down, no closures: with the value passed
 /// in as a closure, the inliner left its call out of line, compiled
 /// without the caller's vector instructions, and every element paid a call.
 #[inline(always)]
-fn summed_runs<T: Float, const RESIDUAL: bool>(out: &mut [MaybeUninit<T>], x: &[T], r: &[T], bias: T, sums: &mut LaneSums) {
-    // The sums live in registers for the row, not behind `sums`.
-    let (mut s, mut q) = (sums.values, sums.squares);
+fn row_runs<T: Float, const RESIDUAL: bool, const SUMS: bool>(out: &mut [MaybeUninit<T>], x: &[T], r: &[T], bias: T, s: &mut [f64; LANES], q: &mut [f64; LANES]) {
     let n = out.len();
     let (wide, rest) = out.split_at_mut(n - n % LANES);
     for ((o, xs), rs) in wide.chunks_exact_mut(LANES).zip(x.chunks_exact(LANES)).zip(r.chunks_exact(LANES)) {
-        let o: &mut [MaybeUninit<T>; LANES] = o.try_into().expect("LANES values");
-        summed_run::<T, RESIDUAL>(o, xs, rs, bias, &mut s, &mut q);
+        row_run::<T, RESIDUAL, SUMS, LANES>(o.try_into().expect("LANES values"), xs.try_into().expect("LANES values"), rs.try_into().expect("LANES values"), bias, s, q);
     }
     let (x, r) = (&x[wide.len()..], &r[wide.len()..]);
     let eights = if rest.len() >= 8 { 8 } else { 0 };
     let (eight, tail) = rest.split_at_mut(eights);
     if let Ok(o) = <&mut [MaybeUninit<T>; 8]>::try_from(eight) {
-        summed_run::<T, RESIDUAL>(o, &x[..8], &r[..8], bias, &mut s, &mut q);
+        row_run::<T, RESIDUAL, SUMS, 8>(o, x[..8].try_into().expect("8 values"), r[..8].try_into().expect("8 values"), bias, s, q);
     }
     for ((o, &v), &r) in tail.iter_mut().zip(&x[eights..]).zip(&r[eights..]) {
         let d = o.write(row_value::<T, RESIDUAL>(v, r, bias)).to_f64();
-        s[0] += d;
-        q[0] += d * d;
+        if SUMS {
+            s[0] += d;
+            q[0] += d * d;
+        }
     }
-    (sums.values, sums.squares) = (s, q);
 }
 
-/// One run of `summed_runs`, value `l` into lane `l`.
+/// One run of `row_runs`, value `l` into lane `l`. Every value is read
+/// before any is written: the rows come out of a slice, so the compiler
+/// cannot tell that `o` does not overlap `xs` or `rs`, and reading and
+/// writing in turn kept it to one value at a time.
 #[inline(always)]
-fn summed_run<T: Float, const RESIDUAL: bool>(o: &mut [MaybeUninit<T>], xs: &[T], rs: &[T], bias: T, s: &mut [f64; LANES], q: &mut [f64; LANES]) {
-    for (l, ((o, &v), &r)) in o.iter_mut().zip(xs).zip(rs).enumerate() {
-        let d = o.write(row_value::<T, RESIDUAL>(v, r, bias)).to_f64();
-        s[l] += d;
-        q[l] += d * d;
+fn row_run<T: Float, const RESIDUAL: bool, const SUMS: bool, const N: usize>(o: &mut [MaybeUninit<T>; N], xs: &[T; N], rs: &[T; N], bias: T, s: &mut [f64; LANES], q: &mut [f64; LANES]) {
+    let (xs, rs) = (*xs, *rs);
+    for l in 0..N {
+        let d = o[l].write(row_value::<T, RESIDUAL>(xs[l], rs[l], bias)).to_f64();
+        if SUMS {
+            s[l] += d;
+            q[l] += d * d;
+        }
     }
 }
 
@@ -716,25 +725,31 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
 
-        /// A convolution's output row with its moments, every length
-        /// (runs of 16, of 8, and the tail): the row `biased_row` writes,
-        /// and its sums in f64 to within the rounding of the adds.
+        /// A convolution's output rows with their moments, every length
+        /// (runs of 16, of 8, and the tail): each row is written as
+        /// `x + bias (+ residual)`, by one call per row without sums and by
+        /// one call for all rows with them, and the sums are the f64 sums
+        /// to within the rounding of the adds.
         #[test]
         fn summed_rows_match_plain_rows_and_f64_sums(
-            rows in prop::collection::vec((prop::collection::vec(-3.0f32..3.0, 0..60), any::<bool>()), 1..4),
+            rows in prop::collection::vec((prop::collection::vec(-3.0f32..3.0, 0..60), any::<bool>()), 1..5),
             bias in -1.0f32..1.0,
         ) {
+            let residuals: Vec<Option<Vec<f32>>> = rows.iter().map(|(x, with)| with.then(|| x.iter().map(|v| v * 0.5 - 0.25).collect())).collect();
+            let fresh = |x: &Vec<f32>| vec![MaybeUninit::new(f32::NAN); x.len()];
+            let (mut plain, mut summed): (Vec<_>, Vec<_>) = rows.iter().map(|(x, _)| (fresh(x), fresh(x))).unzip();
+            for ((out, (x, _)), residual) in plain.iter_mut().zip(&rows).zip(&residuals) {
+                biased_rows(&mut [BiasedRow { out, x, residual: residual.as_deref() }], bias, None);
+            }
+            let mut all: Vec<BiasedRow<f32>> = summed.iter_mut().zip(&rows).zip(&residuals).map(|((out, (x, _)), residual)| BiasedRow { out, x, residual: residual.as_deref() }).collect();
             let mut sums = LaneSums::default();
+            biased_rows(&mut all, bias, Some(&mut sums));
             let (mut values, mut squares, mut mag) = (0.0f64, 0.0f64, 0.0f64);
-            for (x, with_residual) in &rows {
-                let residual: Vec<f32> = x.iter().map(|v| v * 0.5 - 0.25).collect();
-                let residual = with_residual.then_some(&residual[..]);
-                let mut plain = vec![MaybeUninit::new(f32::NAN); x.len()];
-                let plain = biased_row(&mut plain, x, bias, residual).to_vec();
-                let mut summed = vec![MaybeUninit::new(f32::NAN); x.len()];
-                biased_row_summed(&mut summed, x, bias, residual, &mut sums);
-                // SAFETY: `biased_row_summed` wrote every element.
-                let summed: Vec<f32> = summed.iter().map(|v| unsafe { v.assume_init() }).collect();
+            for (((x, _), residual), (plain, summed)) in rows.iter().zip(&residuals).zip(plain.iter().zip(&summed)) {
+                // SAFETY: `biased_rows` wrote every element of both.
+                let [plain, summed]: [Vec<f32>; 2] = [plain, summed].map(|row| row.iter().map(|v| unsafe { v.assume_init() }).collect());
+                let expected: Vec<f32> = x.iter().enumerate().map(|(i, &v)| residual.as_ref().map_or(v + bias, |r| v + bias + r[i])).collect();
+                prop_assert_eq!(&plain, &expected);
                 prop_assert_eq!(&summed, &plain);
                 for &v in &plain {
                     let v = v as f64;

@@ -63,7 +63,7 @@ use std::mem::MaybeUninit;
 use super::conv::sized;
 use super::conv_direct::{self, Folded, GemmKernel};
 use super::copy::copy_row;
-use super::group_norm::{affine_row, biased_row, biased_row_summed, LaneSums};
+use super::group_norm::{affine_row, biased_rows, BiasedRow, LaneSums};
 use super::simd::array_of;
 use super::threads::sum_in_runs;
 use super::transpose::transpose;
@@ -540,23 +540,19 @@ fn run_block(
             for s in &plan.segments {
                 let x0 = s.tx * TILE;
                 let n = (x0 + s.len * TILE).min(ow) - x0;
-                for dy in 0..TILE {
-                    let y = s.ty * TILE + dy;
-                    if y >= oh {
-                        break;
-                    }
-                    let at = ((s.image * cout + co) * oh + y) * ow + x0;
-                    let src = &rows[dy * TILE * BLOCK + s.at * TILE..][..n];
+                // The segment's output rows, written in one call.
+                let mut tile_rows: [BiasedRow<f32>; TILE] = std::array::from_fn(|_| BiasedRow::empty());
+                let count = TILE.min(oh - s.ty * TILE);
+                for (dy, row) in tile_rows.iter_mut().enumerate().take(count) {
+                    let at = ((s.image * cout + co) * oh + s.ty * TILE + dy) * ow + x0;
                     // SAFETY: this block owns these outputs (see `Output`),
                     // and `at + n` stays within the output's row.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(output.at(at).cast::<MaybeUninit<f32>>(), n) };
-                    let residual = folded.residual.map(|res| &res[at..at + n]);
-                    if moments {
-                        biased_row_summed(dst, src, bv, residual, &mut slot_sums[s.slot]);
-                    } else {
-                        biased_row(dst, src, bv, residual);
-                    }
+                    let out = unsafe { std::slice::from_raw_parts_mut(output.at(at).cast::<MaybeUninit<f32>>(), n) };
+                    let x = &rows[dy * TILE * BLOCK + s.at * TILE..][..n];
+                    *row = BiasedRow { out, x, residual: folded.residual.map(|res| &res[at..at + n]) };
                 }
+                let sums = if moments { Some(&mut slot_sums[s.slot]) } else { None };
+                biased_rows(&mut tile_rows[..count], bv, sums);
             }
             for (slot, sum) in slot_sums.iter().enumerate() {
                 let at = 2 * (slot * cout + co);
