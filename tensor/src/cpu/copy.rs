@@ -31,8 +31,8 @@ pub(super) fn copy_row(dst: &mut [f32], src: &[f32]) {
         let s: &[f32; 4] = src[..4].try_into().expect("4 values");
         dst[..4].copy_from_slice(s);
     }
-    // At most three values: indexing, not a loop the compiler would turn
-    // back into a `memmove` call.
+    // At most three values, one by one: `copy_from_slice` would be the call.
+    #[allow(clippy::manual_memcpy)]
     for i in four..src.len() {
         dst[i] = src[i];
     }
