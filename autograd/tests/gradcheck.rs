@@ -127,6 +127,18 @@ proptest! {
     }
 
     #[test]
+    fn conv2d_add(
+        (x, w, b, r, stride, padding) in (1usize..3, 1usize..4, 1usize..4, 3usize..6, 3usize..6, 1usize..4, 1usize..3, 0usize..2)
+            .prop_flat_map(|(n, c, o, h, wd, k, stride, padding)| {
+                let (oh, ow) = ((h + 2 * padding - k) / stride + 1, (wd + 2 * padding - k) / stride + 1);
+                (arb(vec![n, c, h, wd], -2.0, 2.0), arb(vec![o, c, k, k], -1.0, 1.0), arb(vec![o], -1.0, 1.0), arb(vec![n, o, oh, ow], -2.0, 2.0), Just(stride), Just(padding))
+            })
+    ) {
+        check("conv2d_add", |v| v[0].conv2d_add(&v[1], Some(&v[2]), stride, padding, &v[3]), &[x.clone(), w.clone(), b, r.clone()])?;
+        check("conv2d_add without bias", |v| v[0].conv2d_add(&v[1], None, stride, padding, &v[2]), &[x, w, r])?;
+    }
+
+    #[test]
     fn pools_and_upsampling(
         (x, kernel, stride, sh, sw) in (1usize..3, 1usize..3, 2usize..6, 2usize..6, 1usize..3, 1usize..3, 1usize..4, 1usize..4)
             .prop_flat_map(|(n, c, h, w, k, s, sh, sw)| (distinct(vec![n, c, h, w]), Just(k), Just(s), Just(sh), Just(sw)))
@@ -364,4 +376,32 @@ fn composition_with_fan_out_and_mse() {
     )
     .unwrap();
     assert!(err < TOL, "relative error {err:e}");
+}
+
+/// `conv2d_add` in f32 on a residual block's shapes (3x3 on 8x8 maps with
+/// 32 channels and a 1x1 skip, where the CPU's fast kernels add the
+/// residual as they write): the same values and gradients, bit for bit, as
+/// `conv2d` followed by `add`, which add in the same order.
+#[test]
+fn conv2d_add_is_conv2d_then_add_in_f32() {
+    use autograd::tensor::DType;
+    let mut rng = Rng::new(11);
+    let mut r = |dims: &[usize], s: f64| Tensor::randn(0.0, s, dims.to_vec(), DType::F32, &Device::Cpu, &mut rng).unwrap();
+    let inputs = [r(&[3, 32, 8, 8], 1.0), r(&[32, 32, 3, 3], 0.1), r(&[32], 0.1), r(&[3, 16, 8, 8], 1.0), r(&[32, 16, 1, 1], 0.3)];
+    let run = |fused: bool| -> Vec<Vec<f32>> {
+        let v: Vec<Var> = inputs.iter().map(|t| Var::param(t.clone())).collect();
+        let skip = v[3].conv2d(&v[4], None, 1, 0).unwrap();
+        let y = if fused {
+            v[0].conv2d_add(&v[1], Some(&v[2]), 1, 1, &skip).unwrap()
+        } else {
+            v[0].conv2d(&v[1], Some(&v[2]), 1, 1).unwrap().add(&skip).unwrap()
+        };
+        let mut out = vec![y.tensor().to_vec::<f32>().unwrap()];
+        let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        out.extend(v.iter().map(|v| g.get(v).unwrap().to_vec::<f32>().unwrap()));
+        out
+    };
+    for (which, (fused, apart)) in ["y", "dx", "dw", "db", "dskip_x", "dskip_w"].iter().zip(run(true).iter().zip(run(false).iter())) {
+        assert_eq!(fused, apart, "conv2d_add: {which} differs from conv2d then add");
+    }
 }

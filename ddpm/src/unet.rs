@@ -59,12 +59,12 @@ impl ResBlock {
         let scale = self.time_scale.forward(time, ctx)?.add_scalar(1.0)?;
         let shift = self.time_shift.forward(time, ctx)?;
         let y = self.norm2.forward_silu_modulated(&y, &scale, &shift, Some(&self.dropout), ctx)?;
-        let y = self.conv2.forward(&y, ctx)?;
         let skip = match &self.skip {
             Some(conv) => conv.forward(x, ctx)?,
             None => x.clone(),
         };
-        Ok(y.add(&skip)?)
+        // The skip is added as the second convolution writes its output.
+        Ok(self.conv2.forward_add(&y, &skip)?)
     }
 
     /// `forward` in eval mode without a tape, with everything between the

@@ -903,7 +903,7 @@ fn convolutions_of_empty_tensors() {
                 assert_tensor_close(&y, &conv_ref(&x, &wt, Some(&b), stride, pad), 1e-5, 3e-5);
                 // The sampling path: every fused part at once.
                 let (scale, shift) = (tensor_of(&rand_nd(&[n, c], &mut rng), dtype), tensor_of(&rand_nd(&[n, c], &mut rng), dtype));
-                let fusion = Fusion { bias: Some(&tb), input_affine: Some((&scale, &shift)), input_silu: true, residual: Some(&y), moments: true };
+                let fusion = Fusion { bias: Some(&tb), input_affine: Some((&scale, &shift)), input_silu: true, residual: Some(&y), moments: true, transient_weight: false };
                 let (fused, moments) = tx.conv2d_fused(&tw, stride, pad, &fusion).unwrap();
                 let composed = tx.mul(&scale.reshape([n, c, 1, 1]).unwrap()).unwrap().add(&shift.reshape([n, c, 1, 1]).unwrap()).unwrap().silu().unwrap();
                 let composed = composed.conv2d(&tw, Some(&tb), stride, pad).unwrap().add(&y).unwrap();
@@ -911,6 +911,9 @@ fn convolutions_of_empty_tensors() {
                 assert_eq!(moments.unwrap().dims(), &[n, o, 2][..]);
                 let (got, want) = (fused.to_f64_vec().unwrap(), composed.to_f64_vec().unwrap());
                 assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + b.abs())), "fused conv of {:?}", (n, c, o, k, stride, pad));
+                // The filters rearranged for one call only: the same values.
+                let transient = tx.conv2d_fused(&tw, stride, pad, &Fusion { transient_weight: true, ..fusion }).unwrap().0;
+                assert_eq!(transient.to_f64_vec().unwrap(), got, "transient filters, {:?}", (n, c, o, k, stride, pad));
                 let g = rand_nd(y.dims(), &mut rng).round(dtype);
                 let tg = tensor_of(&g, dtype);
                 let dx = tg.conv2d_backward_input(&tw, &[n, c, h, h], stride, pad).unwrap();

@@ -38,6 +38,32 @@ impl Var {
         })
     }
 
+    /// `conv2d(self, weight, bias) + residual` as one op: the residual is
+    /// added as the convolution writes its output (a residual block's last
+    /// convolution), which spares the separate add its pass over the
+    /// output, same values. The gradients are those of `conv2d` and of the
+    /// add: the residual's is the output's.
+    pub fn conv2d_add(&self, weight: &Var, bias: Option<&Var>, stride: usize, padding: usize, residual: &Var) -> Result<Var> {
+        let f = tensor::Fusion { bias: bias.map(Var::tensor), residual: Some(residual.tensor()), transient_weight: true, ..Default::default() };
+        let (out, _) = self.tensor().conv2d_fused(weight.tensor(), stride, padding, &f)?;
+        let (x, w) = (self.tensor().clone(), weight.tensor().clone());
+        let with_bias = bias.is_some();
+        let rule = move |g: &tensor::Tensor, need: &[bool]| {
+            let gx = if need[0] { Some(g.conv2d_backward_input(&w, x.dims(), stride, padding)?) } else { None };
+            let gw = if need[1] { Some(x.conv2d_backward_weight(g, w.dims(), stride, padding)?) } else { None };
+            let mut grads = vec![gx, gw];
+            if with_bias {
+                grads.push(if need[2] { Some(g.sum(&[0, 2, 3], false)?) } else { None });
+            }
+            grads.push(need[need.len() - 1].then(|| g.clone()));
+            Ok(grads)
+        };
+        Ok(match bias {
+            Some(b) => Var::from_op("conv2d_add", out, &[self, weight, b, residual], rule),
+            None => Var::from_op("conv2d_add", out, &[self, weight, residual], rule),
+        })
+    }
+
     pub fn avg_pool2d(&self, kernel: usize, stride: usize) -> Result<Var> {
         let out = self.tensor().avg_pool2d(kernel, stride)?;
         let dims = self.dims().to_vec();

@@ -61,6 +61,14 @@ impl Conv2d {
 }
 
 impl Conv2d {
+    /// `forward(x) + residual` in one op, the residual added as the
+    /// output is written (see `Var::conv2d_add`).
+    pub fn forward_add(&self, x: &Var, residual: &Var) -> Result<Var> {
+        let weight = param_as(&self.weight, x.dtype())?;
+        let bias = self.bias.as_ref().map(|b| param_as(b, x.dtype())).transpose()?;
+        Ok(x.conv2d_add(&weight, bias.as_ref(), self.stride, self.padding, residual)?)
+    }
+
     /// For inference without a tape: this convolution with the work in `f`
     /// folded into it (see `tensor::Fusion`; the layer supplies the bias).
     /// Returns the output and, if `f.moments`, its channel moments.

@@ -237,6 +237,7 @@ mod tests {
             input_silu: c.parts.silu,
             residual: c.parts.residual.then_some(&residual),
             moments: c.parts.moments,
+            transient_weight: false,
         };
         let (out, moments) = if composed { x.conv2d_composed(&w, p.stride, p.padding, &f) } else { x.conv2d_fused(&w, p.stride, p.padding, &f) }.unwrap();
         assert_eq!(out.dims(), [p.batch, p.out_channels, p.out_h(), p.out_w()]);

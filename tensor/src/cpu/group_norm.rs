@@ -210,6 +210,7 @@ impl<T> BiasedRow<'_, T> {
 /// rows (or a plane's band) at a time: on small maps, with rows of 4 to
 /// 16 values, a call per row spent as long on the dispatch and on moving
 /// the sums between memory and registers as on the row.
+#[inline(always)]
 pub(super) fn biased_rows<T: Float>(rows: &mut [BiasedRow<'_, T>], bias: T, sums: Option<&mut LaneSums>) {
     #[inline(always)]
     fn run<T: Float>(rows: &mut [BiasedRow<'_, T>], bias: T, sums: Option<&mut LaneSums>) {

@@ -21,8 +21,10 @@
 //!   hundreds of steps of a sampling run is never.
 //!
 //! Nothing here is differentiable: these ops are for sampling and
-//! evaluation. A backend without a fused kernel gets the same result
-//! composed from plain ops.
+//! evaluation, and for the parts of a training step that need no saved
+//! intermediate (autograd's `conv2d_add`: a convolution with its residual
+//! added as it writes). A backend without a fused kernel gets the same
+//! result composed from plain ops.
 
 use crate::backend::{BackendStorage, ConvFusion};
 use crate::ops::image::conv2d_params;
@@ -44,6 +46,11 @@ pub struct Fusion<'a> {
     pub residual: Option<&'a Tensor>,
     /// Also return the output's `channel_moments`.
     pub moments: bool,
+    /// Rearrange the filters for this call only, instead of keeping the
+    /// rearranged copy with the weights: in training the weights change
+    /// every step, and the copy would only hold memory until the
+    /// optimizer's write drops it.
+    pub transient_weight: bool,
 }
 
 impl Tensor {
@@ -93,7 +100,7 @@ impl Tensor {
                     })
                 };
                 let ((xs, xl), (ws, wl)) = (pick(0).expect("x"), pick(1).expect("weight"));
-                let prepared = match ws.conv_weight_arrangement(&p) {
+                let prepared = match ws.conv_weight_arrangement(&p).filter(|_| !f.transient_weight) {
                     Some(kind) => {
                         let key = DerivedKey { kind, offset: wl.offset(), dims: wl.dims().to_vec() };
                         let read = &guards[1].as_ref().expect("weight").0;
