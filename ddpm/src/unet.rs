@@ -64,7 +64,7 @@ impl ResBlock {
             None => x.clone(),
         };
         // The skip is added as the second convolution writes its output.
-        Ok(self.conv2.forward_add(&y, &skip)?)
+        self.conv2.forward_add(&y, &skip)
     }
 
     /// `forward` in eval mode without a tape, with everything between the
