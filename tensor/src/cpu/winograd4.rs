@@ -64,7 +64,7 @@ use super::conv::sized;
 use super::conv_direct::{self, Folded, GemmKernel};
 use super::copy::copy_row;
 use super::group_norm::{affine_row, biased_rows, BiasedRow, LaneSums};
-use super::simd::array_of;
+use super::simd::{array_of, simd_dispatch};
 use super::threads::sum_in_runs;
 use super::transpose::transpose;
 use crate::backend::Conv2dParams;
@@ -252,49 +252,83 @@ fn transformed_len(cout: usize, cin: usize, R: usize) -> usize {
 /// Every forward pass and input gradient pays for this, so it is built to
 /// be cheap: multiplies by reciprocals (a division costs a dozen
 /// multiplies, and rounding to f32 hides the difference), channel blocks in
-/// parallel, and each block's filters transformed into a scratch of
-/// `[ci][R][36]` first, then copied out one plane at a time. Writing all 36
-/// planes filter by filter instead was the slow part: the planes lie a
-/// power of two apart, so the 36 write streams fight over one cache set.
+/// parallel, a block's `R` filters of one input channel transformed side by
+/// side as vector lanes (`filters_side_by_side`), into a scratch of
+/// `[ci][36][R]` first, then copied out one plane at a time. Writing all 36
+/// planes as the filters were transformed was the slow part: the planes lie
+/// a power of two apart, so the 36 write streams fight over one cache set.
 #[allow(non_snake_case)]
 fn transform_weights(cout: usize, cin: usize, weight: &[f32], R: usize) -> Vec<f32> {
-    // G's rows applied to (g0, g1, g2).
-    let g_rows = |[a, b, c]: [f64; 3]| {
-        let (outer, middle) = (a * TWENTY_FOURTH + c * SIXTH, b * TWELFTH);
-        [a * 0.25, -(a + b + c) * SIXTH, -(a - b + c) * SIXTH, outer + middle, outer - middle, c]
-    };
+    assert!(R <= LANES_OF_FILTERS, "register blocks of at most {LANES_OF_FILTERS} channels");
     let blocks = cout.div_ceil(R);
     let block_len = cin * R;
     let mut u = vec![0.0f32; transformed_len(cout, cin, R)];
     let target = Output(u.as_mut_ptr());
     (0..blocks).into_par_iter().for_each_init(Vec::new, |scratch: &mut Vec<f32>, cb| {
         let filters = sized(scratch, block_len * E);
-        for ci in 0..cin {
-            for r in 0..R {
-                let co = cb * R + r;
-                let transformed = &mut filters[(ci * R + r) * E..][..E];
-                if co >= cout {
-                    transformed.fill(0.0);
-                    continue;
-                }
-                let g = &weight[(co * cin + ci) * 9..][..9];
-                let columns: [[f64; 6]; 3] = std::array::from_fn(|x| g_rows([g[x] as f64, g[3 + x] as f64, g[6 + x] as f64]));
-                for i in 0..PATCH {
-                    let row = g_rows([columns[0][i], columns[1][i], columns[2][i]]);
-                    for (j, &value) in row.iter().enumerate() {
-                        transformed[i * PATCH + j] = value as f32;
-                    }
-                }
-            }
+        let channels = R.min(cout - cb * R);
+        for (ci, transformed) in filters.chunks_exact_mut(E * R).enumerate() {
+            filters_side_by_side(weight, cin, ci, cb * R, channels, transformed);
         }
         for e in 0..E {
             // SAFETY: plane `e`'s run for channel block `cb` lies inside
             // `u`, and only this task writes it.
             let plane = unsafe { std::slice::from_raw_parts_mut(target.at((e * blocks + cb) * block_len), block_len) };
-            plane.iter_mut().zip(filters.chunks_exact(E)).for_each(|(p, f)| *p = f[e]);
+            for (dst, src) in plane.chunks_exact_mut(R).zip(filters.chunks_exact(E * R)) {
+                dst.copy_from_slice(&src[e * R..][..R]);
+            }
         }
     });
     u
+}
+
+/// The most filters `filters_side_by_side` transforms at once: the AVX-512
+/// register block's channels.
+const LANES_OF_FILTERS: usize = 8;
+
+/// `G g Gᵀ` of the filters `[first + r, ci]` for r in `0..channels`, as
+/// `out[e * R + r]` with `R = out.len() / 36`; lanes from `channels` to
+/// `R` transform a zero filter (a block past `Cout`, never stored). Each filter is a lane of f64 vectors, so one vector operation
+/// does a step for all of them; the steps are the scalar ones, in the same
+/// order, so each filter gets the same bits as it would alone.
+#[inline(always)]
+fn filters_side_by_side(weight: &[f32], cin: usize, ci: usize, first: usize, channels: usize, out: &mut [f32]) {
+    type Lanes = [f64; LANES_OF_FILTERS];
+    #[inline(always)]
+    fn run(weight: &[f32], cin: usize, ci: usize, first: usize, channels: usize, out: &mut [f32]) {
+        // G's rows applied to (g0, g1, g2), lane by lane.
+        #[inline(always)]
+        fn g_rows(a: &Lanes, b: &Lanes, c: &Lanes) -> [Lanes; PATCH] {
+            let mut rows = [[0.0; LANES_OF_FILTERS]; PATCH];
+            for l in 0..LANES_OF_FILTERS {
+                let (a, b, c) = (a[l], b[l], c[l]);
+                let (outer, middle) = (a * TWENTY_FOURTH + c * SIXTH, b * TWELFTH);
+                let row = [a * 0.25, -(a + b + c) * SIXTH, -(a - b + c) * SIXTH, outer + middle, outer - middle, c];
+                for (k, v) in row.into_iter().enumerate() {
+                    rows[k][l] = v;
+                }
+            }
+            rows
+        }
+        let lanes = out.len() / E;
+        let mut g = [[0.0f64; LANES_OF_FILTERS]; 9];
+        for r in 0..channels {
+            for (k, taps) in g.iter_mut().enumerate() {
+                taps[r] = weight[((first + r) * cin + ci) * 9 + k] as f64;
+            }
+        }
+        let columns = [g_rows(&g[0], &g[3], &g[6]), g_rows(&g[1], &g[4], &g[7]), g_rows(&g[2], &g[5], &g[8])];
+        for i in 0..PATCH {
+            let row = g_rows(&columns[0][i], &columns[1][i], &columns[2][i]);
+            for (j, values) in row.iter().enumerate() {
+                for (o, &v) in out[(i * PATCH + j) * lanes..][..lanes].iter_mut().zip(values) {
+                    *o = v as f32;
+                }
+            }
+        }
+    }
+    assert!(out.len() % E == 0 && out.len() / E <= LANES_OF_FILTERS && channels <= out.len() / E);
+    simd_dispatch!(run<>(weight: &[f32], cin: usize, ci: usize, first: usize, channels: usize, out: &mut [f32]))
 }
 
 /// A run of tiles in one tile row: image `image` (the block's slot
