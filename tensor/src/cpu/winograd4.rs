@@ -327,7 +327,7 @@ fn filters_side_by_side(weight: &[f32], cin: usize, ci: usize, first: usize, cha
             }
         }
     }
-    assert!(out.len() % E == 0 && out.len() / E <= LANES_OF_FILTERS && channels <= out.len() / E);
+    assert!(out.len().is_multiple_of(E) && out.len() / E <= LANES_OF_FILTERS && channels <= out.len() / E);
     simd_dispatch!(run<>(weight: &[f32], cin: usize, ci: usize, first: usize, channels: usize, out: &mut [f32]))
 }
 
