@@ -176,9 +176,15 @@ fn philox_word0<const N: usize>(key: u64, first: u64) -> [u32; N] {
     c0
 }
 
-/// The vector operations Philox's rounds need, on `N` 32-bit lanes of one
-/// instruction set. `philox_word0_in` is written once over it and compiled
-/// inside an AVX-512 and an AVX2 function, where every call inlines.
+/// The vector operations Philox's rounds need, for `N` counters in two
+/// vectors of 64-bit lanes of one instruction set. Each lane holds one
+/// counter's 32-bit word in its low half; the high half is whatever it
+/// happens to be, because nothing reads it: `vpmuludq` multiplies the low
+/// halves only, and only the low halves are kept at the end. So a 32x32 ->
+/// 64-bit product is one multiply, its high word one shift, and a round
+/// needs no blends. `philox_word0_in` is written once over this and
+/// compiled inside an AVX-512 and an AVX2 function, where every call
+/// inlines.
 ///
 /// # Safety
 /// Every method needs its instruction set; call them only from functions
@@ -186,12 +192,17 @@ fn philox_word0<const N: usize>(key: u64, first: u64) -> [u32; N] {
 #[cfg(target_arch = "x86_64")]
 unsafe trait PhiloxLanes<const N: usize> {
     type V: Copy;
+    /// `x` in every lane.
     unsafe fn splat(x: u32) -> Self::V;
-    unsafe fn load(lanes: &[u32; N]) -> Self::V;
-    unsafe fn store(v: Self::V, lanes: &mut [u32; N]);
-    /// The low and the high 32 bits of each lane's product with `m`.
-    unsafe fn mul_lo_hi(a: Self::V, m: Self::V) -> (Self::V, Self::V);
+    /// Counters `first + half * N / 2 + lane`, as 64-bit integers.
+    unsafe fn counters(first: u64, half: usize) -> Self::V;
+    /// Each lane's low word times `m`'s: the whole 64-bit product.
+    unsafe fn mul_wide(a: Self::V, m: Self::V) -> Self::V;
+    /// Each lane's high word, moved to its low half.
+    unsafe fn high(v: Self::V) -> Self::V;
     unsafe fn xor3(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// The low words of `a`'s lanes, then of `b`'s.
+    unsafe fn store_low(a: Self::V, b: Self::V, out: &mut [u32; N]);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -203,31 +214,34 @@ unsafe impl PhiloxLanes<16> for Avx512 {
     type V = std::arch::x86_64::__m512i;
     #[inline(always)]
     unsafe fn splat(x: u32) -> Self::V {
-        unsafe { std::arch::x86_64::_mm512_set1_epi32(x as i32) }
+        unsafe { std::arch::x86_64::_mm512_set1_epi64(x as i64) }
     }
     #[inline(always)]
-    unsafe fn load(lanes: &[u32; 16]) -> Self::V {
-        unsafe { std::arch::x86_64::_mm512_loadu_si512(lanes.as_ptr().cast()) }
-    }
-    #[inline(always)]
-    unsafe fn store(v: Self::V, lanes: &mut [u32; 16]) {
-        unsafe { std::arch::x86_64::_mm512_storeu_si512(lanes.as_mut_ptr().cast(), v) }
-    }
-    #[inline(always)]
-    unsafe fn mul_lo_hi(a: Self::V, m: Self::V) -> (Self::V, Self::V) {
+    unsafe fn counters(first: u64, half: usize) -> Self::V {
         use std::arch::x86_64::*;
-        // `vpmuludq` multiplies the even lanes into 64-bit products; the
-        // odd lanes are shifted down to take their turn.
-        unsafe {
-            let even = _mm512_mul_epu32(a, m);
-            let odd = _mm512_mul_epu32(_mm512_srli_epi64::<32>(a), m);
-            (_mm512_mullo_epi32(a, m), _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64::<32>(even), odd))
-        }
+        unsafe { _mm512_add_epi64(_mm512_set1_epi64(first.wrapping_add(8 * half as u64) as i64), _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7)) }
+    }
+    #[inline(always)]
+    unsafe fn mul_wide(a: Self::V, m: Self::V) -> Self::V {
+        unsafe { std::arch::x86_64::_mm512_mul_epu32(a, m) }
+    }
+    #[inline(always)]
+    unsafe fn high(v: Self::V) -> Self::V {
+        unsafe { std::arch::x86_64::_mm512_srli_epi64::<32>(v) }
     }
     #[inline(always)]
     unsafe fn xor3(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
         // 0x96: the truth table of a ^ b ^ c.
-        unsafe { std::arch::x86_64::_mm512_ternarylogic_epi32::<0x96>(a, b, c) }
+        unsafe { std::arch::x86_64::_mm512_ternarylogic_epi64::<0x96>(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn store_low(a: Self::V, b: Self::V, out: &mut [u32; 16]) {
+        use std::arch::x86_64::*;
+        // `vpmovqd`: each 64-bit lane narrowed to its low word.
+        unsafe {
+            _mm256_storeu_si256(out.as_mut_ptr().cast(), _mm512_cvtepi64_epi32(a));
+            _mm256_storeu_si256(out.as_mut_ptr().add(8).cast(), _mm512_cvtepi64_epi32(b));
+        }
     }
 }
 
@@ -240,37 +254,47 @@ unsafe impl PhiloxLanes<8> for Avx2 {
     type V = std::arch::x86_64::__m256i;
     #[inline(always)]
     unsafe fn splat(x: u32) -> Self::V {
-        unsafe { std::arch::x86_64::_mm256_set1_epi32(x as i32) }
+        unsafe { std::arch::x86_64::_mm256_set1_epi64x(x as i64) }
     }
     #[inline(always)]
-    unsafe fn load(lanes: &[u32; 8]) -> Self::V {
-        unsafe { std::arch::x86_64::_mm256_loadu_si256(lanes.as_ptr().cast()) }
-    }
-    #[inline(always)]
-    unsafe fn store(v: Self::V, lanes: &mut [u32; 8]) {
-        unsafe { std::arch::x86_64::_mm256_storeu_si256(lanes.as_mut_ptr().cast(), v) }
-    }
-    #[inline(always)]
-    unsafe fn mul_lo_hi(a: Self::V, m: Self::V) -> (Self::V, Self::V) {
+    unsafe fn counters(first: u64, half: usize) -> Self::V {
         use std::arch::x86_64::*;
-        unsafe {
-            let even = _mm256_mul_epu32(a, m);
-            let odd = _mm256_mul_epu32(_mm256_srli_epi64::<32>(a), m);
-            (_mm256_mullo_epi32(a, m), _mm256_blend_epi32::<0xAA>(_mm256_srli_epi64::<32>(even), odd))
-        }
+        unsafe { _mm256_add_epi64(_mm256_set1_epi64x(first.wrapping_add(4 * half as u64) as i64), _mm256_setr_epi64x(0, 1, 2, 3)) }
+    }
+    #[inline(always)]
+    unsafe fn mul_wide(a: Self::V, m: Self::V) -> Self::V {
+        unsafe { std::arch::x86_64::_mm256_mul_epu32(a, m) }
+    }
+    #[inline(always)]
+    unsafe fn high(v: Self::V) -> Self::V {
+        unsafe { std::arch::x86_64::_mm256_srli_epi64::<32>(v) }
     }
     #[inline(always)]
     unsafe fn xor3(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
         use std::arch::x86_64::*;
         unsafe { _mm256_xor_si256(_mm256_xor_si256(a, b), c) }
     }
+    #[inline(always)]
+    unsafe fn store_low(a: Self::V, b: Self::V, out: &mut [u32; 8]) {
+        use std::arch::x86_64::*;
+        unsafe {
+            // The even words of a and b, per 128-bit half: a0 a2 b0 b2 | a4 a6 b4 b6 ...
+            let (a, b) = (_mm256_castsi256_ps(a), _mm256_castsi256_ps(b));
+            let even = _mm256_castps_si256(_mm256_shuffle_ps::<0b10_00_10_00>(a, b));
+            // ...then the 64-bit pairs in order: a0 a2 a4 a6 b0 b2 b4 b6.
+            _mm256_storeu_si256(out.as_mut_ptr().cast(), _mm256_permute4x64_epi64::<0b11_01_10_00>(even));
+        }
+    }
 }
 
-/// `philox_word0::<N>` with the counters kept as `N` 32-bit lanes
-/// throughout. Left to itself the compiler widens them to 64-bit lanes
-/// around each multiply and narrows them back, twice the instructions;
-/// here the low halves of the products come from one multiply and the
-/// high halves from two on the even and the odd lanes, blended together.
+/// `philox_word0::<N>` on two vectors of `N / 2` counters each (see
+/// `PhiloxLanes` for the layout). Left to itself the compiler kept the
+/// counters in 32-bit lanes and paid for each product's halves with a
+/// third multiply and blends.
+///
+/// Word 0 alone needs less than the full rounds: in the first, `c2` and
+/// `c3` are zero, so `c2`'s product is too; in the last, only `c0 =
+/// hi(c2 * M1) ^ c1 ^ k0` is kept.
 ///
 /// # Safety
 /// The CPU has `S`'s instruction set, and the caller is compiled with it.
@@ -281,31 +305,39 @@ unsafe fn philox_word0_in<S: PhiloxLanes<N>, const N: usize>(key: u64, first: u6
     const M1: u32 = 0xCD9E_8D57;
     const W0: u32 = 0x9E37_79B9;
     const W1: u32 = 0xBB67_AE85;
-    let (mut lo, mut hi) = ([0u32; N], [0u32; N]);
-    for j in 0..N {
-        let c = first.wrapping_add(j as u64);
-        lo[j] = c as u32;
-        hi[j] = (c >> 32) as u32;
-    }
+    let mut out = [0u32; N];
     // SAFETY: the caller has S's instruction set.
     unsafe {
         let (m0, m1) = (S::splat(M0), S::splat(M1));
-        let (mut c0, mut c1) = (S::load(&lo), S::load(&hi));
-        let (mut c2, mut c3) = (S::splat(0), S::splat(0));
         let (mut k0, mut k1) = (key as u32, (key >> 32) as u32);
-        for _ in 0..10 {
-            let (lo0, hi0) = S::mul_lo_hi(c0, m0);
-            let (lo1, hi1) = S::mul_lo_hi(c2, m1);
-            c0 = S::xor3(hi1, c1, S::splat(k0));
-            c1 = lo1;
-            c2 = S::xor3(hi0, c3, S::splat(k1));
-            c3 = lo0;
+        // Round 1 from (counter low word, counter high word, 0, 0).
+        let start = [S::counters(first, 0), S::counters(first, 1)];
+        let p0 = start.map(|c| S::mul_wide(c, m0));
+        let zero = S::splat(0);
+        let (kv0, kv1) = (S::splat(k0), S::splat(k1));
+        let mut c0 = start.map(|c| S::xor3(S::high(c), kv0, zero));
+        let mut c1 = [zero; 2];
+        let mut c2 = p0.map(|p| S::xor3(S::high(p), kv1, zero));
+        let mut c3 = p0;
+        // Rounds 2 to 9.
+        for _ in 1..9 {
             k0 = k0.wrapping_add(W0);
             k1 = k1.wrapping_add(W1);
+            let (kv0, kv1) = (S::splat(k0), S::splat(k1));
+            for h in 0..2 {
+                let (p0, p1) = (S::mul_wide(c0[h], m0), S::mul_wide(c2[h], m1));
+                c0[h] = S::xor3(S::high(p1), c1[h], kv0);
+                c1[h] = p1;
+                c2[h] = S::xor3(S::high(p0), c3[h], kv1);
+                c3[h] = p0;
+            }
         }
-        S::store(c0, &mut lo);
+        // Round 10, word 0 only.
+        let kv0 = S::splat(k0.wrapping_add(W0));
+        let word0 = [0, 1].map(|h| S::xor3(S::high(S::mul_wide(c2[h], m1)), c1[h], kv0));
+        S::store_low(word0[0], word0[1], &mut out);
     }
-    lo
+    out
 }
 
 /// `philox_word0_in` on AVX-512 registers.
@@ -314,6 +346,7 @@ unsafe fn philox_word0_in<S: PhiloxLanes<N>, const N: usize>(key: u64, first: u6
 /// The CPU has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+#[inline]
 unsafe fn philox_word0_avx512(key: u64, first: u64) -> [u32; 16] {
     // SAFETY: this function is compiled with AVX-512F, which the caller checked.
     unsafe { philox_word0_in::<Avx512, 16>(key, first) }
@@ -325,6 +358,7 @@ unsafe fn philox_word0_avx512(key: u64, first: u64) -> [u32; 16] {
 /// The CPU has AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
+#[inline]
 unsafe fn philox_word0_avx2(key: u64, first: u64) -> [u32; 8] {
     // SAFETY: this function is compiled with AVX2, which the caller checked.
     unsafe { philox_word0_in::<Avx2, 8>(key, first) }
