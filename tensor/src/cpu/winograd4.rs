@@ -275,7 +275,7 @@ fn transform_weights(cout: usize, cin: usize, weight: &[f32], R: usize) -> Vec<f
             // `u`, and only this task writes it.
             let plane = unsafe { std::slice::from_raw_parts_mut(target.at((e * blocks + cb) * block_len), block_len) };
             for (dst, src) in plane.chunks_exact_mut(R).zip(filters.chunks_exact(E * R)) {
-                dst.copy_from_slice(&src[e * R..][..R]);
+                copy_row(dst, &src[e * R..][..R]);
             }
         }
     });
