@@ -7,6 +7,8 @@
 //! CUDA twin: `cuda/random.rs` (launches) and `cuda/random.cu` (kernels).
 
 use super::elementwise::{build, map1, zip_slice};
+#[cfg(target_arch = "x86_64")]
+use super::simd::array_of;
 use super::simd::{has_avx2, has_avx512};
 use super::float::Float;
 use super::strided::contiguous_slice;
@@ -310,14 +312,16 @@ unsafe fn philox_word0_in<S: PhiloxLanes<N>, const N: usize>(key: u64, first: u6
     unsafe {
         let (m0, m1) = (S::splat(M0), S::splat(M1));
         let (mut k0, mut k1) = (key as u32, (key >> 32) as u32);
-        // Round 1 from (counter low word, counter high word, 0, 0).
-        let start = [S::counters(first, 0), S::counters(first, 1)];
-        let p0 = start.map(|c| S::mul_wide(c, m0));
+        // Round 1 from (counter low word, counter high word, 0, 0). The
+        // pairs are built with `array_of`, not `[_; 2]::map`, whose closure
+        // went out of line, compiled without the vector instructions.
+        let start: [S::V; 2] = array_of(|h| S::counters(first, h));
+        let p0: [S::V; 2] = array_of(|h| S::mul_wide(start[h], m0));
         let zero = S::splat(0);
         let (kv0, kv1) = (S::splat(k0), S::splat(k1));
-        let mut c0 = start.map(|c| S::xor3(S::high(c), kv0, zero));
+        let mut c0: [S::V; 2] = array_of(|h| S::xor3(S::high(start[h]), kv0, zero));
         let mut c1 = [zero; 2];
-        let mut c2 = p0.map(|p| S::xor3(S::high(p), kv1, zero));
+        let mut c2: [S::V; 2] = array_of(|h| S::xor3(S::high(p0[h]), kv1, zero));
         let mut c3 = p0;
         // Rounds 2 to 9.
         for _ in 1..9 {
@@ -334,7 +338,7 @@ unsafe fn philox_word0_in<S: PhiloxLanes<N>, const N: usize>(key: u64, first: u6
         }
         // Round 10, word 0 only.
         let kv0 = S::splat(k0.wrapping_add(W0));
-        let word0 = [0, 1].map(|h| S::xor3(S::high(S::mul_wide(c2[h], m1)), c1[h], kv0));
+        let word0: [S::V; 2] = array_of(|h| S::xor3(S::high(S::mul_wide(c2[h], m1)), c1[h], kv0));
         S::store_low(word0[0], word0[1], &mut out);
     }
     out
