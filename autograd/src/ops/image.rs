@@ -22,19 +22,10 @@ impl Var {
     /// 2-D convolution: input `[N, C, H, W]`, weight `[O, C, kh, kw]`, bias `[O]`.
     pub fn conv2d(&self, weight: &Var, bias: Option<&Var>, stride: usize, padding: usize) -> Result<Var> {
         let out = self.tensor().conv2d(weight.tensor(), bias.map(|b| b.tensor()), stride, padding)?;
-        let (x, w) = (self.tensor().clone(), weight.tensor().clone());
-        let rule = move |g: &tensor::Tensor, need: &[bool]| {
-            let gx = if need[0] { Some(g.conv2d_backward_input(&w, x.dims(), stride, padding)?) } else { None };
-            let gw = if need[1] { Some(x.conv2d_backward_weight(g, w.dims(), stride, padding)?) } else { None };
-            let mut grads = vec![gx, gw];
-            if need.len() == 3 {
-                grads.push(if need[2] { Some(g.sum(&[0, 2, 3], false)?) } else { None });
-            }
-            Ok(grads)
-        };
+        let grads = conv2d_grads(self.tensor(), weight.tensor(), bias.is_some(), stride, padding);
         Ok(match bias {
-            Some(b) => Var::from_op("conv2d", out, &[self, weight, b], rule),
-            None => Var::from_op("conv2d", out, &[self, weight], rule),
+            Some(b) => Var::from_op("conv2d", out, &[self, weight, b], grads),
+            None => Var::from_op("conv2d", out, &[self, weight], grads),
         })
     }
 
@@ -46,16 +37,11 @@ impl Var {
     pub fn conv2d_add(&self, weight: &Var, bias: Option<&Var>, stride: usize, padding: usize, residual: &Var) -> Result<Var> {
         let f = tensor::Fusion { bias: bias.map(Var::tensor), residual: Some(residual.tensor()), transient_weight: true, ..Default::default() };
         let (out, _) = self.tensor().conv2d_fused(weight.tensor(), stride, padding, &f)?;
-        let (x, w) = (self.tensor().clone(), weight.tensor().clone());
-        let with_bias = bias.is_some();
-        let rule = move |g: &tensor::Tensor, need: &[bool]| {
-            let gx = if need[0] { Some(g.conv2d_backward_input(&w, x.dims(), stride, padding)?) } else { None };
-            let gw = if need[1] { Some(x.conv2d_backward_weight(g, w.dims(), stride, padding)?) } else { None };
-            let mut grads = vec![gx, gw];
-            if with_bias {
-                grads.push(if need[2] { Some(g.sum(&[0, 2, 3], false)?) } else { None });
-            }
-            grads.push(need[need.len() - 1].then(|| g.clone()));
+        let conv_grads = conv2d_grads(self.tensor(), weight.tensor(), bias.is_some(), stride, padding);
+        let rule = move |g: &Tensor, need: &[bool]| {
+            let (conv_need, residual_need) = need.split_at(need.len() - 1);
+            let mut grads = conv_grads(g, conv_need)?;
+            grads.push(residual_need[0].then(|| g.clone()));
             Ok(grads)
         };
         Ok(match bias {
@@ -153,5 +139,20 @@ impl Var {
             Ok(vec![if need[0] { Some(back(dx)?) } else { None }, need[1].then_some(dgamma), need[2].then_some(dbeta)])
         });
         Ok((out, batch_mean, batch_var))
+    }
+}
+
+/// The backward rule of a convolution of `x` by `w`: the gradients of the
+/// input, the weight and, `with_bias`, the bias, each where `need` asks.
+fn conv2d_grads(x: &Tensor, w: &Tensor, with_bias: bool, stride: usize, padding: usize) -> impl Fn(&Tensor, &[bool]) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static {
+    let (x, w) = (x.clone(), w.clone());
+    move |g: &Tensor, need: &[bool]| {
+        let gx = if need[0] { Some(g.conv2d_backward_input(&w, x.dims(), stride, padding)?) } else { None };
+        let gw = if need[1] { Some(x.conv2d_backward_weight(g, w.dims(), stride, padding)?) } else { None };
+        let mut grads = vec![gx, gw];
+        if with_bias {
+            grads.push(if need[2] { Some(g.sum(&[0, 2, 3], false)?) } else { None });
+        }
+        Ok(grads)
     }
 }
