@@ -3,7 +3,7 @@
 use super::param_as;
 use crate::{Ctx, Init, Module, Path, Result};
 use autograd::Var;
-use tensor::{Fusion, Tensor};
+use tensor::{DType, Fusion, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conv2dConfig {
@@ -61,11 +61,16 @@ impl Conv2d {
 }
 
 impl Conv2d {
+    /// The weight and bias in `dtype`, cast where they are kept in another.
+    fn params_as(&self, dtype: DType) -> Result<(Var, Option<Var>)> {
+        let bias = self.bias.as_ref().map(|b| param_as(b, dtype)).transpose()?;
+        Ok((param_as(&self.weight, dtype)?, bias))
+    }
+
     /// `forward(x) + residual` in one op, the residual added as the
     /// output is written (see `Var::conv2d_add`).
     pub fn forward_add(&self, x: &Var, residual: &Var) -> Result<Var> {
-        let weight = param_as(&self.weight, x.dtype())?;
-        let bias = self.bias.as_ref().map(|b| param_as(b, x.dtype())).transpose()?;
+        let (weight, bias) = self.params_as(x.dtype())?;
         Ok(x.conv2d_add(&weight, bias.as_ref(), self.stride, self.padding, residual)?)
     }
 
@@ -73,8 +78,7 @@ impl Conv2d {
     /// folded into it (see `tensor::Fusion`; the layer supplies the bias).
     /// Returns the output and, if `f.moments`, its channel moments.
     pub fn forward_fused(&self, x: &Tensor, f: Fusion) -> Result<(Tensor, Option<Tensor>)> {
-        let weight = param_as(&self.weight, x.dtype())?;
-        let bias = self.bias.as_ref().map(|b| param_as(b, x.dtype())).transpose()?;
+        let (weight, bias) = self.params_as(x.dtype())?;
         let f = Fusion { bias: bias.as_ref().map(Var::tensor), ..f };
         Ok(x.conv2d_fused(weight.tensor(), self.stride, self.padding, &f)?)
     }
@@ -83,8 +87,7 @@ impl Conv2d {
 impl Module for Conv2d {
     /// Computes in x's dtype (the parameters are cast to it when it differs).
     fn forward(&self, x: &Var, _ctx: &mut Ctx) -> Result<Var> {
-        let weight = param_as(&self.weight, x.dtype())?;
-        let bias = self.bias.as_ref().map(|b| param_as(b, x.dtype())).transpose()?;
+        let (weight, bias) = self.params_as(x.dtype())?;
         Ok(x.conv2d(&weight, bias.as_ref(), self.stride, self.padding)?)
     }
 }
