@@ -288,9 +288,10 @@ const LANES_OF_FILTERS: usize = 8;
 
 /// `G g Gᵀ` of the filters `[first + r, ci]` for r in `0..channels`, as
 /// `out[e * R + r]` with `R = out.len() / 36`; lanes from `channels` to
-/// `R` transform a zero filter (a block past `Cout`, never stored). Each filter is a lane of f64 vectors, so one vector operation
-/// does a step for all of them; the steps are the scalar ones, in the same
-/// order, so each filter gets the same bits as it would alone.
+/// `R` transform a zero filter (a block past `Cout`, never stored). Each
+/// filter is a lane of f64 vectors, so one vector operation does a step
+/// for all of them; the steps are the scalar ones, in the same order, so
+/// each filter gets the same bits as it would alone.
 #[inline(always)]
 fn filters_side_by_side(weight: &[f32], cin: usize, ci: usize, first: usize, channels: usize, out: &mut [f32]) {
     type Lanes = [f64; LANES_OF_FILTERS];
