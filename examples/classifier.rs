@@ -58,6 +58,10 @@ struct Args {
     out: Option<PathBuf>,
 }
 
+// Large buffers on 2 MiB pages (see `tensor::cpu::HugePageHeap`).
+#[global_allocator]
+static HEAP: tensor::cpu::HugePageHeap = tensor::cpu::HugePageHeap;
+
 fn main() -> Result<()> {
     tensor::cpu::keep_freed_memory();
     tensor::cpu::run_on_pool(train)

@@ -55,6 +55,10 @@ fn find_data() -> Result<(PathBuf, &'static str)> {
     Ok((ddpm::download::ensure_flowers102(&ddpm::download::cache_dir())?, "Oxford Flowers 102 in the download cache"))
 }
 
+// Large buffers on 2 MiB pages (see `tensor::cpu::HugePageHeap`).
+#[global_allocator]
+static HEAP: tensor::cpu::HugePageHeap = tensor::cpu::HugePageHeap;
+
 fn main() -> Result<()> {
     // Training frees and reallocates the same large buffers every step.
     tensor::cpu::keep_freed_memory();

@@ -418,6 +418,10 @@ fn conv3x3(batch: usize, cin: usize, cout: usize, hw: usize) -> Conv2dParams {
     }
 }
 
+// Large buffers on 2 MiB pages (see `tensor::cpu::HugePageHeap`).
+#[global_allocator]
+static HEAP: tensor::cpu::HugePageHeap = tensor::cpu::HugePageHeap;
+
 fn main() {
     // `cargo bench` passes `--bench`; anything else is a name filter.
     let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));

@@ -2,6 +2,10 @@
 
 use clap::Parser;
 
+// Large buffers on 2 MiB pages (see `tensor::cpu::HugePageHeap`).
+#[global_allocator]
+static HEAP: tensor::cpu::HugePageHeap = tensor::cpu::HugePageHeap;
+
 fn main() -> std::process::ExitCode {
     // Training frees and reallocates the same large buffers every step.
     tensor::cpu::keep_freed_memory();

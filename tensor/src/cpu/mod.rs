@@ -31,7 +31,7 @@ pub mod upsample;
 pub mod winograd;
 pub mod winograd4;
 
-pub use allocator::keep_freed_memory;
+pub use allocator::{keep_freed_memory, HugePageHeap};
 pub use threads::run_on_pool;
 pub(crate) use memory::memory_info;
 
