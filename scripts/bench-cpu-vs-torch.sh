@@ -1,7 +1,8 @@
 #!/bin/bash
 # Interleaved CPU benchmark rounds: one or more petal binaries against
-# PyTorch (NCHW and channels-last, 2 threads), training at batch 32 (8 for
-# flowers160) and sampling at batch 16, each command under
+# PyTorch (2 threads: NCHW, channels-last, and channels-last on huge
+# pages), training at batch 32 (8 for flowers160) and sampling at batch 16,
+# each command under
 # `flock /tmp/bench.lock` so no two timed runs share the cores. Read the
 # medians: a noisy machine moves single runs by 10 to 30%.
 #
@@ -22,5 +23,8 @@ for _ in $(seq "$rounds"); do
         done
         run $torch --preset "$preset" --batch $batch --steps $steps
         run $torch --preset "$preset" --batch $batch --steps $steps --channels-last
+        # PyTorch on huge pages as well (its own allocator's switch and
+        # glibc's), since petal's binaries ask for them.
+        run env THP_MEM_ALLOC_ENABLE=1 GLIBC_TUNABLES=glibc.malloc.hugetlb=1 $torch --preset "$preset" --batch $batch --steps $steps --channels-last
     done
 done
