@@ -111,6 +111,38 @@ pub(super) fn silu_grad_row<T: Float>(out: &mut [T], dy: &[T], x: &[T], a: T, b:
     simd_dispatch!(run<T: Float>(out: &mut [T], dy: &[T], x: &[T], a: T, b: T))
 }
 
+/// `silu_grad_row`, returning `grad_sums(x, out, mean)` taken while the
+/// row is in registers (the same sums, lane for lane, as a second pass
+/// would take).
+#[inline(always)]
+fn silu_grad_row_summed<T: Float>(out: &mut [T], dy: &[T], x: &[T], a: T, b: T, mean: f64) -> (f64, f64) {
+    #[inline(always)]
+    fn run<T: Float>(out: &mut [T], dy: &[T], x: &[T], a: T, b: T, mean: f64) -> (f64, f64) {
+        let mut s = [0.0f64; LANES];
+        let mut q = [0.0f64; LANES];
+        let mut add = |l: usize, g: T, xv: T| {
+            let g = g.to_f64();
+            s[l] += g;
+            q[l] += g * (xv.to_f64() - mean);
+        };
+        let whole = out.len() - out.len() % LANES;
+        let (out_chunks, out_tail) = out.split_at_mut(whole);
+        for ((co, cg), cx) in out_chunks.chunks_exact_mut(LANES).zip(dy.chunks_exact(LANES)).zip(x.chunks_exact(LANES)) {
+            for l in 0..LANES {
+                co[l] = cg[l] * silu_grad(cx[l] * a + b);
+                add(l, co[l], cx[l]);
+            }
+        }
+        for ((d, &g), &v) in out_tail.iter_mut().zip(&dy[whole..]).zip(&x[whole..]) {
+            *d = g * silu_grad(v * a + b);
+            add(0, *d, v);
+        }
+        (s.iter().sum(), q.iter().sum())
+    }
+    assert!(dy.len() == out.len() && x.len() == out.len(), "one row length");
+    simd_dispatch!(run<T: Float>(out: &mut [T], dy: &[T], x: &[T], a: T, b: T, mean: f64) -> (f64, f64))
+}
+
 /// `out = a * dy + bx * x + c0`: the group norm's input gradient, into a
 /// row that need not hold values yet.
 #[inline(always)]
@@ -460,10 +492,18 @@ fn backward<T: Float>(
             .for_each_init(Vec::new, |dz_buffer: &mut Vec<T>, (i, (((xs, dys), dxs), (db, dg)))| {
                 let g = i % p.groups;
                 let (m, r) = (mean[i].to_f64(), rstd[i].to_f64());
-                // After a SiLU, the group norm's output gradient is
-                // dz = dy * silu'(z), z rebuilt exactly as the forward made it.
+                // Per channel: sum(dz) and sum(dz * (x - m)), into db and dg
+                // (dg scaled by r below). After a SiLU, the group norm's
+                // output gradient is dz = dy * silu'(z), z rebuilt exactly
+                // as the forward made it, and its sums are taken as it is
+                // written.
                 let gs: &[T] = match silu_beta {
-                    None => dys,
+                    None => {
+                        for (ci, (xp, gp)) in xs.chunks_exact(p.spatial).zip(dys.chunks_exact(p.spatial)).enumerate() {
+                            (db[ci], dg[ci]) = grad_sums(xp, gp, m);
+                        }
+                        dys
+                    }
                     Some(beta) => {
                         dz_buffer.resize(len, T::ZERO);
                         let buf = &mut dz_buffer[..];
@@ -475,21 +515,16 @@ fn backward<T: Float>(
                         {
                             let c = g * cpg + ci;
                             let a = r * gamma[c].to_f64();
-                            silu_grad_row(dp, gp, xp, T::from_f64(a), T::from_f64(beta[c].to_f64() - m * a));
+                            (db[ci], dg[ci]) = silu_grad_row_summed(dp, gp, xp, T::from_f64(a), T::from_f64(beta[c].to_f64() - m * a), m);
                         }
                         buf
                     }
                 };
                 // sum over the group of gamma*dy and of gamma*dy*xhat.
                 let (mut sum_gdy, mut sum_gdy_xhat) = (0.0, 0.0);
-                for (ci, (xp, gp)) in xs
-                    .chunks_exact(p.spatial)
-                    .zip(gs.chunks_exact(p.spatial))
-                    .enumerate()
-                {
+                for ci in 0..cpg {
                     let gam = gamma[g * cpg + ci].to_f64();
-                    let (s_dy, s_dy_xc) = grad_sums(xp, gp, m);
-                    db[ci] = s_dy;
+                    let (s_dy, s_dy_xc) = (db[ci], dg[ci]);
                     dg[ci] = s_dy_xc * r;
                     sum_gdy += gam * s_dy;
                     sum_gdy_xhat += gam * s_dy_xc * r;
