@@ -17,6 +17,7 @@ pub mod float;
 pub mod group_norm;
 pub mod group_norm_modulated;
 mod index_select;
+mod kept;
 mod memory;
 pub mod matmul;
 mod optim;

@@ -64,6 +64,7 @@ use super::conv::sized;
 use super::conv_direct::{self, Folded, GemmKernel};
 use super::copy::copy_row;
 use super::group_norm::{affine_row, biased_rows, BiasedRow, LaneSums};
+use super::kept::Kept;
 use super::simd::{array_of, simd_dispatch};
 use super::threads::sum_in_runs;
 use super::transpose::transpose;
@@ -499,7 +500,7 @@ fn forward(kernels: Kernels, p: &Conv2dParams, input: &[f32], weight: &[f32], pr
     let per_share = channel_blocks.div_ceil(shares);
     let partial: Vec<(usize, Vec<f64>)> = (0..blocks * shares)
         .into_par_iter()
-        .map_init(Scratch::default, |scratch, task| {
+        .map_init(Kept::<Scratch>::take, |scratch, task| {
             let (b, share) = (task / shares, task % shares);
             let channels = share * per_share..((share + 1) * per_share).min(channel_blocks);
             let plan = BlockPlan::new(&tiling, b * BLOCK);
@@ -1092,7 +1093,7 @@ fn backward_weight(kernels: Kernels, p: &Conv2dParams, input: &[f32], grad_out: 
     let blocks = tiling.total.div_ceil(BLOCK);
     // One run of blocks per thread, each summed into its own partial.
     let partial = |run: std::ops::Range<usize>| {
-        let (mut sums, mut scratch) = (vec![0.0f32; E * shape.cout_pad * shape.cin_pad], GradScratch::default());
+        let (mut sums, mut scratch) = (vec![0.0f32; E * shape.cout_pad * shape.cin_pad], Kept::<GradScratch>::take());
         for b in run {
             let plan = BlockPlan::new(&tiling, b * BLOCK);
             grad_block(p, &tiling, &plan, kernels, input, grad_out, shape, &mut sums, &mut scratch);
