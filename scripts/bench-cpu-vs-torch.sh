@@ -2,9 +2,8 @@
 # Interleaved CPU benchmark rounds: one or more petal binaries against
 # PyTorch (2 threads: NCHW, channels-last, and channels-last on huge
 # pages), training at batch 32 (8 for flowers160) and sampling at batch 16,
-# each command under
-# `flock /tmp/bench.lock` so no two timed runs share the cores. Read the
-# medians: a noisy machine moves single runs by 10 to 30%.
+# each command under `flock /tmp/bench.lock` so no two timed runs share the
+# cores. Read the medians: a noisy machine moves single runs by 10 to 30%.
 #
 #   scripts/bench-cpu-vs-torch.sh ROUNDS "PRESETS" PETAL_CMD [PETAL_CMD ...]
 #   e.g. scripts/bench-cpu-vs-torch.sh 3 "tiny cpu32" target/release/ddpm "env PETAL_WINOGRAD=1 target/release/ddpm"
