@@ -74,8 +74,8 @@ pub fn keep_freed_memory() -> bool {
 /// heap (by 64 MiB or more, see `keep_freed_memory`), the next allocation
 /// asks for huge pages over the new part, before most of it is first
 /// touched: a 2 MiB stretch already touched stays on small pages. A large
-/// block that glibc maps on its own (without `keep_freed_memory`) is
-/// advised whole.
+/// block outside the main heap (without `keep_freed_memory`, glibc maps
+/// those on their own) is advised whole.
 pub struct HugePageHeap;
 
 /// The size of a transparent huge page on x86-64.
@@ -144,8 +144,9 @@ fn advise_huge_pages(block: *mut u8, len: usize) {
             ADVISED_UP_TO.fetch_max(heap_end, Ordering::Relaxed);
         }
         if len >= HUGE_PAGE && !(start < heap_end && start + len <= heap_end) {
-            // A block glibc mapped on its own (`keep_freed_memory` not
-            // called): it is fresh, so all of it can be advised.
+            // A block outside the main heap: one glibc mapped on its own
+            // (`keep_freed_memory` not called), fresh, or one from another
+            // thread's arena. Its pages not yet touched can still be huge.
             advise(start, start + len);
         }
     }
