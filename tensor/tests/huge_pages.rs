@@ -1,6 +1,7 @@
 //! `HugePageHeap` backs large blocks with transparent huge pages: first a
 //! block glibc maps on its own, then, after `keep_freed_memory`, blocks on
-//! the main heap. Runs where the kernel offers huge pages on request.
+//! the main heap; and none with `PETAL_NO_HUGE_PAGES=1`. Runs where the
+//! kernel offers huge pages on request.
 
 #[global_allocator]
 static HEAP: tensor::cpu::HugePageHeap = tensor::cpu::HugePageHeap;
@@ -17,6 +18,14 @@ fn main() {
     // Above glibc's mmap threshold, without keep_freed_memory: a mapping of its own.
     let mapped = touched_block(64 * MIB);
     let (huge, resident) = huge_and_resident_kib(|name, start, end| !name.contains("[heap]") && (start..end).contains(&(mapped.as_ptr() as usize)));
+    if std::env::var("PETAL_NO_HUGE_PAGES").as_deref() == Ok("1") {
+        // The switch's run, started below: no advice, so (in `madvise`
+        // mode) no huge pages.
+        if mode.contains("[madvise]") {
+            assert_eq!(huge, 0, "PETAL_NO_HUGE_PAGES=1, yet {huge} KiB of {resident} KiB on huge pages");
+        }
+        return;
+    }
     assert!(huge * 1024 >= 48 * MIB, "a 64 MiB mapped block: {huge} KiB of {resident} KiB on huge pages");
     drop(mapped);
 
@@ -27,6 +36,10 @@ fn main() {
     // request ends on small pages.
     assert!(huge * 1024 >= 56 * MIB, "72 MiB of blocks on the heap: {huge} KiB of {resident} KiB resident on huge pages");
     assert!(blocks.iter().all(|block| block.iter().step_by(4096).all(|&byte| byte == 1)));
+
+    // The same program again with the switch on.
+    let status = std::process::Command::new(std::env::current_exe().expect("this test's path")).env("PETAL_NO_HUGE_PAGES", "1").status().expect("run this test again");
+    assert!(status.success(), "the run with PETAL_NO_HUGE_PAGES=1 failed");
     println!("test huge_pages ... ok");
 }
 

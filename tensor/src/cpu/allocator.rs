@@ -75,7 +75,8 @@ pub fn keep_freed_memory() -> bool {
 /// asks for huge pages over the new part, before most of it is first
 /// touched: a 2 MiB stretch already touched stays on small pages. A large
 /// block outside the main heap (without `keep_freed_memory`, glibc maps
-/// those on their own) is advised whole.
+/// those on their own) is advised whole. `PETAL_NO_HUGE_PAGES=1` turns
+/// the advice off, to compare.
 pub struct HugePageHeap;
 
 /// The size of a transparent huge page on x86-64.
@@ -129,7 +130,7 @@ fn advise_huge_pages(block: *mut u8, len: usize) {
                 unsafe { libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_HUGEPAGE) };
             }
         };
-        if block.is_null() {
+        if block.is_null() || huge_pages_off() {
             return;
         }
         let start = block as usize;
@@ -152,6 +153,31 @@ fn advise_huge_pages(block: *mut u8, len: usize) {
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     let _ = (block, len);
+}
+
+/// Whether `PETAL_NO_HUGE_PAGES=1` turned the advice off (read once).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn huge_pages_off() -> bool {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    // 0: not yet read, 1: off, 2: on. Not an `EnvSwitch`: reading the
+    // variable through `std::env` allocates, and this runs inside the
+    // allocator.
+    static STATE: AtomicU8 = AtomicU8::new(0);
+    match STATE.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            // SAFETY: getenv returns null or a NUL-terminated string that
+            // stays valid while the environment is not changed; it is
+            // read at once.
+            let off = unsafe {
+                let value = libc::getenv(c"PETAL_NO_HUGE_PAGES".as_ptr());
+                !value.is_null() && std::ffi::CStr::from_ptr(value).to_bytes() == b"1"
+            };
+            STATE.store(if off { 1 } else { 2 }, Ordering::Relaxed);
+            off
+        }
+    }
 }
 
 /// `len` zeros. A large output buffer is zeroed by every thread of the
