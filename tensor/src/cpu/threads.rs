@@ -1,6 +1,11 @@
 //! Where a program's own work runs, relative to the kernels' thread pool.
 
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
 use super::float::Float;
+use crate::switch::EnvSwitch;
 
 /// Runs `f` on one of the thread pool's own threads and returns what it
 /// returns; a panic in `f` comes back as a panic here.
@@ -21,10 +26,99 @@ use super::float::Float;
 /// with the main thread's 8 MiB stacks. Work in `f` must not block on a
 /// thread outside the pool that itself waits for the pool: with a pool of
 /// one thread, that thread would be the one blocked.
+///
+/// While `f` runs, the pool's other threads stay awake between kernels
+/// (see `stay_awake`); `PETAL_POOL_SLEEPS=1` lets them sleep as rayon's
+/// threads do elsewhere.
 pub fn run_on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     // An error only says that the pool exists already; it is used as it is.
     let _ = rayon::ThreadPoolBuilder::new().stack_size(8 << 20).build_global();
-    rayon::scope(|_| f())
+    let stop = AtomicBool::new(false);
+    rayon::scope(|scope| {
+        let keeps_awake = !POOL_SLEEPS.is_on() && !KEEPING_AWAKE.swap(true, Ordering::Relaxed);
+        // Raised however `f` ends, a panic included: the scope then waits
+        // for the waiting threads, and they return as soon as they see it.
+        let _stop_on_exit = StopOnDrop { stop: &stop, keeps_awake };
+        if keeps_awake {
+            let owner = rayon::current_thread_index();
+            for _ in 1..rayon::current_num_threads() {
+                let stop = &stop;
+                scope.spawn(move |_| stay_awake(owner, stop));
+            }
+        }
+        f()
+    })
+}
+
+static POOL_SLEEPS: EnvSwitch = EnvSwitch::new("PETAL_POOL_SLEEPS");
+
+/// Whether some `run_on_pool` has its threads staying awake already (a
+/// nested call leaves that to the outer one).
+static KEEPING_AWAKE: AtomicBool = AtomicBool::new(false);
+
+/// How many threads are in `stay_awake` now.
+static THREADS_AWAKE: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Set on a thread while it runs `stay_awake`.
+    static AWAKE_HERE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// How long a waiting thread keeps looking for work without pause, after
+/// the last piece it ran.
+const SPIN: Duration = Duration::from_millis(2);
+/// How long it then sleeps between looks, while the program's own thread
+/// does serial work (loading a batch, writing a checkpoint).
+const BACKOFF: Duration = Duration::from_micros(200);
+
+/// Runs the pool's pending work on this thread until `stop` is raised.
+///
+/// Between two kernels, rayon's idle threads spin for some microseconds
+/// and then sleep, and the next kernel wakes them through the OS. On a
+/// virtual machine a sleeping vCPU halts, and waking it costs a trip
+/// through the host's scheduler: tens of microseconds on a quiet host,
+/// far more on a busy one, and a small U-Net's sampling step crosses
+/// some thirty such gaps. OpenMP's threads (PyTorch's) spin instead, for
+/// milliseconds. Here the waiting thread takes work itself, one piece at
+/// a time (`rayon::yield_now`), and yields its core to the OS between
+/// looks, so other programs' threads still run; after `SPIN` without work
+/// it looks only every `BACKOFF`.
+fn stay_awake(owner: Option<usize>, stop: &AtomicBool) {
+    // The thread running `f` may pop one of these jobs back while it
+    // waits for its own; spinning there would hold `f` up until `f`
+    // ended. A thread already staying awake (with more than two threads,
+    // one may pick up another's job) has nothing to add either.
+    if rayon::current_thread_index() == owner || AWAKE_HERE.get() {
+        return;
+    }
+    AWAKE_HERE.set(true);
+    THREADS_AWAKE.fetch_add(1, Ordering::Relaxed);
+    let mut idle_since: Option<Instant> = None;
+    while !stop.load(Ordering::Relaxed) {
+        if rayon::yield_now() == Some(rayon::Yield::Executed) {
+            idle_since = None;
+        } else if idle_since.get_or_insert_with(Instant::now).elapsed() < SPIN {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(BACKOFF);
+        }
+    }
+    THREADS_AWAKE.fetch_sub(1, Ordering::Relaxed);
+    AWAKE_HERE.set(false);
+}
+
+struct StopOnDrop<'a> {
+    stop: &'a AtomicBool,
+    keeps_awake: bool,
+}
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if self.keeps_awake {
+            KEEPING_AWAKE.store(false, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Sums `0..items` in one contiguous run per thread of the pool (fewer
@@ -54,11 +148,55 @@ pub(crate) fn sum_in_runs<T: Float>(items: usize, partial: impl Fn(std::ops::Ran
 
 #[cfg(test)]
 mod tests {
-    use super::{run_on_pool, sum_in_runs};
+    use super::{run_on_pool, sum_in_runs, Ordering, THREADS_AWAKE};
     use rayon::prelude::*;
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    /// Held by each test that calls `run_on_pool`: only one call at a time
+    /// keeps the pool awake, and one test counts the threads doing so.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+    fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+        ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    #[test]
+    fn the_other_threads_stay_awake_while_the_work_runs_and_stop_after() {
+        let _one = one_at_a_time();
+        let threads = rayon::current_num_threads();
+        if threads < 2 {
+            eprintln!("SKIPPED: the pool has one thread, none to keep awake");
+        }
+        let wait_for = |count: usize| {
+            let start = Instant::now();
+            while THREADS_AWAKE.load(Ordering::Relaxed) != count && start.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            THREADS_AWAKE.load(Ordering::Relaxed)
+        };
+        for round in 0..3 {
+            let (awake, sum) = run_on_pool(|| {
+                let awake = wait_for(threads - 1);
+                // Kernels still finish, the waiting threads taking their share.
+                let sum: u64 = (0..1_000_000u64).into_par_iter().map(|i| i % 7).sum();
+                // A nested call leaves the waiting to the outer one.
+                assert_eq!(run_on_pool(|| THREADS_AWAKE.load(Ordering::Relaxed)), threads - 1);
+                (awake, sum)
+            });
+            assert_eq!(awake, threads - 1, "round {round}: threads awake inside");
+            assert_eq!(sum, (0..1_000_000u64).map(|i| i % 7).sum::<u64>());
+            assert_eq!(THREADS_AWAKE.load(Ordering::Relaxed), 0, "round {round}: none left awake after");
+        }
+        // A panic stops them too, and the next call keeps them awake again.
+        assert!(std::panic::catch_unwind(|| run_on_pool(|| panic!("inside"))).is_err());
+        assert_eq!(THREADS_AWAKE.load(Ordering::Relaxed), 0);
+        assert_eq!(run_on_pool(|| wait_for(threads - 1)), threads - 1);
+    }
 
     #[test]
     fn work_runs_on_a_pool_thread_and_kernels_inside_it_finish() {
+        let _one = one_at_a_time();
         assert_eq!(rayon::current_thread_index(), None, "the test harness's threads are outside the pool");
         let (index, sum) = run_on_pool(|| {
             // A parallel loop from inside, as every kernel makes.
@@ -73,6 +211,7 @@ mod tests {
 
     #[test]
     fn runs_cover_every_item_once_in_order() {
+        let _one = one_at_a_time();
         for items in [0usize, 1, 2, 3, 7, 8, 33] {
             // Each run marks its items: every one marked exactly once.
             let marks = sum_in_runs(items, |range| {
@@ -97,6 +236,7 @@ mod tests {
     /// come out with the same bits on every call, on the pool or off it.
     #[test]
     fn weight_gradients_repeat_bit_for_bit() {
+        let _one = one_at_a_time();
         use crate::{DType, Device, Rng, Tensor};
         let mut rng = Rng::new(11);
         for (c, o, k, hw, pad) in [(24, 16, 1, 16, 0), (8, 16, 3, 12, 1), (32, 32, 3, 16, 1)] {
@@ -113,6 +253,7 @@ mod tests {
 
     #[test]
     fn a_panic_inside_comes_back_to_the_caller() {
+        let _one = one_at_a_time();
         let caught = std::panic::catch_unwind(|| run_on_pool(|| panic!("inside the pool")));
         let message = caught.unwrap_err();
         assert_eq!(message.downcast_ref::<&str>(), Some(&"inside the pool"));
