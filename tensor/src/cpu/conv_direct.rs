@@ -102,6 +102,8 @@ struct Kernel {
     /// Flat output positions per block.
     positions: usize,
     run: BlockFn,
+    /// `run` on the first `positions / 2` positions only.
+    run_half: BlockFn,
     /// Output channels x taps per weight-gradient block.
     grad_channels: usize,
     grad_taps: usize,
@@ -114,9 +116,9 @@ struct Kernel {
 }
 
 #[cfg(target_arch = "x86_64")]
-const AVX512: Kernel = Kernel { name: "avx512", channels: 8, positions: 32, run: block_avx512, grad_channels: 2, grad_taps: 9, lanes: 16, grad: grad_avx512, kept: (2, 3) };
+const AVX512: Kernel = Kernel { name: "avx512", channels: 8, positions: 32, run: block_avx512, run_half: block_avx512_half, grad_channels: 2, grad_taps: 9, lanes: 16, grad: grad_avx512, kept: (2, 3) };
 #[cfg(target_arch = "x86_64")]
-const AVX2: Kernel = Kernel { name: "avx2", channels: 4, positions: 16, run: block_avx2, grad_channels: 3, grad_taps: 3, lanes: 8, grad: grad_avx2, kept: (4, 5) };
+const AVX2: Kernel = Kernel { name: "avx2", channels: 4, positions: 16, run: block_avx2, run_half: block_avx2_half, grad_channels: 3, grad_taps: 3, lanes: 8, grad: grad_avx2, kept: (4, 5) };
 
 /// The widest kernel this CPU runs, unless AVX-512 was turned off.
 fn kernel() -> Option<Kernel> {
@@ -161,6 +163,8 @@ pub(super) struct GemmKernel {
     /// Columns per call (`P`).
     pub positions: usize,
     pub run: BlockFn,
+    /// `run` on `positions / 2` columns.
+    pub run_half: BlockFn,
 }
 
 /// The widest block kernel this CPU runs (see `kernel`).
@@ -188,7 +192,7 @@ pub(super) fn gemm_kernels() -> Vec<GemmKernel> {
 
 impl Kernel {
     fn gemm(&self) -> GemmKernel {
-        GemmKernel { name: self.name, channels: self.channels, positions: self.positions, run: self.run }
+        GemmKernel { name: self.name, channels: self.channels, positions: self.positions, run: self.run, run_half: self.run_half }
     }
 }
 
@@ -701,12 +705,31 @@ fn pad_image(p: &Conv2dParams, flat: &Flat, n: usize, folded: &Folded, image: &[
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn block_avx2(xpad: &[f32], plane: usize, taps: &[usize], w: &[f32], cin: usize, accumulate: bool, start: usize, out: &mut [f32], ld: usize) {
+    block_avx2_of::<2>(xpad, plane, taps, w, cin, accumulate, start, out, ld)
+}
+
+/// `block_avx2` on half the positions (`P = 8`), for blocks of F(4x4)
+/// tiles that fill only half the full kernel's columns.
+///
+/// # Safety
+/// As `block_avx2` with `P = 8`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block_avx2_half(xpad: &[f32], plane: usize, taps: &[usize], w: &[f32], cin: usize, accumulate: bool, start: usize, out: &mut [f32], ld: usize) {
+    block_avx2_of::<1>(xpad, plane, taps, w, cin, accumulate, start, out, ld)
+}
+
+/// `block_avx2` with `V` vectors of positions.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block_avx2_of<const V: usize>(xpad: &[f32], plane: usize, taps: &[usize], w: &[f32], cin: usize, accumulate: bool, start: usize, out: &mut [f32], ld: usize) {
     use std::arch::x86_64::*;
     const R: usize = 4;
-    const V: usize = 2;
-    const P: usize = 8 * V;
-    debug_assert!(xpad.len() >= cin * plane && start + P + taps.last().copied().unwrap_or(0) <= plane);
-    debug_assert!(w.len() >= cin * taps.len() * R && out.len() >= (R - 1) * ld + start + P);
+    let p = 8 * V;
+    debug_assert!(xpad.len() >= cin * plane && start + p + taps.last().copied().unwrap_or(0) <= plane);
+    debug_assert!(w.len() >= cin * taps.len() * R && out.len() >= (R - 1) * ld + start + p);
     let mut acc = [[_mm256_setzero_ps(); V]; R];
     if accumulate {
         for (r, row) in acc.iter_mut().enumerate() {
@@ -813,12 +836,30 @@ unsafe fn grad_avx512(g: &[f32], ldg: usize, x: &[f32], taps: &[usize], len: usi
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn block_avx512(xpad: &[f32], plane: usize, taps: &[usize], w: &[f32], cin: usize, accumulate: bool, start: usize, out: &mut [f32], ld: usize) {
+    block_avx512_of::<2>(xpad, plane, taps, w, cin, accumulate, start, out, ld)
+}
+
+/// `block_avx512` on half the positions (`P = 16`).
+///
+/// # Safety
+/// As `block_avx512` with `P = 16`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block_avx512_half(xpad: &[f32], plane: usize, taps: &[usize], w: &[f32], cin: usize, accumulate: bool, start: usize, out: &mut [f32], ld: usize) {
+    block_avx512_of::<1>(xpad, plane, taps, w, cin, accumulate, start, out, ld)
+}
+
+/// `block_avx512` with `V` vectors of positions.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block_avx512_of<const V: usize>(xpad: &[f32], plane: usize, taps: &[usize], w: &[f32], cin: usize, accumulate: bool, start: usize, out: &mut [f32], ld: usize) {
     use std::arch::x86_64::*;
     const R: usize = 8;
-    const V: usize = 2;
-    const P: usize = 16 * V;
-    debug_assert!(xpad.len() >= cin * plane && start + P + taps.last().copied().unwrap_or(0) <= plane);
-    debug_assert!(w.len() >= cin * taps.len() * R && out.len() >= (R - 1) * ld + start + P);
+    let p = 16 * V;
+    debug_assert!(xpad.len() >= cin * plane && start + p + taps.last().copied().unwrap_or(0) <= plane);
+    debug_assert!(w.len() >= cin * taps.len() * R && out.len() >= (R - 1) * ld + start + p);
     let mut acc = [[_mm512_setzero_ps(); V]; R];
     if accumulate {
         for (r, row) in acc.iter_mut().enumerate() {

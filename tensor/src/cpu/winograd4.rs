@@ -119,8 +119,8 @@ pub fn enabled() -> bool {
 
 /// One transform of a block; `transform_input` and `transform_output`
 /// state the contracts.
-type InputFn = unsafe fn(&[f32], usize, &[i32], u32, &mut [f32], usize, usize);
-type OutputFn = unsafe fn(&[f32], usize, usize, &mut [f32]);
+type InputFn = unsafe fn(&[f32], usize, &[i32], u32, usize, &mut [f32], usize, usize);
+type OutputFn = unsafe fn(&[f32], usize, usize, usize, &mut [f32]);
 type GradFn = unsafe fn(&[f32], usize, &[i32], u32, &mut [f32], usize, usize);
 
 /// The register kernel and the transforms for one instruction set.
@@ -539,6 +539,9 @@ fn run_block(
     let (oh, ow) = (p.out_h(), p.out_w());
     let kernel = kernels.gemm;
     let r_block = kernel.channels;
+    // Columns past the block's tiles are left as they are in `V` and `M`,
+    // and never read into the outputs.
+    let tiles = plan.tiles();
 
     // 1. The input transform.
     let v_stride = plane_stride(cin * BLOCK);
@@ -559,18 +562,21 @@ fn run_block(
             let ue = &u[(e * all_channel_blocks + cb) * cin * r_block..][..cin * r_block];
             let ve = &v[e * v_stride..][..cin * BLOCK];
             let me = &mut m[e * m_stride..][..r_block * BLOCK];
-            for start in (0..BLOCK).step_by(kernel.positions) {
+            for start in (0..tiles).step_by(kernel.positions) {
+                // A block of a few small images may fill only half the
+                // kernel's columns (16 tiles of 4x4 maps at batch 16).
+                let run = if tiles - start <= kernel.positions / 2 { kernel.run_half } else { kernel.run };
                 // SAFETY: as the kernel's contract asks: `ve` holds `cin`
                 // rows of BLOCK, `ue` `cin * R` weights, `me` R rows of BLOCK,
                 // and `start + P <= BLOCK`.
-                unsafe { (kernel.run)(ve, BLOCK, &[0], ue, cin, false, start, me, BLOCK) };
+                unsafe { run(ve, BLOCK, &[0], ue, cin, false, start, me, BLOCK) };
             }
         }
         for r in 0..r_block.min(cout - cb * r_block) {
             let co = cb * r_block + r;
             // SAFETY: as above; `m` holds 36 planes, `m_stride` apart, of R rows of BLOCK,
             // and `rows` 4 rows of 4 * BLOCK.
-            unsafe { (kernels.output)(m, m_stride, r * BLOCK, rows) };
+            unsafe { (kernels.output)(m, m_stride, r * BLOCK, tiles, rows) };
             let bv = bias.map_or(0.0, |b| b[co]);
             slot_sums.fill(LaneSums::default());
             for s in &plan.segments {
@@ -643,7 +649,7 @@ fn transform_block_input(p: &Conv2dParams, tiling: &Tiling, plan: &BlockPlan, ke
         // SAFETY: `kernels` are for this CPU; every offset plus a patch's
         // reach stays inside the band, and `v` holds 36 planes,
         // `v_stride` apart, of `cin * BLOCK`.
-        unsafe { (kernels.input)(band, wb, &plan.offsets, plan.runs, v, v_stride, ci * BLOCK) };
+        unsafe { (kernels.input)(band, wb, &plan.offsets, plan.runs, plan.tiles(), v, v_stride, ci * BLOCK) };
     }
 }
 
@@ -898,7 +904,8 @@ unsafe fn at6<S: Simd>(m: [S::V; 6]) -> [S::V; 4] {
 }
 
 /// `V = Bᵀ d B` of the block's patches in one band, a vector of tiles at
-/// a time, into `v[e * ld + col + tile]`.
+/// a time, into `v[e * ld + col + tile]`, for the vectors that hold any of
+/// the first `tiles` tiles.
 ///
 /// # Safety
 /// The CPU has `S`'s instruction set; every `offsets[t] + 5 * wb + 5 +
@@ -907,10 +914,10 @@ unsafe fn at6<S: Simd>(m: [S::V; 6]) -> [S::V; 4] {
 /// `col + BLOCK <= ld`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn transform_input<S: Simd>(band: &[f32], wb: usize, offsets: &[i32], runs: u32, v: &mut [f32], ld: usize, col: usize) {
-    debug_assert!(offsets.len() == BLOCK && v.len() >= E * ld && col + BLOCK <= ld && runs == runs_of_four(offsets));
+unsafe fn transform_input<S: Simd>(band: &[f32], wb: usize, offsets: &[i32], runs: u32, tiles: usize, v: &mut [f32], ld: usize, col: usize) {
+    debug_assert!(offsets.len() == BLOCK && v.len() >= E * ld && col + BLOCK <= ld && runs == runs_of_four(offsets) && tiles <= BLOCK);
     debug_assert!(offsets.iter().all(|&o| o as usize + (PATCH - 1) * (wb + 1) + RUN_SLACK < band.len()));
-    for group in (0..BLOCK).step_by(S::LANES) {
+    for group in (0..tiles).step_by(S::LANES) {
         let index = offsets.as_ptr().add(group);
         let in_runs = all_runs::<S>(runs, group);
         // Rows first (B along x), then columns (Bᵀ along y).
@@ -941,18 +948,18 @@ fn all_runs<S: Simd>(runs: u32, group: usize) -> bool {
     runs & want == want
 }
 
-/// `Y = Aᵀ M A` of one output channel's `BLOCK` tiles, from
+/// `Y = Aᵀ M A` of one output channel's tiles, from
 /// `m[e * ld + at + tile]`, as four output rows of `4 * BLOCK` values,
-/// tile after tile.
+/// tile after tile: the vectors of tiles that hold any of the first `tiles`.
 ///
 /// # Safety
 /// The CPU has `S`'s instruction set; `m` holds `36 * ld` values and
 /// `at + BLOCK <= ld`; `rows` holds `16 * BLOCK`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn transform_output<S: Simd>(m: &[f32], ld: usize, at: usize, rows: &mut [f32]) {
-    debug_assert!(m.len() >= E * ld && at + BLOCK <= ld && rows.len() >= TILE * TILE * BLOCK);
-    for group in (0..BLOCK).step_by(S::LANES) {
+unsafe fn transform_output<S: Simd>(m: &[f32], ld: usize, at: usize, tiles: usize, rows: &mut [f32]) {
+    debug_assert!(m.len() >= E * ld && at + BLOCK <= ld && rows.len() >= TILE * TILE * BLOCK && tiles <= BLOCK);
+    for group in (0..tiles).step_by(S::LANES) {
         let load = |e: usize| S::load(m.as_ptr().add(e * ld + at + group));
         let s: [[S::V; TILE]; PATCH] = array_of(|i| at6::<S>(array_of(|j| load(i * PATCH + j))));
         let columns: [[S::V; TILE]; TILE] = array_of(|j| at6::<S>(array_of(|i| s[i][j])));
@@ -1018,8 +1025,8 @@ macro_rules! transforms_for {
         /// # Safety
         /// As `transform_input`.
         #[target_feature(enable = $feature)]
-        unsafe fn $input(band: &[f32], wb: usize, offsets: &[i32], runs: u32, v: &mut [f32], ld: usize, col: usize) {
-            transform_input::<$isa>(band, wb, offsets, runs, v, ld, col)
+        unsafe fn $input(band: &[f32], wb: usize, offsets: &[i32], runs: u32, tiles: usize, v: &mut [f32], ld: usize, col: usize) {
+            transform_input::<$isa>(band, wb, offsets, runs, tiles, v, ld, col)
         }
 
         /// `transform_output` for this instruction set.
@@ -1027,8 +1034,8 @@ macro_rules! transforms_for {
         /// # Safety
         /// As `transform_output`.
         #[target_feature(enable = $feature)]
-        unsafe fn $output(m: &[f32], ld: usize, at: usize, rows: &mut [f32]) {
-            transform_output::<$isa>(m, ld, at, rows)
+        unsafe fn $output(m: &[f32], ld: usize, at: usize, tiles: usize, rows: &mut [f32]) {
+            transform_output::<$isa>(m, ld, at, tiles, rows)
         }
 
         /// `transform_grad` for this instruction set.
