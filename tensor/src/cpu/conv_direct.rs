@@ -422,6 +422,11 @@ fn conv2d_with(
             items.push((n, s * per_item / (R * ohw), part, moments));
         }
     }
+    // A 1x1 convolution whose input needs no transform reads its image in
+    // place, when the kernel's last columns stay inside each plane: a
+    // padded copy would be the input again, and the skip convolutions of a
+    // U-Net step copied several MiB that way.
+    let in_place = is_pointwise(p) && folded.input_affine.is_none() && !folded.input_silu && flat.plane == p.in_h * p.in_w && flat.tiles * P <= flat.plane;
     // The item's blocks side by side, R rows of `tiles * P` each.
     let ld = flat.tiles * P;
     let block_scratch = R * ld;
@@ -430,9 +435,15 @@ fn conv2d_with(
     // every piece it hands out.
     let per_thread = items.len().div_ceil(threads);
     items.into_par_iter().with_min_len(per_thread).for_each_init(
-        || (vec![0.0f32; cin * flat.plane], vec![0.0f32; per_item.div_ceil(R * ohw) * block_scratch]),
+        || (vec![0.0f32; if in_place { 0 } else { cin * flat.plane }], vec![0.0f32; per_item.div_ceil(R * ohw) * block_scratch]),
         |(xpad, scratch), (n, first_block, part, mut moments)| {
-            pad_image(p, &flat, n, folded, &input[n * in_image..][..in_image], xpad);
+            let image = &input[n * in_image..][..in_image];
+            let xpad: &[f32] = if in_place {
+                image
+            } else {
+                pad_image(p, &flat, n, folded, image, xpad);
+                xpad
+            };
             let item_blocks = part.len().div_ceil(R * ohw);
             for first_tile in (0..flat.tiles).step_by(band) {
                 let tiles = first_tile..flat.tiles.min(first_tile + band);
@@ -1007,6 +1018,40 @@ mod tests {
                 let mut got = vec![f32::NAN; want.len()];
                 backward_weight_with(kernel, &p, chunk.min(p.batch), band_bytes, &to32(&x), &to32(&g), &mut got);
                 close_f32(&got, &want, &mag)?;
+            }
+        }
+    }
+
+    /// 1x1 shapes whose planes are often a whole number of either kernel's
+    /// columns (read in place) and sometimes not (read through a padded copy).
+    fn pointwise_planes_case() -> impl Strategy<Value = (Conv2dParams, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)> {
+        let sides = || prop::sample::select(vec![1usize, 2, 3, 4, 8, 16, 32]);
+        (1usize..4, prop::sample::select(vec![1usize, 3, 8, 33, 70]), prop::sample::select(vec![1usize, 2, 5, 9, 36]), sides(), sides()).prop_flat_map(|(batch, cin, cout, h, w)| {
+            let p = Conv2dParams { batch, in_channels: cin, out_channels: cout, in_h: h, in_w: w, kernel_h: 1, kernel_w: 1, stride: 1, padding: 0 };
+            (
+                Just(p),
+                prop::collection::vec(-2.0f64..2.0, batch * cin * h * w),
+                prop::collection::vec(-2.0f64..2.0, cout * cin),
+                prop::collection::vec(-2.0f64..2.0, cout),
+                prop::collection::vec(-2.0f64..2.0, batch * cout * h * w),
+            )
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn pointwise_forward_and_input_gradient_match_naive((p, x, w, b, g) in pointwise_planes_case()) {
+            let (want, mag) = naive_forward(&p, &x, &w, Some(&b));
+            let [(want_dx, mag_dx), _] = naive_backward(&p, &x, &w, &g);
+            for kernel in kernels() {
+                let mut got = vec![f32::NAN; want.len()];
+                conv2d_with(kernel, &p, band_tiles(kernel, p.in_channels), &to32(&x), &to32(&w), Some(&to32(&b)), &Folded::default(), None, unwritten(&mut got));
+                close_f32(&got, &want, &mag)?;
+                let mut got_dx = vec![f32::NAN; want_dx.len()];
+                backward_input_with(kernel, &p, &to32(&g), &to32(&w), unwritten(&mut got_dx));
+                close_f32(&got_dx, &want_dx, &mag_dx)?;
             }
         }
     }
