@@ -60,6 +60,7 @@
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
+use super::allocator::zeros;
 use super::conv::sized;
 use super::conv_direct::{self, Folded, GemmKernel};
 use super::copy::copy_row;
@@ -263,7 +264,9 @@ fn transform_weights(cout: usize, cin: usize, weight: &[f32], R: usize) -> Vec<f
     assert!(R <= LANES_OF_FILTERS, "register blocks of at most {LANES_OF_FILTERS} channels");
     let blocks = cout.div_ceil(R);
     let block_len = cin * R;
-    let mut u = vec![0.0f32; transformed_len(cout, cin, R)];
+    // Zeroed by the pool: a training step transforms every layer's filters
+    // anew, and `vec!` had the calling thread clear up to a few MiB alone.
+    let mut u = zeros::<f32>(transformed_len(cout, cin, R));
     let target = Output(u.as_mut_ptr());
     (0..blocks).into_par_iter().for_each_init(Vec::new, |scratch: &mut Vec<f32>, cb| {
         let filters = sized(scratch, block_len * E);
