@@ -623,6 +623,7 @@ fn transform_block_input(p: &Conv2dParams, tiling: &Tiling, plan: &BlockPlan, ke
     let (cin, h, w, pad) = (p.in_channels, p.in_h, p.in_w, p.padding);
     let wb = tiling.band_width();
     let transform = folded.input_affine.is_some() || folded.input_silu;
+    let tiles = plan.tiles();
     // The band's borders are never written after this fill, so they stay zero.
     let band = sized(band, plan.band_len + RUN_SLACK);
     band.fill(0.0);
@@ -652,7 +653,7 @@ fn transform_block_input(p: &Conv2dParams, tiling: &Tiling, plan: &BlockPlan, ke
         // SAFETY: `kernels` are for this CPU; every offset plus a patch's
         // reach stays inside the band, and `v` holds 36 planes,
         // `v_stride` apart, of `cin * BLOCK`.
-        unsafe { (kernels.input)(band, wb, &plan.offsets, plan.runs, plan.tiles(), v, v_stride, ci * BLOCK) };
+        unsafe { (kernels.input)(band, wb, &plan.offsets, plan.runs, tiles, v, v_stride, ci * BLOCK) };
     }
 }
 
